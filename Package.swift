@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "JobFarm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "jobfarm", targets: ["JobFarmCLI"]),
+        .library(name: "JobQueue", targets: ["JobQueue"]),
+        .library(name: "JobWorker", targets: ["JobWorker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+    ],
+    targets: [
+        // System libraries (Debian -dev packages). hiredis without pkg-config: its .pc file adds -D_FILE_OFFSET_BITS=64,
+        // which SwiftPM rejects with a warning on every build; the header is in /usr/include/hiredis either way.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        // Wire: a small Redis client over hiredis.
+        .target(name: "RedisClient", dependencies: ["CHiredis"]),
+        // The job envelope, key layout and Lua scripts: the protocol any language can speak.
+        .target(name: "JobProtocol", dependencies: ["CZlib"]),
+        // The queue engine: enqueue, fetch with leases, ack/fail/retry, reaper, scheduler, dead letters, stats.
+        .target(name: "JobQueue", dependencies: [
+            "RedisClient", "JobProtocol",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The worker runtime: handlers by kind, concurrency, timeouts, heartbeats, graceful shutdown.
+        .target(name: "JobWorker", dependencies: [
+            "JobQueue",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Job handlers: built-in kinds (noop, sleep, echo, fail).
+        .target(name: "JobKinds", dependencies: ["JobWorker"]),
+        // The `jobfarm` command line.
+        .executableTarget(name: "JobFarmCLI", dependencies: [
+            "JobQueue", "JobWorker", "JobKinds",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
+
+        .testTarget(name: "JobFarmTests", dependencies: [
+            "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
+        ]),
+    ]
+)

@@ -1,0 +1,181 @@
+import ArgumentParser
+import Foundation
+import JobProtocol
+import JobQueue
+import Logging
+import RedisClient
+
+@main
+struct JobFarmCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobfarm",
+        abstract: "A Redis job-queue worker farm: enqueue jobs, run workers, inspect queues and dead letters.",
+        discussion: """
+            Redis: --redis-url, else $JOBFARM_REDIS_URL, else the managed local Redis that scripts/up starts \
+            (\(GlobalOptions.managedRedisURL)).
+            """,
+        subcommands: [
+            EnqueueCommand.self, WorkerCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
+            DeadLetterCommand.self, WorkersCommand.self, BenchCommand.self,
+        ]
+    )
+}
+
+/// Options every subcommand takes.
+struct GlobalOptions: ParsableArguments {
+    static let managedRedisURL = "redis://127.0.0.1:6380"
+
+    @Option(name: .long, help: "Redis URL: redis://[user:pass@]host:port/db or unix:///path.sock (default: $JOBFARM_REDIS_URL, else \(managedRedisURL)).")
+    var redisURL: String?
+
+    @Option(name: .long, help: "Key namespace (default: $JOBFARM_NAMESPACE, else jf).")
+    var namespace: String?
+
+    @Option(name: .long, help: "Tiers, highest first (default: premium,standard,free).")
+    var tiers: String = "premium,standard,free"
+
+    @Option(name: .long, help: "Tier policy: strict, strict:aging=10s, or weighted:premium=6,standard=3,free=1.")
+    var tierPolicy: String = "strict:aging=10s"
+
+    @Option(name: .long, help: "Lease length in seconds (a worker that stops heartbeating loses its jobs after this).")
+    var lease: Double = 10
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["JOBFARM_LOG_LEVEL"] ?? "info"
+
+    var resolvedRedisURL: String {
+        redisURL ?? ProcessInfo.processInfo.environment["JOBFARM_REDIS_URL"] ?? Self.managedRedisURL
+    }
+
+    func farmConfiguration() throws -> JobFarmConfiguration {
+        let redis: RedisConfiguration
+        do {
+            redis = try RedisConfiguration(url: resolvedRedisURL)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let tierList = tiers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        guard lease >= 1 else { throw ValidationError("--lease must be at least 1 second") }
+        let leaseDuration = Duration.milliseconds(Int64(lease * 1000))
+        var configuration = JobFarmConfiguration(
+            redis: redis, namespace: namespace ?? ProcessInfo.processInfo.environment["JOBFARM_NAMESPACE"] ?? "jf",
+            tiers: tierList, defaultTier: tierList.contains("standard") ? "standard" : tierList.first ?? "standard",
+            leaseDuration: leaseDuration, heartbeatInterval: leaseDuration / 5)
+        do {
+            configuration.tierPolicy = try TierPolicy(parsing: tierPolicy)
+            try configuration.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        return configuration
+    }
+
+    func makeFarm() throws -> JobFarm {
+        bootstrapLogging()
+        return try JobFarm(configuration: farmConfiguration(), logger: Logger(label: "jobfarm"))
+    }
+
+    func bootstrapLogging() {
+        let level = Logger.Level(rawValue: logLevel.lowercased()) ?? .info
+        LoggingBootstrap.once(level: level)
+    }
+}
+
+/// Installs the stderr log handler once per process.
+enum LoggingBootstrap {
+    nonisolated(unsafe) private static var done = false  // set once from the main task before any concurrency
+    static func once(level: Logger.Level) {
+        if done { return }
+        done = true
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// Turns library errors into messages that say what to do next, and exits non-zero.
+func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as JobFarmError {
+        throw CLIError(message: "\(error)")
+    } catch let error as RedisError {
+        throw CLIError(message: "\(error)")
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { "error: " + message }
+}
+
+extension CLIError: LocalizedError {
+    var errorDescription: String? { description }
+}
+
+/// Reads `--payload`: inline JSON, `@file`, or `@-` for standard input.
+func readPayload(_ text: String?) throws -> JSONValue {
+    guard let text else { return .null }
+    var source = text
+    if text.hasPrefix("@") {
+        let path = String(text.dropFirst())
+        if path == "-" {
+            source = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("--payload \(text): cannot read file '\(path)'; check the path")
+            }
+            source = String(decoding: data, as: UTF8.self)
+        }
+    }
+    do {
+        return try JSONValue(parsing: source)
+    } catch {
+        throw ValidationError("--payload is not valid JSON (\(describeJSONError(error))); quote it for the shell, e.g. --payload '{\"seconds\": 2}'")
+    }
+}
+
+func describeJSONError(_ error: Error) -> String {
+    if case DecodingError.dataCorrupted(let context) = error {
+        return (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? context.debugDescription
+    }
+    return "\(error)"
+}
+
+/// Prints a JSON value, pretty.
+func printJSON(_ value: JSONValue) {
+    let data = (try? JSONSerialization.data(withJSONObject: value.foundationObject, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed])) ?? Data(value.jsonText.utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+extension JSONValue {
+    var foundationObject: Any {
+        switch self {
+        case .null: return NSNull()
+        case .bool(let value): return value
+        case .number(let value): return value == value.rounded() && abs(value) < 1e15 ? Int64(value) as Any : value
+        case .string(let value): return value
+        case .array(let items): return items.map(\.foundationObject)
+        case .object(let members): return members.mapValues(\.foundationObject)
+        }
+    }
+}
+
+/// `1.2 s`, `35 ms`, `3 min` for people.
+func human(_ duration: Duration) -> String {
+    let seconds = duration.seconds
+    if seconds < 1 { return String(format: "%.0f ms", seconds * 1000) }
+    if seconds < 120 { return String(format: "%.1f s", seconds) }
+    if seconds < 7200 { return String(format: "%.0f min", seconds / 60) }
+    return String(format: "%.1f h", seconds / 3600)
+}
+
+/// A time in ms since 1970 as ISO 8601.
+func isoTime(_ milliseconds: Int64?) -> String {
+    guard let milliseconds else { return "-" }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+}

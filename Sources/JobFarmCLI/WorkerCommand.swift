@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import JobKinds
+import JobQueue
+import JobWorker
+import Logging
+import ServiceLifecycle
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Run a worker process (SIGTERM/SIGINT: finish running jobs, hand the rest back).")
+
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Queues to serve in preference order, each optionally with tiers: default,ml:premium+standard. Default: every queue.")
+    var queues: String?
+    @Option(help: "Jobs run at once.") var concurrency: Int = 10
+    @Option(help: "Most jobs leased per fetch.") var fetchBatch: Int = 100
+    @Option(help: "Seconds running jobs get to finish on shutdown.") var shutdownGrace: Double = 25
+    @Flag(help: "Exit once the served queues are empty (nothing queued, scheduled or in flight).") var exitWhenEmpty = false
+    @Option(help: "Worker id (default: host-pid-random).") var id: String?
+
+    func run() async throws {
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        guard fetchBatch >= 1 else { throw ValidationError("--fetch-batch must be at least 1") }
+        let farm = try global.makeFarm()
+        var queueNames: [String]?
+        var tiersByQueue: [String: [String]] = [:]
+        if let queues {
+            queueNames = []
+            for item in queues.split(separator: ",") {
+                let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+                queueNames!.append(parts[0])
+                if parts.count == 2 {
+                    let tiers = parts[1].split(separator: "+").map(String.init)
+                    for tier in tiers where !farm.configuration.tiers.contains(tier) {
+                        throw ValidationError("--queues \(item): tier '\(tier)' is not one of \(farm.configuration.tiers.joined(separator: ", "))")
+                    }
+                    tiersByQueue[parts[0]] = tiers
+                }
+            }
+        }
+        let worker = Worker(
+            farm: farm, registry: .builtins(),
+            configuration: WorkerConfiguration(
+                queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
+                exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)), id: id),
+            logger: Logger(label: "jobfarm.worker"))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "jobfarm.lifecycle")))
+        try await group.run()
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+
+/// Errors in reading an envelope: each names the field and the problem.
+public enum EnvelopeError: Error, CustomStringConvertible, Sendable, Equatable {
+    case notJSON(String)
+    case missingField(String)
+    case invalidField(String, String)
+    case unsupportedVersion(Int)
+    case corruptPayload(String)
+
+    public var description: String {
+        switch self {
+        case .notJSON(let detail): return "not a JSON object: \(detail)"
+        case .missingField(let name): return "envelope has no '\(name)' field"
+        case .invalidField(let name, let why): return "envelope field '\(name)' \(why)"
+        case .unsupportedVersion(let version): return "envelope version \(version) is not supported (this build reads version 1)"
+        case .corruptPayload(let why): return "compressed payload is corrupt: \(why)"
+        }
+    }
+}
+
+/// The versioned job envelope: what a producer writes and a worker reads (docs/PROTOCOL.md, "Envelope").
+///
+/// Immutable once enqueued; the live counters (attempts, lease, state) live in the job hash beside it.
+public struct JobEnvelope: Sendable, Equatable {
+    /// The protocol version this build writes.
+    public static let version = 1
+
+    public var id: String
+    public var kind: String
+    public var queue: String
+    public var tier: String
+    /// The job's parameters: any JSON value.
+    public var payload: JSONValue
+    /// Attempts already made when this envelope was written (0 for a new job).
+    public var attempts: Int
+    public var maxAttempts: Int
+    /// Milliseconds since 1970.
+    public var enqueuedAt: Int64
+    /// Earliest start (ms since 1970); `nil` runs as soon as possible.
+    public var runAt: Int64?
+    /// Wall time allowed for one attempt.
+    public var timeoutMilliseconds: Int64
+    public var idempotencyKey: String?
+    /// W3C trace context (`traceparent`, `tracestate`) or other propagation fields.
+    public var trace: [String: String]
+
+    public init(
+        id: String = JobID.make(), kind: String, queue: String = "default", tier: String = "standard",
+        payload: JSONValue = .null, attempts: Int = 0, maxAttempts: Int = 5,
+        enqueuedAt: Int64 = WallClock.nowMilliseconds(), runAt: Int64? = nil, timeoutMilliseconds: Int64 = 300_000,
+        idempotencyKey: String? = nil, trace: [String: String] = [:]
+    ) {
+        self.id = id
+        self.kind = kind
+        self.queue = queue
+        self.tier = tier
+        self.payload = payload
+        self.attempts = attempts
+        self.maxAttempts = maxAttempts
+        self.enqueuedAt = enqueuedAt
+        self.runAt = runAt
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.idempotencyKey = idempotencyKey
+        self.trace = trace
+    }
+
+    /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`.
+    public func encoded() -> String {
+        var out = "{\"v\":1,\"id\":"
+        JSONValue.writeString(id, to: &out)
+        out += ",\"kind\":"
+        JSONValue.writeString(kind, to: &out)
+        out += ",\"queue\":"
+        JSONValue.writeString(queue, to: &out)
+        out += ",\"tier\":"
+        JSONValue.writeString(tier, to: &out)
+        let payloadText = payload.jsonText
+        if payloadText.utf8.count > PayloadCompression.threshold {
+            let raw = Array(payloadText.utf8)
+            out += ",\"payload_z\":\""
+            out += Data(PayloadCompression.compress(raw)).base64EncodedString()
+            out += "\",\"payload_crc32\":\(PayloadCompression.crc32(raw))"
+        } else {
+            out += ",\"payload\":"
+            out += payloadText
+        }
+        out += ",\"attempts\":\(attempts),\"max_attempts\":\(maxAttempts),\"enqueued_at\":\(enqueuedAt)"
+        if let runAt { out += ",\"run_at\":\(runAt)" }
+        out += ",\"timeout_ms\":\(timeoutMilliseconds)"
+        if let idempotencyKey {
+            out += ",\"idempotency_key\":"
+            JSONValue.writeString(idempotencyKey, to: &out)
+        }
+        if !trace.isEmpty {
+            out += ",\"trace\":"
+            JSONValue.object(trace.mapValues(JSONValue.string)).write(to: &out)
+        }
+        out += "}"
+        return out
+    }
+
+    /// Reads an envelope, checking every field; a compressed payload is inflated and its CRC verified.
+    public init(decoding text: String) throws {
+        try self.init(decoding: Data(text.utf8))
+    }
+
+    /// Reads an envelope from JSON bytes.
+    public init(decoding data: Data) throws {
+        let raw: RawEnvelope
+        do {
+            raw = try JSONDecoder().decode(RawEnvelope.self, from: data)
+        } catch let error as DecodingError {
+            throw EnvelopeError.describe(error)
+        } catch {
+            throw EnvelopeError.notJSON("\(error)")
+        }
+        guard let version = raw.v else { throw EnvelopeError.missingField("v") }
+        guard version == 1 else { throw EnvelopeError.unsupportedVersion(version) }
+        guard let id = raw.id else { throw EnvelopeError.missingField("id") }
+        guard JobID.isValid(id) else { throw EnvelopeError.invalidField("id", "must be 1–128 characters of A–Z a–z 0–9 - _ . :") }
+        guard let kind = raw.kind, !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
+        self.id = id
+        self.kind = kind
+        self.queue = raw.queue ?? "default"
+        self.tier = raw.tier ?? "standard"
+        if let compressed = raw.payload_z {
+            guard let bytes = Data(base64Encoded: compressed) else {
+                throw EnvelopeError.invalidField("payload_z", "is not base64")
+            }
+            guard let expected = raw.payload_crc32 else { throw EnvelopeError.missingField("payload_crc32") }
+            let inflated = try PayloadCompression.decompress(Array(bytes))
+            let actual = PayloadCompression.crc32(inflated)
+            guard actual == expected else {
+                throw EnvelopeError.corruptPayload("CRC-32 is \(actual), the envelope says \(expected)")
+            }
+            do {
+                self.payload = try JSONValue(parsing: Data(inflated))
+            } catch {
+                throw EnvelopeError.corruptPayload("inflated payload is not JSON")
+            }
+        } else {
+            self.payload = raw.payload ?? .null
+        }
+        self.attempts = raw.attempts ?? 0
+        self.maxAttempts = raw.max_attempts ?? 5
+        guard maxAttempts >= 1 else { throw EnvelopeError.invalidField("max_attempts", "must be at least 1") }
+        self.enqueuedAt = raw.enqueued_at ?? 0
+        self.runAt = raw.run_at
+        self.timeoutMilliseconds = raw.timeout_ms ?? 300_000
+        guard timeoutMilliseconds > 0 else { throw EnvelopeError.invalidField("timeout_ms", "must be positive") }
+        self.idempotencyKey = raw.idempotency_key
+        self.trace = raw.trace ?? [:]
+    }
+}
+
+/// The wire form, decoded leniently so that each missing or wrong field gets its own message.
+private struct RawEnvelope: Decodable {
+    var v: Int?
+    var id: String?
+    var kind: String?
+    var queue: String?
+    var tier: String?
+    var payload: JSONValue?
+    var payload_z: String?
+    var payload_crc32: UInt32?
+    var attempts: Int?
+    var max_attempts: Int?
+    var enqueued_at: Int64?
+    var run_at: Int64?
+    var timeout_ms: Int64?
+    var idempotency_key: String?
+    var trace: [String: String]?
+}
+
+extension EnvelopeError {
+    static func describe(_ error: DecodingError) -> EnvelopeError {
+        switch error {
+        case .typeMismatch(let type, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            if path.isEmpty { return .notJSON("expected an object, found something else") }
+            return .invalidField(path, "has the wrong type (expected \(type))")
+        case .valueNotFound(_, let context):
+            return .missingField(context.codingPath.map(\.stringValue).joined(separator: "."))
+        case .keyNotFound(let key, _):
+            return .missingField(key.stringValue)
+        case .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? .notJSON(context.debugDescription) : .invalidField(path, context.debugDescription)
+        @unknown default:
+            return .notJSON("\(error)")
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import JobProtocol
+import RedisClient
+
+/// What a producer asks for: one job.
+public struct EnqueueRequest: Sendable {
+    public var kind: String
+    public var queue: String
+    /// `nil` uses the configuration's default tier.
+    public var tier: String?
+    public var payload: JSONValue
+    /// Run no earlier than this long from now.
+    public var delay: Duration?
+    /// Run no earlier than this time (ms since 1970); wins over `delay`.
+    public var runAt: Int64?
+    public var maxAttempts: Int
+    public var timeout: Duration
+    /// Same key within the idempotency window → the same job id, no second job.
+    public var idempotencyKey: String?
+    public var trace: [String: String]
+    /// A caller-chosen id (retrying a submission with the same id never makes a second job).
+    public var id: String?
+
+    public init(
+        kind: String, queue: String = "default", tier: String? = nil, payload: JSONValue = .null,
+        delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int = 5, timeout: Duration = .seconds(300),
+        idempotencyKey: String? = nil, trace: [String: String] = [:], id: String? = nil
+    ) {
+        self.kind = kind
+        self.queue = queue
+        self.tier = tier
+        self.payload = payload
+        self.delay = delay
+        self.runAt = runAt
+        self.maxAttempts = maxAttempts
+        self.timeout = timeout
+        self.idempotencyKey = idempotencyKey
+        self.trace = trace
+        self.id = id
+    }
+}
+
+extension JobFarm {
+    /// Enqueues one job; returns its id (the existing id when the idempotency key was seen before).
+    @discardableResult
+    public func enqueue(_ request: EnqueueRequest) async throws -> String {
+        try await enqueue([request])[0]
+    }
+
+    /// Enqueues many jobs: one script call per queue and chunk of up to `chunkSize` jobs, pipelined.
+    /// Returns the ids in request order. Safe to repeat after a connection error (ids are chosen here).
+    public func enqueue(_ requests: [EnqueueRequest], chunkSize: Int = 2000) async throws -> [String] {
+        let now = WallClock.nowMilliseconds()
+        var envelopes: [(env: JobEnvelope, delayMs: Int64)] = []
+        envelopes.reserveCapacity(requests.count)
+        for request in requests {
+            envelopes.append(try makeEnvelope(request, now: now))
+        }
+        // Group by queue (each queue is its own hash slot), keeping request order for the answer.
+        var order: [String] = []
+        var byQueue: [String: [Int]] = [:]
+        for (index, item) in envelopes.enumerated() {
+            if byQueue[item.env.queue] == nil { order.append(item.env.queue) }
+            byQueue[item.env.queue, default: []].append(index)
+        }
+        var requestsOut: [RedisRequest] = []
+        var chunks: [[Int]] = []
+        let idemTTL = String(configuration.idempotencyWindow.milliseconds)
+        for queue in order {
+            let indices = byQueue[queue]!
+            requestsOut.append(.command(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue)))
+            chunks.append([])
+            for start in stride(from: 0, to: indices.count, by: chunkSize) {
+                let chunk = Array(indices[start..<min(start + chunkSize, indices.count)])
+                var arguments: [String] = [queue, String(chunk.count), idemTTL]
+                arguments.reserveCapacity(3 + chunk.count * 5)
+                for index in chunk {
+                    let (env, delayMs) = envelopes[index]
+                    arguments.append(env.id)
+                    arguments.append(env.tier)
+                    arguments.append(env.encoded())
+                    arguments.append(String(delayMs))
+                    arguments.append(env.idempotencyKey ?? "")
+                }
+                requestsOut.append(.script(Scripts.enqueue, keys: [keys(queue).prefix], arguments: arguments))
+                chunks.append(chunk)
+            }
+        }
+        let client = self.client
+        let replies = try await retrying(for: .seconds(10), what: "enqueue") {
+            try await client.pipeline(requestsOut)
+        }
+        var ids = [String](repeating: "", count: requests.count)
+        for (reply, chunk) in zip(replies, chunks) where !chunk.isEmpty {
+            if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
+            let returned = reply.array ?? []
+            guard returned.count == chunk.count else {
+                throw JobFarmError.redis("enqueue: expected \(chunk.count) ids, got \(returned.count)")
+            }
+            for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
+        }
+        return ids
+    }
+
+    /// Builds and checks the envelope of one request; every error names the field.
+    func makeEnvelope(_ request: EnqueueRequest, now: Int64) throws -> (env: JobEnvelope, delayMs: Int64) {
+        guard !request.kind.isEmpty, request.kind.utf8.count <= 128 else {
+            throw JobFarmError.invalidArgument("kind must be 1–128 characters (got '\(request.kind)')")
+        }
+        guard QueueKeys.isValidName(request.queue) else {
+            throw JobFarmError.invalidArgument("queue name '\(request.queue)' must be 1–64 of A–Z a–z 0–9 _ - .")
+        }
+        let tier = request.tier ?? configuration.defaultTier
+        guard configuration.tiers.contains(tier) else {
+            throw JobFarmError.invalidArgument("tier '\(tier)' is not one of \(configuration.tiers.joined(separator: ", "))")
+        }
+        guard (1...1000).contains(request.maxAttempts) else {
+            throw JobFarmError.invalidArgument("max attempts must be 1…1000 (got \(request.maxAttempts))")
+        }
+        guard request.timeout > .zero else { throw JobFarmError.invalidArgument("timeout must be positive") }
+        if let id = request.id, !JobID.isValid(id) {
+            throw JobFarmError.invalidArgument("job id '\(id)' must be 1–128 of A–Z a–z 0–9 - _ . :")
+        }
+        if let key = request.idempotencyKey, key.isEmpty || key.utf8.count > 256 {
+            throw JobFarmError.invalidArgument("idempotency key must be 1–256 characters")
+        }
+        var delayMs: Int64 = 0
+        if let runAt = request.runAt {
+            delayMs = max(0, runAt - now)
+        } else if let delay = request.delay {
+            guard delay >= .zero else { throw JobFarmError.invalidArgument("delay must not be negative") }
+            delayMs = delay.milliseconds
+        }
+        let env = JobEnvelope(
+            id: request.id ?? JobID.make(milliseconds: now), kind: request.kind, queue: request.queue, tier: tier,
+            payload: request.payload, maxAttempts: request.maxAttempts, enqueuedAt: now,
+            runAt: delayMs > 0 ? now + delayMs : nil, timeoutMilliseconds: request.timeout.milliseconds,
+            idempotencyKey: request.idempotencyKey, trace: request.trace)
+        return (env, delayMs)
+    }
+}

@@ -1,0 +1,189 @@
+import JobProtocol
+import RedisClient
+import Synchronization
+
+/// Wakes waiters when a job changes state: one pub/sub connection per process, pattern-subscribed to every
+/// queue's event channel, fanning messages out to the waiters of each job id. No polling.
+final class JobEvents: Sendable {
+    private struct State {
+        var subscriber: RedisSubscriber?
+        var ready = false
+        var readyWaiters: [CheckedContinuation<Void, Never>] = []
+        var nextToken = 0
+        var streams: [String: [Int: EventSignal]] = [:]
+    }
+
+    private let configuration: JobFarmConfiguration
+    private let state = Mutex(State())
+
+    init(configuration: JobFarmConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Starts the subscription if needed and waits (up to `limit`) until it is live.
+    func start(waitingUpTo limit: Duration = .seconds(3)) async {
+        let subscriber: RedisSubscriber? = state.withLock { state in
+            if state.subscriber != nil { return nil }
+            let subscriber = RedisSubscriber(
+                configuration: configuration.redis, patterns: ["\(configuration.namespace):{*}:events"],
+                onReady: { [weak self] in self?.connected() },
+                onMessage: { [weak self] channel, body in self?.deliver(channel: channel, body: body) })
+            state.subscriber = subscriber
+            return subscriber
+        }
+        subscriber?.start()
+        if state.withLock({ $0.ready }) { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let resumeNow = self.state.withLock { state -> Bool in
+                        if state.ready { return true }
+                        state.readyWaiters.append(continuation)
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+            // The waiter that lost the race is resumed by `connected()` or left to the timeout's sleep.
+        }
+    }
+
+    /// A signal fired by every event (`succeeded`, `progress 0.5`, a reconnect…) of one job id.
+    func subscribe(id: String) -> (token: Int, signal: EventSignal) {
+        let signal = EventSignal()
+        let token = state.withLock { state -> Int in
+            state.nextToken += 1
+            state.streams[id, default: [:]][state.nextToken] = signal
+            return state.nextToken
+        }
+        return (token, signal)
+    }
+
+    func unsubscribe(id: String, token: Int) {
+        state.withLock { state in
+            state.streams[id]?.removeValue(forKey: token)
+            if state.streams[id]?.isEmpty == true { state.streams[id] = nil }
+        }
+    }
+
+    func stop() {
+        state.withLock { $0.subscriber }?.stop()
+    }
+
+    private func connected() {
+        let (waiters, all) = state.withLock { state in
+            state.ready = true
+            let waiters = state.readyWaiters
+            state.readyWaiters = []
+            return (waiters, state.streams.values.flatMap(\.values))
+        }
+        for waiter in waiters { waiter.resume() }
+        // Messages may have been missed while disconnected: every waiter re-reads its job.
+        for signal in all { signal.fire() }
+    }
+
+    private func deliver(channel: String, body: [UInt8]) {
+        let text = String(decoding: body, as: UTF8.self)
+        guard let space = text.firstIndex(of: " ") else { return }
+        let id = String(text[..<space])
+        let event = String(text[text.index(after: space)...])
+        let targets = state.withLock { $0.streams[id].map { Array($0.values) } ?? [] }
+        _ = event
+        for signal in targets { signal.fire() }
+    }
+}
+
+extension JobFarm {
+    /// Waits until the job is final (succeeded, dead or cancelled) and returns its status.
+    /// Woken by published events, not by polling; `onUpdate` sees every progress change on the way.
+    /// - Throws: `JobFarmError.notFound` for an unknown id, `.timedOut` after `timeout`.
+    public func wait(
+        for id: String, queue: String? = nil, timeout: Duration = .seconds(60),
+        onUpdate: (@Sendable (JobStatus) -> Void)? = nil
+    ) async throws -> JobStatus {
+        await events.start()
+        let (token, signal) = events.subscribe(id: id)
+        defer { events.unsubscribe(id: id, token: token) }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var knownQueue = queue
+        while true {
+            guard let status = try await status(id: id, queue: knownQueue) else {
+                throw JobFarmError.notFound("no job \(id)\(queue.map { " in queue \($0)" } ?? ""): never enqueued, or removed after the retention period")
+            }
+            knownQueue = status.queue
+            onUpdate?(status)
+            if status.state.isTerminal { return status }
+            let remaining = deadline - clock.now
+            if remaining <= .zero {
+                throw JobFarmError.timedOut("job \(id) is still \(status.state.rawValue) after \(timeout); wait again or check `jobfarm status \(id)`")
+            }
+            // Wait for the next event, or re-check after a while in case the subscription is down.
+            await signal.wait(upTo: min(remaining, .seconds(5)))
+        }
+    }
+}
+
+/// A one-slot wake-up: `fire()` wakes the current `wait`, or the next one if nobody waits yet.
+final class EventSignal: Sendable {
+    private struct State {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+        var generation = 0
+    }
+    private let state = Mutex(State())
+
+    func fire() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.pending = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns when fired or after `limit`, whichever comes first.
+    func wait(upTo limit: Duration) async {
+        let generation = state.withLock { state -> Int? in
+            if state.pending {
+                state.pending = false
+                return nil
+            }
+            state.generation += 1
+            return state.generation
+        }
+        guard let generation else { return }
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard state.generation == generation else { return nil }
+                state.generation += 1
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume()
+        }
+        await withCheckedContinuation { continuation in
+            let resumeNow = state.withLock { state -> Bool in
+                // Fired, or timed out, between the check above and now.
+                if state.pending || state.generation != generation {
+                    state.pending = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        timer.cancel()
+        state.withLock { state in
+            if state.generation == generation { state.generation += 1 }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import JobProtocol
+import Logging
+import RedisClient
+
+/// The front door of the queue library: what the CLI, the HTTP dispatcher, the autoscaler and the pipeline
+/// engine use to enqueue, inspect, wait for and cancel jobs, and to manage dead letters.
+///
+/// Thread-safe; share one per process. Workers use the lower-level operations in `QueueOperations.swift`.
+public final class JobFarm: Sendable {
+    public let configuration: JobFarmConfiguration
+    let clients: [RedisClient]
+    let logger: Logger
+    let events: JobEvents
+
+    /// Creates the farm handle. Nothing connects until the first call.
+    /// - Parameter connections: Redis connections used round-robin by concurrent callers.
+    public init(configuration: JobFarmConfiguration, connections: Int = 2, logger: Logger = Logger(label: "jobfarm")) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.clients = (0..<max(1, connections)).map { RedisClient(configuration: configuration.redis, name: "farm\($0)") }
+        self.logger = logger
+        self.events = JobEvents(configuration: configuration)
+    }
+
+    deinit {
+        events.stop()
+        for client in clients { client.close() }
+    }
+
+    private let next = AtomicCounter()
+
+    /// A connection for one call (round-robin).
+    var client: RedisClient { clients[next.increment() % clients.count] }
+
+    func keys(_ queue: String) -> QueueKeys { QueueKeys(namespace: configuration.namespace, queue: queue) }
+
+    /// Runs a script, retrying connection failures until `deadline` (the scripts are safe to repeat).
+    func run(
+        _ script: RedisScript, queue: String, arguments: [String], on client: RedisClient? = nil,
+        retryFor deadline: Duration = .seconds(10)
+    ) async throws -> RESPValue {
+        let keys = [keys(queue).prefix]
+        return try await retrying(for: deadline, what: script.name) {
+            try await (client ?? self.client).run(script, keys: keys, arguments: [queue] + arguments)
+        }
+    }
+
+    /// Repeats `body` while it fails on the connection, with a growing pause, until `deadline` has passed.
+    func retrying<T: Sendable>(for deadline: Duration, what: String, _ body: () async throws -> T) async throws -> T {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var pause = Duration.milliseconds(20)
+        while true {
+            do {
+                return try await body()
+            } catch let error as RedisError where error.isConnectionError {
+                if clock.now - start + pause > deadline {
+                    throw JobFarmError.redis("\(what): \(error)")
+                }
+                logger.debug("retrying after connection error", metadata: ["op": "\(what)", "error": "\(error)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(1))
+            } catch let error as RedisError {
+                throw JobFarmError.redis("\(what): \(error)")
+            }
+        }
+    }
+
+    // MARK: - Queues
+
+    /// Every queue that has ever had a job enqueued (the registry set).
+    public func queues() async throws -> [String] {
+        let reply = try await retrying(for: .seconds(10), what: "queues") {
+            try await client.execute(RedisCommand("SMEMBERS", QueueKeys.registry(namespace: configuration.namespace)))
+        }
+        return (reply.array ?? []).compactMap(\.string).sorted()
+    }
+
+    /// Checks that Redis answers; returns the round-trip time.
+    public func ping() async throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        _ = try await client.execute("PING")
+        return clock.now - start
+    }
+}
+
+/// A lock-free counter for round-robin choice.
+final class AtomicCounter: Sendable {
+    private let value = Mutex(0)
+    func increment() -> Int {
+        value.withLock { v in
+            v &+= 1
+            return v & Int.max
+        }
+    }
+}
+
+import Synchronization

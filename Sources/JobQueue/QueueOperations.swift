@@ -1,0 +1,243 @@
+import JobProtocol
+import RedisClient
+
+/// A job leased to a worker: the raw envelope plus the lease's fencing token.
+public struct LeasedJob: Sendable {
+    public var id: String
+    public var queue: String
+    public var tier: String
+    /// The fencing token: only the holder of the current token may complete, fail, renew or release the job.
+    public var token: String
+    /// 1 for the first run.
+    public var attempt: Int
+    /// The envelope as stored (decoded by the worker, so that a malformed one is dead-lettered, not crashed on).
+    public var rawEnvelope: String
+}
+
+/// The ending of one attempt, reported by a worker.
+public enum AttemptOutcome: Sendable {
+    case succeeded(result: String)
+    /// Try again after `delay`.
+    case retry(error: String, delay: Duration)
+    /// Move to the dead letters.
+    case dead(reason: DeadLetterReason, error: String)
+    /// Cancelled on request.
+    case cancelled(error: String, keepAsDeadLetter: Bool)
+}
+
+/// The lease-level operations a worker runs. Each takes the connection to use, so a worker keeps fetch,
+/// acknowledgements and heartbeats on separate connections and none waits behind another.
+extension JobFarm {
+    /// Leases up to `count` jobs from one queue in one round trip, honouring the tier policy.
+    /// - Parameter tiers: the tiers to serve (a subset of the configured ones); `nil` serves them all.
+    public func fetch(queue: String, count: Int, worker: String, tiers only: [String]? = nil, on client: RedisClient) async throws -> [LeasedJob] {
+        var tiers = tierOrder()
+        if let only { tiers = tiers.filter(only.contains) }
+        var aging: Int64 = 0
+        if case .strict(let agingAfter?) = configuration.tierPolicy { aging = agingAfter.milliseconds }
+        var arguments = [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)]
+        arguments += tiers
+        let reply = try await run(Scripts.fetch, queue: queue, arguments: arguments, on: client, retryFor: .zero)
+        let items = reply.array ?? []
+        var jobs: [LeasedJob] = []
+        jobs.reserveCapacity(items.count / 5)
+        for base in stride(from: 0, to: items.count - 4, by: 5) {
+            jobs.append(LeasedJob(
+                id: items[base].string ?? "", queue: queue, tier: items[base + 3].string ?? "",
+                token: items[base + 1].string ?? "", attempt: items[base + 2].int ?? 1,
+                rawEnvelope: items[base + 4].string ?? ""))
+        }
+        return jobs
+    }
+
+    /// The tier order for one fetch: the configured order, or a weighted random order.
+    func tierOrder() -> [String] {
+        guard case .weighted(let weights) = configuration.tierPolicy else { return configuration.tiers }
+        var remaining = configuration.tiers
+        var order: [String] = []
+        var generator = SystemRandomNumberGenerator()
+        while !remaining.isEmpty {
+            let total = remaining.reduce(0) { $0 + max(1, weights[$1] ?? 1) }
+            var pick = Int.random(in: 0..<total, using: &generator)
+            for (index, tier) in remaining.enumerated() {
+                pick -= max(1, weights[tier] ?? 1)
+                if pick < 0 {
+                    order.append(tier)
+                    remaining.remove(at: index)
+                    break
+                }
+            }
+        }
+        return order
+    }
+
+    /// Records the outcomes of many attempts of one queue in one round trip (two scripts, pipelined).
+    /// Returns the ids whose lease had been lost: their outcome was refused, as the fencing token requires.
+    public func report(
+        _ outcomes: [(job: LeasedJob, outcome: AttemptOutcome)], queue: String, on client: RedisClient
+    ) async throws -> [String] {
+        var successes: [String] = [String(configuration.retention.milliseconds)]
+        var successIDs: [String] = []
+        var failures: [String] = [String(configuration.retention.milliseconds)]
+        var failureIDs: [String] = []
+        for (job, outcome) in outcomes {
+            switch outcome {
+            case .succeeded(let result):
+                successes += [job.id, job.token, result]
+                successIDs.append(job.id)
+            case .retry(let error, let delay):
+                failures += [job.id, job.token, "retry", error, String(delay.milliseconds)]
+                failureIDs.append(job.id)
+            case .dead(let reason, let error):
+                failures += [job.id, job.token, reason.rawValue, error, "0"]
+                failureIDs.append(job.id)
+            case .cancelled(let error, let keep):
+                failures += [job.id, job.token, keep ? "cancelled_dead" : "cancelled", error, "0"]
+                failureIDs.append(job.id)
+            }
+        }
+        var requests: [RedisRequest] = []
+        let prefix = [keys(queue).prefix]
+        if !successIDs.isEmpty { requests.append(.script(Scripts.complete, keys: prefix, arguments: [queue] + successes)) }
+        if !failureIDs.isEmpty { requests.append(.script(Scripts.fail, keys: prefix, arguments: [queue] + failures)) }
+        if requests.isEmpty { return [] }
+        // Safe to repeat: a second `complete` of a recorded success answers 1; a repeated `fail` answers 0 and
+        // the job stays as the first call left it.
+        let replies = try await retrying(for: .seconds(3600), what: "report") { try await client.pipeline(requests) }
+        var refused: [String] = []
+        var replyIndex = 0
+        for ids in [successIDs, failureIDs] where !ids.isEmpty {
+            let reply = replies[replyIndex]
+            replyIndex += 1
+            if let message = reply.errorMessage { throw JobFarmError.redis("report: \(message)") }
+            for (id, flag) in zip(ids, reply.array ?? []) where flag.int != 1 { refused.append(id) }
+        }
+        return refused
+    }
+
+    /// What a heartbeat learned about one lease.
+    public enum LeaseState: Sendable, Equatable {
+        case held
+        case lost
+        case cancelRequested(keepAsDeadLetter: Bool)
+    }
+
+    /// Renews the leases of many queues in one round trip, from a thread that may block (the lease keeper
+    /// runs on a thread of its own so that busy handlers never delay it). Returns the state of each lease.
+    public func renewBlocking(_ jobs: [LeasedJob], on client: RedisClient) throws -> [String: LeaseState] {
+        var byQueue: [String: [LeasedJob]] = [:]
+        for job in jobs { byQueue[job.queue, default: []].append(job) }
+        let queues = Array(byQueue.keys)
+        let requests: [RedisRequest] = queues.map { queue in
+            var arguments = [queue, String(configuration.leaseDuration.milliseconds)]
+            for job in byQueue[queue]! { arguments += [job.id, job.token] }
+            return .script(Scripts.heartbeat, keys: [keys(queue).prefix], arguments: arguments)
+        }
+        let replies = try client.pipelineBlocking(requests)
+        var states: [String: LeaseState] = [:]
+        for (queue, reply) in zip(queues, replies) {
+            if let message = reply.errorMessage { throw JobFarmError.redis("heartbeat: \(message)") }
+            for (job, flag) in zip(byQueue[queue]!, reply.array ?? []) {
+                switch flag.int {
+                case 1: states[job.id] = .held
+                case 2: states[job.id] = .cancelRequested(keepAsDeadLetter: false)
+                case 3: states[job.id] = .cancelRequested(keepAsDeadLetter: true)
+                default: states[job.id] = .lost
+                }
+            }
+        }
+        return states
+    }
+
+    /// Records this worker in the registry (`jf:workers`, `jf:worker:<id>`), expiring unless renewed.
+    public func registerWorkerBlocking(id: String, info: [String: String], ttl: Duration, on client: RedisClient) throws {
+        let ns = configuration.namespace
+        var hash = RedisCommand("HSET", QueueKeys.worker(namespace: ns, id: id))
+        for (key, value) in info.sorted(by: { $0.key < $1.key }) {
+            hash.append(key)
+            hash.append(value)
+        }
+        hash.append("seen")
+        hash.append(String(WallClock.nowMilliseconds()))
+        _ = try client.pipelineBlocking([
+            .command(hash),
+            .command(RedisCommand("PEXPIRE", QueueKeys.worker(namespace: ns, id: id), String(ttl.milliseconds))),
+            .command(RedisCommand("ZADD", QueueKeys.workers(namespace: ns), String(WallClock.nowMilliseconds()), id)),
+        ])
+    }
+
+    /// Removes this worker from the registry (clean exit).
+    public func deregisterWorkerBlocking(id: String, on client: RedisClient) throws {
+        let ns = configuration.namespace
+        _ = try client.pipelineBlocking([
+            .command(RedisCommand("DEL", QueueKeys.worker(namespace: ns, id: id))),
+            .command(RedisCommand("ZREM", QueueKeys.workers(namespace: ns), id)),
+        ])
+    }
+
+    /// Records a handler's progress (0…1) and publishes it. Returns false when the lease is lost.
+    @discardableResult
+    public func reportProgress(_ job: LeasedJob, fraction: Double, on client: RedisClient) async throws -> Bool {
+        let value = String(format3(min(1, max(0, fraction))))
+        let reply = try await run(Scripts.progress, queue: job.queue, arguments: [job.id, job.token, value], on: client, retryFor: .seconds(1))
+        return reply.int == 1
+    }
+
+    /// Hands leased jobs back to the front of their queue without counting the attempt (graceful shutdown).
+    @discardableResult
+    public func release(_ jobs: [LeasedJob], queue: String, on client: RedisClient) async throws -> Int {
+        if jobs.isEmpty { return 0 }
+        var arguments: [String] = []
+        for job in jobs { arguments += [job.id, job.token] }
+        return try await run(Scripts.release, queue: queue, arguments: arguments, on: client, retryFor: .seconds(10)).int ?? 0
+    }
+
+    /// One reaper step: returns expired leases to their queue, or to the dead letters as `poison`.
+    /// Safe with any number of workers running it at once (one atomic script).
+    public func reapExpiredLeases(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (requeued: Int, poisoned: Int) {
+        let reply = try await run(
+            Scripts.reap, queue: queue,
+            arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds)],
+            on: client, retryFor: .zero)
+        let values = reply.array ?? []
+        return (values.first?.int ?? 0, values.count > 1 ? values[1].int ?? 0 : 0)
+    }
+
+    /// One scheduler step: moves due delayed and retrying jobs to their tier. Returns how many moved and the
+    /// time until the next one is due (nil when none is scheduled).
+    public func promoteDueJobs(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (moved: Int, nextDue: Duration?) {
+        let reply = try await run(Scripts.promote, queue: queue, arguments: [String(limit)], on: client, retryFor: .zero)
+        let values = reply.array ?? []
+        let next = values.count > 1 ? values[1].int ?? -1 : -1
+        return (values.first?.int ?? 0, next >= 0 ? .milliseconds(next) : nil)
+    }
+
+    /// Blocks until a job may be waiting in one of the queues, or `timeout` passes (BLPOP on wake-up tokens).
+    /// Returns the queue that was signalled, if any.
+    public func awaitWork(queues: [String], timeout: Duration, on client: RedisClient) async throws -> String? {
+        var command = RedisCommand("BLPOP")
+        for queue in queues { command.append(keys(queue).signal) }
+        let seconds = max(0.01, timeout.seconds)
+        command.append(String(format3(seconds)))
+        let reply = try await client.execute(command, blockingFor: timeout)
+        guard let items = reply.array, let key = items.first?.string else { return nil }
+        return queues.first { keys($0).signal == key }
+    }
+
+    /// Registers a queue name (what `enqueue` does), so workers without `--queues` find it.
+    public func register(queue: String) async throws {
+        _ = try await client.execute(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue))
+    }
+}
+
+/// A number with up to three decimals, no exponent.
+func format3(_ value: Double) -> String {
+    let scaled = (value * 1000).rounded()
+    let whole = Int64(scaled) / 1000
+    let fraction = abs(Int64(scaled) % 1000)
+    if fraction == 0 { return String(whole) }
+    var digits = String(fraction)
+    digits = String(repeating: "0", count: 3 - digits.count) + digits
+    while digits.hasSuffix("0") { digits.removeLast() }
+    return "\(whole).\(digits)"
+}

@@ -1,0 +1,23 @@
+import JobProtocol
+import RedisClient
+
+/// The protocol's Lua scripts as `RedisScript`s (loaded once per connection, run by SHA).
+enum Scripts {
+    static let enqueue = make(QueueScripts.enqueue)
+    static let fetch = make(QueueScripts.fetch)
+    static let complete = make(QueueScripts.complete)
+    static let fail = make(QueueScripts.fail)
+    static let heartbeat = make(QueueScripts.heartbeat)
+    static let progress = make(QueueScripts.progress)
+    static let reap = make(QueueScripts.reap)
+    static let promote = make(QueueScripts.promote)
+    static let cancel = make(QueueScripts.cancel)
+    static let release = make(QueueScripts.release)
+    static let requeue = make(QueueScripts.requeue)
+    static let purge = make(QueueScripts.purge)
+    static let stats = make(QueueScripts.stats)
+
+    private static func make(_ script: (name: String, source: String)) -> RedisScript {
+        RedisScript(name: script.name, source: script.source)
+    }
+}

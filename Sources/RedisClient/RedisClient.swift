@@ -1,0 +1,233 @@
+import Dispatch
+import Foundation
+
+/// A Lua script run by SHA: loaded once per server (`SCRIPT LOAD`), reloaded when the server answers `NOSCRIPT`.
+public struct RedisScript: Sendable, Hashable {
+    /// A short name for logs.
+    public let name: String
+    public let source: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+}
+
+/// One request in a pipeline: a plain command or a script call.
+public enum RedisRequest: Sendable {
+    case command(RedisCommand)
+    case script(RedisScript, keys: [String], arguments: [String])
+}
+
+/// A Redis client over one hiredis connection, usable from async code.
+///
+/// Every blocking hiredis call runs on this client's own serial dispatch queue, never on Swift's cooperative
+/// thread pool. A batch of requests is written at once and read back at once (one round trip). A broken
+/// connection is dropped and re-opened on the next call, with a doubling pause between failed attempts.
+/// Use one client per concurrent stream of work (fetch, acks, heartbeats): calls on one client are serialised.
+public final class RedisClient: @unchecked Sendable {
+    // @unchecked: `connection`, `shas`, `failedAttempts` and `nextAttempt` are only touched on `queue`.
+    public let configuration: RedisConfiguration
+    private let queue: DispatchQueue
+    private var connection: RedisConnection?
+    private var shas: [String: String] = [:]
+    private var failedAttempts = 0
+    private var nextAttempt = ContinuousClock.now
+    private var closed = false
+
+    /// Creates a client; nothing is connected until the first command.
+    public init(configuration: RedisConfiguration, name: String = "redis") {
+        self.configuration = configuration
+        self.queue = DispatchQueue(label: "jobfarm.redis.\(name)")
+    }
+
+    /// Creates a client from a Redis URL.
+    public convenience init(url: String, name: String = "redis") throws {
+        self.init(configuration: try RedisConfiguration(url: url), name: name)
+    }
+
+    deinit { connection?.close() }
+
+    /// Sends the requests in one pipeline and returns one reply each. Error replies are returned, not thrown;
+    /// connection failures are thrown (`RedisError.isConnectionError`).
+    /// - Parameter blockingFor: extra time the server may hold the reply (BLPOP's own timeout).
+    public func pipeline(_ requests: [RedisRequest], blockingFor: Duration = .zero) async throws -> [RESPValue] {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RESPValue], Error>) in
+            queue.async {
+                continuation.resume(with: Result { try self.pipelineSync(requests, blockingFor: blockingFor) })
+            }
+        }
+    }
+
+    /// Sends commands in one pipeline; error replies are returned, not thrown.
+    public func send(_ commands: [RedisCommand], blockingFor: Duration = .zero) async throws -> [RESPValue] {
+        try await pipeline(commands.map(RedisRequest.command), blockingFor: blockingFor)
+    }
+
+    /// Runs one command; an error reply is thrown as `RedisError.server`.
+    @discardableResult
+    public func execute(_ command: RedisCommand, blockingFor: Duration = .zero) async throws -> RESPValue {
+        let reply = try await send([command], blockingFor: blockingFor)[0]
+        if let message = reply.errorMessage { throw RedisError.server(message) }
+        return reply
+    }
+
+    /// Runs one command given as text arguments; an error reply is thrown.
+    @discardableResult
+    public func execute(_ arguments: String...) async throws -> RESPValue {
+        try await execute(RedisCommand(arguments))
+    }
+
+    /// Runs one script by SHA (loading it first if needed); an error reply is thrown.
+    @discardableResult
+    public func run(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
+        let reply = try await pipeline([.script(script, keys: keys, arguments: arguments)])[0]
+        if let message = reply.errorMessage { throw RedisError.server("\(script.name): \(message)") }
+        return reply
+    }
+
+    /// The same as `pipeline`, for callers already on a thread of their own (never the cooperative pool).
+    public func pipelineBlocking(_ requests: [RedisRequest], blockingFor: Duration = .zero) throws -> [RESPValue] {
+        try queue.sync { try pipelineSync(requests, blockingFor: blockingFor) }
+    }
+
+    /// Closes the connection; later calls fail.
+    public func close() {
+        queue.sync {
+            closed = true
+            connection?.close()
+            connection = nil
+        }
+    }
+
+    // MARK: - On `queue`
+
+    private func connected() throws -> RedisConnection {
+        if let connection, connection.isOpen { return connection }
+        if closed { throw RedisError.connectionLost("client was closed") }
+        let now = ContinuousClock.now
+        if now < nextAttempt {
+            throw RedisError.connectionFailed("\(configuration) is unreachable; next attempt in \(nextAttempt - now)")
+        }
+        do {
+            let fresh = try RedisConnection(configuration: configuration)
+            connection = fresh
+            failedAttempts = 0
+            return fresh
+        } catch {
+            failedAttempts += 1
+            let (initial, maximum) = configuration.reconnectBackoff
+            let pause = min(maximum, initial * (1 << min(failedAttempts - 1, 20)))
+            nextAttempt = ContinuousClock.now + pause
+            throw error
+        }
+    }
+
+    private func pipelineSync(_ requests: [RedisRequest], blockingFor: Duration) throws -> [RESPValue] {
+        let connection = try connected()
+        connection.setTimeout(configuration.commandTimeout + blockingFor)
+        // Resolve SHAs first: scripts this client has not loaded yet are loaded in one extra round trip.
+        var missing: [RedisScript] = []
+        for case .script(let script, _, _) in requests where shas[script.source] == nil && !missing.contains(script) {
+            missing.append(script)
+        }
+        if !missing.isEmpty { try load(missing, on: connection) }
+        var replies = try connection.send(requests.map(command(for:)))
+        // A server that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT: the command did not run.
+        for (index, reply) in replies.enumerated() {
+            guard case .script(let script, _, _) = requests[index],
+                let message = reply.errorMessage, message.hasPrefix("NOSCRIPT")
+            else { continue }
+            try load([script], on: connection)
+            replies[index] = try connection.send([command(for: requests[index])])[0]
+        }
+        return replies
+    }
+
+    private func load(_ scripts: [RedisScript], on connection: RedisConnection) throws {
+        let replies = try connection.send(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) })
+        for (script, reply) in zip(scripts, replies) {
+            guard let sha = reply.string, reply.errorMessage == nil else {
+                throw RedisError.server("loading script \(script.name): \(reply.errorMessage ?? "no SHA returned")")
+            }
+            shas[script.source] = sha
+        }
+    }
+
+    private func command(for request: RedisRequest) -> RedisCommand {
+        switch request {
+        case .command(let command):
+            return command
+        case .script(let script, let keys, let arguments):
+            var command = RedisCommand("EVALSHA", shas[script.source]!, String(keys.count))
+            for key in keys { command.append(key) }
+            for argument in arguments { command.append(argument) }
+            return command
+        }
+    }
+}
+
+/// A pub/sub subscription on a connection of its own, read on a thread of its own.
+///
+/// Used to wake waiters without polling: `onMessage` receives (channel, message) for every published message.
+public final class RedisSubscriber: @unchecked Sendable {
+    // @unchecked: `connection` is only used on the reader thread; `stopped` is guarded by `lock`.
+    private let configuration: RedisConfiguration
+    private let patterns: [String]
+    private let onMessage: @Sendable (String, [UInt8]) -> Void
+    private let onReady: @Sendable () -> Void
+    private let lock = NSLock()
+    private var stopped = false
+
+    /// - Parameters:
+    ///   - patterns: glob patterns for `PSUBSCRIBE`.
+    ///   - onReady: called each time the subscription is (re)established, so callers can re-check state they
+    ///     may have missed while disconnected.
+    public init(
+        configuration: RedisConfiguration, patterns: [String],
+        onReady: @escaping @Sendable () -> Void = {},
+        onMessage: @escaping @Sendable (String, [UInt8]) -> Void
+    ) {
+        self.configuration = configuration
+        self.patterns = patterns
+        self.onReady = onReady
+        self.onMessage = onMessage
+    }
+
+    /// Starts the reader thread; it reconnects until `stop()`.
+    public func start() {
+        let thread = Thread { [self] in self.loop() }
+        thread.start()
+    }
+
+    /// Stops reading (within the read timeout of one second).
+    public func stop() { lock.withLock { stopped = true } }
+
+    private var isStopped: Bool { lock.withLock { stopped } }
+
+    private func loop() {
+        var pause = Duration.milliseconds(50)
+        while !isStopped {
+            do {
+                let connection = try RedisConnection(configuration: configuration)
+                var command = RedisCommand("PSUBSCRIBE")
+                for pattern in patterns { command.append(pattern) }
+                _ = try connection.send([command])
+                for _ in 1..<max(patterns.count, 1) { _ = try connection.readReply() }
+                pause = .milliseconds(50)
+                onReady()
+                while !isStopped {
+                    // Wait for data with poll() so that an idle subscription never hits hiredis' read timeout.
+                    guard let reply = try connection.readReply(waitingUpTo: .milliseconds(250)) else { continue }
+                    guard let items = reply.array, items.count == 4, items[0].string == "pmessage",
+                        let channel = items[2].string, let body = items[3].bytes
+                    else { continue }
+                    onMessage(channel, body)
+                }
+            } catch {
+                Thread.sleep(forTimeInterval: Double(pause.components.attoseconds) / 1e18 + Double(pause.components.seconds))
+                pause = min(pause * 2, .seconds(1))
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import JobKinds
+import JobProtocol
+import JobQueue
+import JobWorker
+import Logging
+import RedisClient
+import Testing
+
+/// The throwaway Redis that scripts/test starts (JOBFARM_TEST_REDIS_URL).
+enum TestRedis {
+    static let url: String? = ProcessInfo.processInfo.environment["JOBFARM_TEST_REDIS_URL"]
+
+    /// Integration tests run only with a real Redis; scripts/test always provides one.
+    static var available: Bool { url != nil }
+
+    static var configuration: RedisConfiguration {
+        get throws { try RedisConfiguration(url: url ?? "redis://127.0.0.1:6379") }
+    }
+
+    /// A farm in a namespace of its own, so tests run in parallel without seeing each other's keys.
+    static func farm(
+        leaseDuration: Duration = .seconds(10), heartbeat: Duration = .seconds(2),
+        tierPolicy: TierPolicy = .strict(agingAfter: .seconds(10)), redis: RedisConfiguration? = nil,
+        maintenance: Duration = .milliseconds(100), maxLeaseLosses: Int = 3
+    ) throws -> JobFarm {
+        let configuration = JobFarmConfiguration(
+            redis: try redis ?? self.configuration, namespace: "t" + JobID.make().suffix(12).lowercased(),
+            tierPolicy: tierPolicy, leaseDuration: leaseDuration, heartbeatInterval: heartbeat,
+            maintenanceInterval: maintenance, maxLeaseLosses: maxLeaseLosses)
+        return try JobFarm(configuration: configuration)
+    }
+}
+
+/// A worker running inside the test process, stopped at the end of `body`.
+func withWorker<T>(
+    farm: JobFarm, registry: HandlerRegistry = .builtins(failRetryPolicy: .exponentialJitter(base: .milliseconds(20), cap: .milliseconds(100), maxAttempts: 1000, jitter: 0)),
+    queues: [String]? = ["default"], concurrency: Int = 4, shutdownGrace: Duration = .seconds(5),
+    _ body: (Worker) async throws -> T
+) async throws -> T {
+    var logger = Logger(label: "test.worker")
+    logger.logLevel = .error
+    let worker = Worker(
+        farm: farm, registry: registry,
+        configuration: WorkerConfiguration(queues: queues, concurrency: concurrency, shutdownGrace: shutdownGrace, idleWait: .milliseconds(200)),
+        logger: logger)
+    let task = Task { try await worker.run() }
+    do {
+        let result = try await body(worker)
+        worker.beginShutdown()
+        try await task.value
+        return result
+    } catch {
+        worker.beginShutdown()
+        _ = try? await task.value
+        throw error
+    }
+}
+
+/// Polls `condition` until true or `timeout` (for observing other processes; the library itself never polls).
+func eventually(timeout: Duration = .seconds(10), _ what: String = "condition", _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out after \(timeout) waiting for \(what)")
+    throw TestFailure("timed out waiting for \(what)")
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a raw Redis command against the test server.
+func redis(_ farm: JobFarm, _ arguments: String...) async throws -> RESPValue {
+    let client = RedisClient(configuration: farm.configuration.redis, name: "test")
+    defer { client.close() }
+    return try await client.send([RedisCommand(arguments)])[0]
+}
+
+/// Paths inside the package.
+enum PackagePaths {
+    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The `jobfarm` binary built by `swift build` (scripts/test builds it before the tests).
+    static var jobfarm: String {
+        if let path = ProcessInfo.processInfo.environment["JOBFARM_BIN"] { return path }
+        return root.appendingPathComponent(".build/debug/jobfarm").path
+    }
+}
+
+/// A `jobfarm` child process.
+final class ChildProcess: @unchecked Sendable {
+    // @unchecked: Process is used from the test task only; the output pipe is read on its own handler queue.
+    let process = Process()
+    private let output = Pipe()
+    private let lock = NSLock()
+    private var captured = Data()
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: PackagePaths.jobfarm)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        process.standardOutput = output
+        process.standardError = output
+        output.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            self.lock.lock()
+            self.captured.append(data)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    var text: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: captured, as: UTF8.self)
+    }
+
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for exit (up to `timeout`); returns the exit status, or nil if still running.
+    @discardableResult
+    func waitForExit(timeout: Duration = .seconds(30)) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        output.fileHandleForReading.readabilityHandler = nil
+    }
+}
+
+/// A redis-server of a test's own (for restarts, AUTH and unix sockets), in a temporary directory.
+final class OwnRedisServer: @unchecked Sendable {
+    // @unchecked: used from one test task.
+    let port: Int
+    let directory: URL
+    private var process: Process?
+    let extraArguments: [String]
+
+    init(extraArguments: [String] = []) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = Self.freePort()
+        self.extraArguments = extraArguments
+        try start()
+    }
+
+    var url: String { "redis://127.0.0.1:\(port)" }
+    var socketPath: String { directory.appendingPathComponent("redis.sock").path }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path, "--save", "",
+                             "--unixsocket", socketPath, "--logfile", directory.appendingPathComponent("redis.log").path] + extraArguments
+        try process.run()
+        self.process = process
+        for _ in 0..<200 {
+            if (try? ping()) == true { return }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw TestFailure("redis-server on \(port) did not start")
+    }
+
+    private func ping() throws -> Bool {
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .unix(path: socketPath), connectTimeout: .milliseconds(100)))
+        defer { client.close() }
+        let reply = try client.pipelineBlocking([.command(RedisCommand("PING"))])[0]
+        return reply == .status("PONG") || reply.errorMessage?.contains("NOAUTH") == true
+    }
+
+    /// SIGTERM: Redis writes its AOF and exits.
+    func stop() {
+        guard let process else { return }
+        process.terminate()
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

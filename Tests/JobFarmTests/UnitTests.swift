@@ -1,0 +1,142 @@
+import Foundation
+import JobProtocol
+import JobQueue
+import JobWorker
+import RedisClient
+import Testing
+
+@Suite("Redis URLs")
+struct RedisURLTests {
+    @Test func fullURL() throws {
+        let config = try RedisConfiguration(url: "redis://alice:s%40cret@10.1.2.3:6390/4")
+        #expect(config.endpoint == .tcp(host: "10.1.2.3", port: 6390))
+        #expect(config.username == "alice")
+        #expect(config.password == "s@cret")
+        #expect(config.database == 4)
+        #expect(config.description == "redis://alice:***@10.1.2.3:6390/4")
+    }
+
+    @Test func passwordOnlyAndDefaults() throws {
+        let config = try RedisConfiguration(url: "redis://:pw@localhost")
+        #expect(config.endpoint == .tcp(host: "127.0.0.1", port: 6379))
+        #expect(config.username == nil)
+        #expect(config.password == "pw")
+        #expect(config.database == 0)
+    }
+
+    @Test func ipv6() throws {
+        let config = try RedisConfiguration(url: "redis://[::1]:7000")
+        #expect(config.endpoint == .tcp(host: "::1", port: 7000))
+    }
+
+    @Test func unixSocket() throws {
+        let config = try RedisConfiguration(url: "unix:///var/run/redis.sock?db=2&password=x")
+        #expect(config.endpoint == .unix(path: "/var/run/redis.sock"))
+        #expect(config.database == 2)
+        #expect(config.password == "x")
+    }
+
+    @Test(arguments: ["http://x", "redis://host:notaport", "redis://host/abc", "rediss://host", "unix://relative.sock"])
+    func rejected(url: String) {
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+    }
+}
+
+@Suite("Envelope")
+struct EnvelopeTests {
+    @Test func roundTrip() throws {
+        let envelope = JobEnvelope(
+            kind: "echo", queue: "ml", tier: "premium", payload: .object(["text": .string("é \"quoted\"\n"), "n": .number(3)]),
+            maxAttempts: 7, runAt: 1_700_000_000_000, timeoutMilliseconds: 5000, idempotencyKey: "k1",
+            trace: ["traceparent": "00-abc-def-01"])
+        let decoded = try JobEnvelope(decoding: envelope.encoded())
+        #expect(decoded == envelope)
+    }
+
+    @Test func largePayloadIsCompressedWithChecksum() throws {
+        let big = JSONValue.object(["rows": .array((0..<500).map { .number(Double($0)) })])
+        let envelope = JobEnvelope(kind: "inference", payload: big)
+        let text = envelope.encoded()
+        #expect(text.contains("\"payload_z\""))
+        #expect(text.contains("\"payload_crc32\""))
+        #expect(!text.contains("\"payload\":"))
+        #expect(text.utf8.count < big.jsonText.utf8.count)
+        #expect(try JobEnvelope(decoding: text).payload == big)
+    }
+
+    @Test func corruptChecksumIsRejected() throws {
+        let envelope = JobEnvelope(kind: "x", payload: .string(String(repeating: "a", count: 4000)))
+        var object = try JSONSerialization.jsonObject(with: Data(envelope.encoded().utf8)) as! [String: Any]
+        object["payload_crc32"] = 12345
+        let tampered = String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+        #expect(throws: EnvelopeError.self) { try JobEnvelope(decoding: tampered) }
+    }
+
+    @Test func errorsNameTheProblem() {
+        func message(_ text: String) -> String {
+            do { _ = try JobEnvelope(decoding: text); return "no error" } catch { return "\(error)" }
+        }
+        #expect(message("garbage").contains("not a JSON object"))
+        #expect(message("[1,2]").contains("not a JSON object"))
+        #expect(message("{\"v\":1,\"id\":\"a\"}").contains("'kind'"))
+        #expect(message("{\"v\":2,\"id\":\"a\",\"kind\":\"k\"}").contains("version 2"))
+        #expect(message("{\"v\":1,\"id\":\"a b\",\"kind\":\"k\"}").contains("'id'"))
+        #expect(message("{\"v\":1,\"id\":\"a\",\"kind\":\"k\",\"max_attempts\":\"x\"}").contains("max_attempts"))
+    }
+
+    @Test func jobIDsAreSortableAndValid() {
+        let first = JobID.make(milliseconds: 1_000)
+        let second = JobID.make(milliseconds: 2_000)
+        #expect(first.count == 26)
+        #expect(first < second)
+        #expect(JobID.isValid(first))
+        #expect(Set((0..<1000).map { _ in JobID.make() }).count == 1000)
+        #expect(!JobID.isValid("has space"))
+        #expect(!JobID.isValid(""))
+    }
+
+    @Test func zlibRoundTripAndCRC() throws {
+        let bytes = Array("hello hello hello hello".utf8)
+        #expect(try PayloadCompression.decompress(PayloadCompression.compress(bytes)) == bytes)
+        #expect(PayloadCompression.crc32(Array("123456789".utf8)) == 0xCBF4_3926)  // the CRC-32 check value
+        #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress([1, 2, 3, 4]) }
+    }
+}
+
+@Suite("Policies")
+struct PolicyTests {
+    @Test func backoffDoublesUpToTheCap() {
+        let policy = RetryPolicy(base: .seconds(1), multiplier: 2, cap: .seconds(5), maxAttempts: 10, jitter: 0)
+        #expect((1...5).map { policy.delay(afterAttempt: $0) } == [.seconds(1), .seconds(2), .seconds(4), .seconds(5), .seconds(5)])
+    }
+
+    @Test func jitterStaysInItsBand() {
+        let policy = RetryPolicy.standard
+        for _ in 0..<200 {
+            let delay = policy.delay(afterAttempt: 3).seconds
+            #expect(delay >= 3.2 && delay <= 4.8)
+        }
+    }
+
+    @Test func tierPolicyParsing() throws {
+        #expect(try TierPolicy(parsing: "strict") == .strict(agingAfter: nil))
+        #expect(try TierPolicy(parsing: "strict:aging=500ms") == .strict(agingAfter: .milliseconds(500)))
+        #expect(try TierPolicy(parsing: "weighted:premium=6,free=1") == .weighted(["premium": 6, "free": 1]))
+        #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "weighted:premium=0") }
+        #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "fastest") }
+    }
+
+    @Test func durations() {
+        #expect(Duration.parse("250ms") == .milliseconds(250))
+        #expect(Duration.parse("2m") == .seconds(120))
+        #expect(Duration.parse("1.5") == .milliseconds(1500))
+        #expect(Duration.parse("x") == nil)
+    }
+
+    @Test func configurationIsChecked() {
+        #expect(throws: JobFarmError.self) { try JobFarmConfiguration(tiers: []).validate() }
+        #expect(throws: JobFarmError.self) { try JobFarmConfiguration(tiers: ["a", "a"], defaultTier: "a").validate() }
+        #expect(throws: JobFarmError.self) { try JobFarmConfiguration(leaseDuration: .seconds(1), heartbeatInterval: .seconds(2)).validate() }
+        #expect(throws: Never.self) { try JobFarmConfiguration().validate() }
+    }
+}

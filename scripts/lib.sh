@@ -1,0 +1,53 @@
+# Shared helpers for scripts/up and scripts/test. Source it; do not run it.
+
+# The Debian packages JobFarm builds and runs against.
+JOBFARM_PACKAGES=(redis-server redis-tools libhiredis-dev libopenblas-dev libsqlite3-dev zlib1g-dev pkg-config)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Installs whichever of JOBFARM_PACKAGES is missing (needs root or sudo).
+ensure_packages() {
+    local missing=()
+    for package in "${JOBFARM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing missing Debian packages: ${missing[*]}"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq || die "apt-get update failed; check the network or the apt sources"
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed; run it by hand to see why"
+}
+
+ensure_swift() {
+    command -v swift >/dev/null || die "swift is not on PATH; install Swift 6 (https://www.swift.org/install/linux/) and retry"
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$(( 20000 + RANDOM % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    die "found no free port on 127.0.0.1"
+}
+
+# Waits until redis on $1 (port) answers PING.
+wait_for_redis() {
+    local port=$1
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "redis-server on port $port did not start; see its log above"
+}
