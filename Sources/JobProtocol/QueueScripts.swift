@@ -46,6 +46,18 @@ public enum QueueScripts {
           redis.call('HINCRBY', P .. 'stats', 'dead', 1)
           publish(id, 'dead')
         end
+        -- Ends a job as cancelled (keep = '2' keeps it as a dead letter, reason `cancelled`).
+        local function finish_cancelled(id, jk, keep, retention)
+          if keep == '2' then
+            dead_letter(id, jk, 'cancelled', 'cancelled by request', nil, retention)
+            return
+          end
+          redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW, 'error', 'cancelled by request')
+          redis.call('HDEL', jk, 'worker', 'cancel')
+          if retention > 0 then redis.call('PEXPIRE', jk, retention) end
+          redis.call('HINCRBY', P .. 'stats', 'cancelled', 1)
+          publish(id, 'cancelled')
+        end
         local function raw_dead_letter(item, err)
           local id = 'malformed-' .. NOW .. '-' .. redis.call('HINCRBY', P .. 'stats', 'malformed', 1)
           dead_letter(id, nil, 'malformed', err, item, 0)
@@ -138,20 +150,25 @@ public enum QueueScripts {
                 if ok and type(obj) == 'table' and type(obj.id) == 'string' and type(obj.kind) == 'string'
                    and #obj.id >= 1 and #obj.id <= 128 and not string.find(obj.id, '[^%w%-_%.:]') then
                   id, jk = obj.id, jobkey(obj.id)
-                  if redis.call('EXISTS', jk) == 0 then
+                  if redis.call('EXISTS', jk) == 1 then
+                    raw_dead_letter(item, 'envelope id ' .. obj.id .. ' is already used by another job')
+                    state = 'skip'
+                  elseif type(obj.run_at) == 'number' and obj.run_at > NOW then
+                    redis.call('HSET', jk, 'env', item, 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', obj.run_at)
+                    redis.call('ZADD', P .. 'scheduled', obj.run_at, obj.id)
+                    redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
+                    state = 'skip'
+                  else
                     redis.call('HSET', jk, 'env', item, 'state', 'queued', 'tier', tier, 'qt', NOW)
                     redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
                     state, env = 'queued', item
-                  else
-                    raw_dead_letter(item, 'envelope id ' .. obj.id .. ' is already used by another job')
-                    state = 'skip'
                   end
                 end
               end
               if state == 'queued' then
                 local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
                 local token = redis.call('HINCRBY', jk, 'lease', 1)
-                redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker)
+                redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'tier', tier)
                 redis.call('ZADD', P .. 'inflight', NOW + lease, id)
                 out[#out + 1] = id
                 out[#out + 1] = token
@@ -184,6 +201,7 @@ public enum QueueScripts {
           local r = redis.call('HMGET', jk, 'state', 'lease')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
             redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result, 'progress', '1')
+            redis.call('HDEL', jk, 'error', 'cancel')
             if retention > 0 then redis.call('PEXPIRE', jk, retention) end
             publish(id, 'succeeded')
             done = done + 1
@@ -204,14 +222,19 @@ public enum QueueScripts {
     /// Returns 1 per job recorded, 0 per job whose lease was lost.
     public static let fail = script("fail", #"""
         local retention = tonumber(ARGV[2])
+        local DEAD_REASONS = {exhausted = true, non_retryable = true, malformed = true, timeout = true, poison = true, cancelled_dead = true}
         local out = {}
         for b = 3, #ARGV, 5 do
           local id, token, outcome, err, delay = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
           local jk = jobkey(id)
-          local r = redis.call('HMGET', jk, 'state', 'lease', 'attempts', 'worker', 'tier')
+          local r = redis.call('HMGET', jk, 'state', 'lease', 'attempts', 'worker', 'tier', 'cancel')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
+            if not DEAD_REASONS[outcome] and outcome ~= 'retry' and outcome ~= 'cancelled' then outcome = 'exhausted' end
             add_history(jk, cjson.encode({attempt = tonumber(r[3]), at = NOW, error = err, outcome = outcome, worker = r[4]}))
-            if outcome == 'retry' then
+            if outcome == 'retry' and r[6] then
+              -- Cancelled while its last attempt was failing: no further attempt.
+              finish_cancelled(id, jk, r[6], retention)
+            elseif outcome == 'retry' then
               redis.call('HSET', jk, 'state', 'retrying', 'error', err)
               redis.call('HDEL', jk, 'worker')
               if delay > 0 then
@@ -219,7 +242,7 @@ public enum QueueScripts {
                 redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
               else
                 redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-                redis.call('LPUSH', P .. 't:' .. r[5], id)
+                redis.call('LPUSH', P .. 't:' .. (r[5] or 'standard'), id)
                 wake()
               end
               redis.call('HINCRBY', P .. 'stats', 'retried', 1)
@@ -264,7 +287,7 @@ public enum QueueScripts {
     public static let progress = script("progress", #"""
         local id, token, value = ARGV[2], ARGV[3], ARGV[4]
         local r = redis.call('HMGET', jobkey(id), 'state', 'lease')
-        if r[1] ~= 'running' or r[2] ~= token then return 0 end
+        if r[1] ~= 'running' or r[2] ~= token or not redis.call('ZSCORE', P .. 'inflight', id) then return 0 end
         redis.call('HSET', jobkey(id), 'progress', value)
         publish(id, 'progress ' .. value)
         return 1
@@ -279,8 +302,11 @@ public enum QueueScripts {
         for _, id in ipairs(ids) do
           redis.call('ZREM', P .. 'inflight', id)
           local jk = jobkey(id)
-          local r = redis.call('HMGET', jk, 'state', 'tier', 'worker', 'attempts')
-          if r[1] == 'running' then
+          local r = redis.call('HMGET', jk, 'state', 'tier', 'worker', 'attempts', 'cancel')
+          if r[1] == 'running' and r[5] then
+            -- Cancel was requested and the worker died before acting on it: the cancel wins.
+            finish_cancelled(id, jk, r[5], retention)
+          elseif r[1] == 'running' then
             local lost = redis.call('HINCRBY', jk, 'lost', 1)
             local why = 'lease expired: worker ' .. (r[3] or '?') .. ' stopped renewing it (crashed, hung or cut off)'
             add_history(jk, cjson.encode({attempt = tonumber(r[4]), at = NOW, error = why, outcome = 'lease_lost', worker = r[3]}))
@@ -290,7 +316,7 @@ public enum QueueScripts {
             else
               redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
               redis.call('HDEL', jk, 'worker')
-              redis.call('RPUSH', P .. 't:' .. r[2], id)
+              redis.call('RPUSH', P .. 't:' .. (r[2] or 'standard'), id)
               requeued = requeued + 1
             end
           end
@@ -316,7 +342,7 @@ public enum QueueScripts {
             raw_dead_letter(id, 'scheduled entry is not the id of a job record')
           elseif r[1] == 'scheduled' or r[1] == 'retrying' then
             redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-            redis.call('LPUSH', P .. 't:' .. r[2], id)
+            redis.call('LPUSH', P .. 't:' .. (r[2] or 'standard'), id)
             moved = moved + 1
           end
         end
@@ -364,13 +390,17 @@ public enum QueueScripts {
         for b = 2, #ARGV, 2 do
           local id, token = ARGV[b], ARGV[b + 1]
           local jk = jobkey(id)
-          local r = redis.call('HMGET', jk, 'state', 'lease', 'tier')
+          local r = redis.call('HMGET', jk, 'state', 'lease', 'tier', 'cancel')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
-            redis.call('HINCRBY', jk, 'attempts', -1)
-            redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-            redis.call('HDEL', jk, 'worker')
-            redis.call('RPUSH', P .. 't:' .. r[3], id)
-            released = released + 1
+            if r[4] then
+              finish_cancelled(id, jk, r[4], 0)
+            else
+              redis.call('HINCRBY', jk, 'attempts', -1)
+              redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
+              redis.call('HDEL', jk, 'worker')
+              redis.call('RPUSH', P .. 't:' .. (r[3] or 'standard'), id)
+              released = released + 1
+            end
           end
         end
         if released > 0 then wake() end
@@ -378,15 +408,18 @@ public enum QueueScripts {
         """#)
 
     /// REQUEUE (dead letter → queue): ARGV = queue, id, replacement envelope ('' keeps the stored one), tier ('' keeps it).
-    /// Returns `requeued`, `unknown` (no such dead letter) or `malformed` (no valid envelope to run; pass an edited one).
+    /// Returns `requeued`, `unknown` (no such dead letter), `malformed` (no valid envelope to run; pass an edited one),
+    /// or `conflict` (a live job now uses the id).
     public static let requeue = script("requeue", #"""
         local id, edited, tier = ARGV[2], ARGV[3], ARGV[4]
         if redis.call('ZSCORE', P .. 'dead', id) == false then return 'unknown' end
         local env = edited ~= '' and edited or redis.call('HGET', P .. 'dead:env', id)
         local ok, obj = pcall(cjson.decode, env or '')
         if not (ok and type(obj) == 'table' and type(obj.kind) == 'string' and obj.id == id) then return 'malformed' end
-        if tier == '' then tier = type(obj.tier) == 'string' and obj.tier or 'standard' end
         local jk = jobkey(id)
+        local current = redis.call('HMGET', jk, 'state', 'tier')
+        if current[1] and current[1] ~= 'dead' and current[1] ~= 'cancelled' then return 'conflict' end
+        if tier == '' then tier = current[2] or (type(obj.tier) == 'string' and obj.tier) or 'standard' end
         redis.call('PERSIST', jk)
         redis.call('HSET', jk, 'env', env, 'state', 'queued', 'tier', tier, 'qt', NOW, 'attempts', 0, 'lost', 0)
         redis.call('HDEL', jk, 'finished', 'error', 'reason', 'result', 'worker', 'cancel', 'progress')

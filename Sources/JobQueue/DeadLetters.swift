@@ -146,14 +146,18 @@ extension JobFarm {
             switch try await requeue(id: letter.id, queue: queue, tier: tier) {
             case .requeued: report.requeued.append(letter.id)
             case .malformed: report.malformed.append(letter.id)
-            case .notFound: report.missing.append(letter.id)
+            case .notFound, .conflict: report.missing.append(letter.id)
             }
         }
         return report
     }
 
     /// The outcome of requeueing one letter.
-    public enum RequeueOutcome: Sendable { case requeued, malformed, notFound }
+    public enum RequeueOutcome: Sendable {
+        case requeued, malformed, notFound
+        /// A live job now uses the id (the dead job's record expired and the id was reused).
+        case conflict
+    }
 
     /// Requeues one dead letter, optionally with an edited envelope (same id; checked before it is stored).
     public func requeue(id: String, queue: String, editedEnvelope: String? = nil, tier: String? = nil) async throws -> RequeueOutcome {
@@ -170,6 +174,7 @@ extension JobFarm {
         switch reply.string {
         case "requeued": return .requeued
         case "malformed": return .malformed
+        case "conflict": return .conflict
         default: return .notFound
         }
     }

@@ -99,6 +99,8 @@ public struct JobFarmConfiguration: Sendable {
         guard heartbeatInterval < leaseDuration else {
             throw JobFarmError.invalidArgument("heartbeat interval \(heartbeatInterval) must be shorter than the lease \(leaseDuration)")
         }
+        guard idempotencyWindow >= .milliseconds(1) else { throw JobFarmError.invalidArgument("the idempotency window must be at least 1 ms") }
+        guard retention >= .zero else { throw JobFarmError.invalidArgument("retention must not be negative") }
         guard maxLeaseLosses >= 1 else { throw JobFarmError.invalidArgument("max lease losses must be at least 1") }
     }
 }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import JobProtocol
 import JobQueue
@@ -11,7 +12,7 @@ final class LeaseKeeper: Sendable {
     private let worker: Worker
     private let client: RedisClient
     private let stopped = Mutex(false)
-    private let done = Mutex<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
 
     init(worker: Worker) {
         self.worker = worker
@@ -24,8 +25,17 @@ final class LeaseKeeper: Sendable {
         thread.start()
     }
 
-    /// Stops the thread (it deregisters the worker on its way out).
-    func stop() { stopped.withLock { $0 = true } }
+    /// Stops the thread and waits (a round trip at most) until it has deregistered the worker.
+    func stop() async {
+        stopped.withLock { $0 = true }
+        let finished = self.finished
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                _ = finished.wait(timeout: .now() + 5)
+                continuation.resume()
+            }
+        }
+    }
 
     private var isStopped: Bool { stopped.withLock { $0 } }
 
@@ -68,5 +78,6 @@ final class LeaseKeeper: Sendable {
         }
         try? farm.deregisterWorkerBlocking(id: worker.configuration.id, on: client)
         client.close()
+        finished.signal()
     }
 }

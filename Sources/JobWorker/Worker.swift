@@ -106,7 +106,6 @@ public final class Worker: Service, Sendable {
         ])
         let keeper = LeaseKeeper(worker: self)
         keeper.start()
-        defer { keeper.stop() }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.reportLoop() }
@@ -122,6 +121,7 @@ public final class Worker: Service, Sendable {
             self.beginShutdown()
         }
         await flushOutcomes()
+        await keeper.stop()
         logger.info("worker stopped", metadata: ["processed": "\(processedCount)"])
     }
 
@@ -206,6 +206,11 @@ public final class Worker: Service, Sendable {
             record(job, .dead(reason: .malformed, error: error))
             return
         }
+        if job.attempt > envelope.maxAttempts {
+            // Attempts whose worker died still count: a job that keeps losing its lease must not run forever.
+            record(job, .dead(reason: .exhausted, error: "attempt \(job.attempt) exceeds max_attempts \(envelope.maxAttempts) (earlier attempts lost their lease)"))
+            return
+        }
         state.withLock { $0.active[job.id] = Active(job: job) }
         group.addTask {
             await self.execute(job, envelope: envelope, entry: entry)
@@ -250,9 +255,13 @@ public final class Worker: Service, Sendable {
         } else if case .shutdown = reason {
             _ = try? await farm.release([job], queue: job.queue, on: reportClient)
         }
-        await handlerTask.value  // the slot stays taken until the handler has really stopped
-        state.withLock { $0.active[job.id] = nil }
-        slotFreed.fire()
+        // The slot stays taken until the handler has really stopped. Waited for outside the task group, so
+        // that a handler ignoring cancellation cannot hold up shutdown (drain() gives up on it after a while).
+        Task {
+            await handlerTask.value
+            self.state.withLock { _ = $0.active.removeValue(forKey: job.id) }
+            self.slotFreed.fire()
+        }
     }
 
     /// Maps how an attempt ended to what is recorded; `nil` records nothing (lease lost, or handed back).
@@ -347,8 +356,21 @@ public final class Worker: Service, Sendable {
             logger.warning("grace period over: cancelling and handing back running jobs", metadata: ["jobs": "\(remaining.count)"])
         }
         for task in remaining { task.cancel() }
-        while state.withLock({ !$0.active.isEmpty }) {
+        // Handlers that ignore cancellation get a few more seconds; then their leases are handed back anyway
+        // (the process is about to exit, and with it the handler).
+        let hardDeadline = ContinuousClock.now + .seconds(5)
+        while state.withLock({ !$0.active.isEmpty }) && ContinuousClock.now < hardDeadline {
             try? await Task.sleep(for: .milliseconds(10))
+        }
+        let stuck = state.withLock { state -> [LeasedJob] in
+            defer { state.active = [:] }
+            return state.active.values.map(\.job)
+        }
+        if !stuck.isEmpty {
+            logger.error("handlers ignored cancellation; handing their jobs back", metadata: ["jobs": "\(stuck.map(\.id).joined(separator: ","))"])
+            var byQueue: [String: [LeasedJob]] = [:]
+            for job in stuck { byQueue[job.queue, default: []].append(job) }
+            for (queue, jobs) in byQueue { _ = try? await farm.release(jobs, queue: queue, on: reportClient) }
         }
     }
 
@@ -381,8 +403,15 @@ public final class Worker: Service, Sendable {
 
     // MARK: - Leases (called from the LeaseKeeper thread)
 
+    /// Leases to renew: every running handler's, even one being stopped (a handler that is slow to honour
+    /// cancellation keeps its lease until it ends), except those already lost.
     func activeJobs() -> [LeasedJob] {
-        state.withLock { $0.active.values.filter { $0.stopReason == nil }.map(\.job) }
+        state.withLock { state in
+            state.active.values.filter { active in
+                if case .leaseLost? = active.stopReason { return false }
+                return true
+            }.map(\.job)
+        }
     }
 
     func stop(_ id: String, because reason: StopReason) {

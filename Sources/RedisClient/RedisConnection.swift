@@ -65,7 +65,8 @@ final class RedisConnection {
             throw RedisError.connectionFailed("\(configuration): \(message)")
         }
         context = ctx
-        _ = redisEnableKeepAlive(ctx)
+        // TCP keep-alive only: on a Unix socket hiredis' setsockopt fails and marks the context broken.
+        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(ctx) }
         _ = redisSetTimeout(ctx, Self.timeval(configuration.commandTimeout))
         if let password = configuration.password {
             var auth = RedisCommand("AUTH")

@@ -182,13 +182,26 @@ final class OwnRedisServer: @unchecked Sendable {
         return reply == .status("PONG") || reply.errorMessage?.contains("NOAUTH") == true
     }
 
-    /// SIGTERM: Redis writes its AOF and exits.
+    /// SHUTDOWN: Redis writes its AOF and exits (SIGKILL after 10 s if it does not).
+    /// A command, not SIGTERM: the test process may hand its children a signal mask that blocks SIGTERM.
     func stop() {
         guard let process else { return }
-        process.terminate()
+        var config = RedisConfiguration(endpoint: .unix(path: socketPath), connectTimeout: .milliseconds(500))
+        config.username = authUser
+        config.password = authPassword
+        let client = RedisClient(configuration: config)
+        _ = try? client.pipelineBlocking([.command(RedisCommand("SHUTDOWN"))])
+        client.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         self.process = nil
     }
+
+    /// Credentials for SHUTDOWN when the server requires them.
+    var authUser: String?
+    var authPassword: String?
 
     deinit {
         stop()
