@@ -21,6 +21,11 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // FP16 <-> FP32 conversion and fused small-batch kernels (F16C/AVX2 with a runtime check).
+        .target(name: "CComputeKernels"),
+        // Compute: tensors, BLAS, safetensors, models, quantization, datasets, statistics, training. No Redis.
+        .target(name: "Compute", dependencies: ["COpenBLAS", "CComputeKernels"]),
 
         // Wire: a small Redis client over hiredis.
         .target(name: "RedisClient", dependencies: ["CHiredis"]),
@@ -51,5 +56,6 @@ let package = Package(
         .testTarget(name: "JobFarmTests", dependencies: [
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
         ]),
+        .testTarget(name: "ComputeTests", dependencies: ["Compute"], exclude: ["Fixtures"]),
     ]
 )

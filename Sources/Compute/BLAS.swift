@@ -1,0 +1,193 @@
+import COpenBLAS
+
+/// Controls the number of threads OpenBLAS uses (process-wide).
+public enum BLASThreads {
+    /// Sets the OpenBLAS thread count (`openblas_set_num_threads`); values < 1 are clamped to 1.
+    public static func set(_ count: Int) {
+        openblas_set_num_threads(Int32(clamping: max(1, count)))
+    }
+
+    /// The current OpenBLAS thread count (`openblas_get_num_threads`).
+    public static var current: Int { Int(openblas_get_num_threads()) }
+}
+
+/// Describes the OpenBLAS build in use.
+public enum BLASInfo {
+    /// Kernel family chosen at run time, e.g. "Haswell" (`openblas_get_corename`).
+    public static var coreName: String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p).trimmingSpaces()
+    }
+
+    /// Build configuration string, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ..." (`openblas_get_config`).
+    public static var config: String {
+        guard let p = openblas_get_config() else { return "unknown" }
+        return String(cString: p).trimmingSpaces()
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\n" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\n" { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Row-major FP32 BLAS entry points (OpenBLAS `cblas_sgemm` / `cblas_sgemv`).
+///
+/// This is the only type that touches OpenBLAS/LAPACK pointers; the rest of the
+/// library calls its Swift-array or internal buffer-pointer methods.
+public enum BLAS {
+    /// General matrix multiply, row-major: `c = alpha · op(a) · op(b) + beta · c`.
+    ///
+    /// `op(a)` is `m × k` (`a` stored `k × m` when `transposeA`), `op(b)` is `k × n`
+    /// (`b` stored `n × k` when `transposeB`), `c` is `m × n`.
+    public static func gemm(_ a: [Float], _ b: [Float], into c: inout [Float],
+                            m: Int, n: Int, k: Int,
+                            transposeA: Bool = false, transposeB: Bool = false,
+                            alpha: Float = 1, beta: Float = 0) throws {
+        guard m >= 0, n >= 0, k >= 0 else {
+            throw ComputeError.invalidArgument("gemm sizes must be non-negative, got m=\(m) n=\(n) k=\(k)")
+        }
+        try checkInt32(m, n, k)
+        guard a.count == m * k else { throw ComputeError.shapeMismatch("gemm: a has \(a.count) elements, expected \(m)×\(k)=\(m * k)") }
+        guard b.count == k * n else { throw ComputeError.shapeMismatch("gemm: b has \(b.count) elements, expected \(k)×\(n)=\(k * n)") }
+        guard c.count == m * n else { throw ComputeError.shapeMismatch("gemm: c has \(c.count) elements, expected \(m)×\(n)=\(m * n)") }
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                          a: pa.baseAddress, lda: transposeA ? m : k,
+                          b: pb.baseAddress, ldb: transposeB ? k : n,
+                          beta: beta, c: pc.baseAddress, ldc: n)
+                }
+            }
+        }
+    }
+
+    /// The inference shape: `y[batch, out] = x[batch, in] · weight[out, in]ᵀ + bias[out]`
+    /// (weights in PyTorch `Linear` layout). A single row uses `cblas_sgemv`.
+    public static func linear(input: [Float], batch: Int, weight: [Float],
+                              outFeatures: Int, inFeatures: Int, bias: [Float]? = nil) throws -> [Float] {
+        guard batch >= 0, outFeatures >= 0, inFeatures >= 0 else {
+            throw ComputeError.invalidArgument("linear sizes must be non-negative")
+        }
+        try checkInt32(batch, outFeatures, inFeatures)
+        guard input.count == batch * inFeatures else {
+            throw ComputeError.shapeMismatch("linear: input has \(input.count) elements, expected batch \(batch) × in \(inFeatures)")
+        }
+        guard weight.count == outFeatures * inFeatures else {
+            throw ComputeError.shapeMismatch("linear: weight has \(weight.count) elements, expected [\(outFeatures), \(inFeatures)]")
+        }
+        if let bias, bias.count != outFeatures {
+            throw ComputeError.shapeMismatch("linear: bias has \(bias.count) elements, expected \(outFeatures)")
+        }
+        return [Float](unsafeUninitializedCapacity: batch * outFeatures) { y, initialized in
+            input.withUnsafeBufferPointer { x in
+                weight.withUnsafeBufferPointer { w in
+                    if let bias {
+                        bias.withUnsafeBufferPointer { b in
+                            linear(x: x.baseAddress, batch: batch, inFeatures: inFeatures,
+                                   w: w.baseAddress, rows: outFeatures, bias: b.baseAddress,
+                                   y: y.baseAddress, ldy: outFeatures)
+                        }
+                    } else {
+                        linear(x: x.baseAddress, batch: batch, inFeatures: inFeatures,
+                               w: w.baseAddress, rows: outFeatures, bias: nil,
+                               y: y.baseAddress, ldy: outFeatures)
+                    }
+                }
+            }
+            initialized = batch * outFeatures
+        }
+    }
+
+    // MARK: - Internal pointer-level entry points
+
+    static func checkInt32(_ values: Int...) throws {
+        for v in values where v > Int(Int32.max) {
+            throw ComputeError.invalidArgument("dimension \(v) exceeds the 32-bit BLAS integer range")
+        }
+    }
+
+    /// Raw row-major sgemm. Pointers may be nil only when the matching dimension product is 0.
+    static func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                      a: UnsafePointer<Float>?, lda: Int, b: UnsafePointer<Float>?, ldb: Int,
+                      beta: Float, c: UnsafeMutablePointer<Float>?, ldc: Int) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 || a == nil || b == nil {
+            // op(a)·op(b) is zero: only scale c.
+            guard let c else { return }
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(max(1, lda)), b, Int32(max(1, ldb)),
+                    beta, c, Int32(max(1, ldc)))
+    }
+
+    /// `y[i*ldy + r] = sum_c x[i*in + c] * w[r*in + c] + bias[r]` for `r < rows`, `i < batch`.
+    /// `w` points at `rows` consecutive weight rows (a block of a larger matrix is fine).
+    /// Uses `cblas_sgemv` when `batch == 1`, `cblas_sgemm` otherwise; no copies of x or w.
+    static func linear(x: UnsafePointer<Float>?, batch: Int, inFeatures: Int,
+                       w: UnsafePointer<Float>?, rows: Int, bias: UnsafePointer<Float>?,
+                       y: UnsafeMutablePointer<Float>?, ldy: Int) {
+        guard batch > 0, rows > 0, let y else { return }
+        // Preload the bias (or zeros) and accumulate with beta = 1, so the result never
+        // depends on how the BLAS build treats beta = 0 over uninitialised output.
+        for i in 0..<batch {
+            if let bias { (y + i * ldy).update(from: bias, count: rows) } else { (y + i * ldy).update(repeating: 0, count: rows) }
+        }
+        let beta: Float = 1
+        guard inFeatures > 0, let x, let w else { return }
+        if batch == 1 {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(inFeatures), 1,
+                        w, Int32(inFeatures), x, 1, beta, y, 1)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(inFeatures),
+                        1, x, Int32(inFeatures), w, Int32(inFeatures), beta, y, Int32(ldy))
+        }
+    }
+
+    /// Lower triangle of `c = alpha · aᵀ·a + beta · c` for row-major `a` (`rows × cols`), in FP64
+    /// (`cblas_dsyrk`); `c` is `cols × cols`. The upper triangle is mirrored afterwards.
+    static func gramMatrix(_ a: UnsafeBufferPointer<Double>, rows: Int, cols: Int, alpha: Double,
+                           into c: UnsafeMutableBufferPointer<Double>) {
+        guard cols > 0, let cp = c.baseAddress else { return }
+        cp.update(repeating: 0, count: cols * cols)
+        if rows > 0, let ap = a.baseAddress {
+            cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, Int32(cols), Int32(rows), alpha,
+                        ap, Int32(cols), 0, cp, Int32(cols))
+        }
+        for i in 0..<cols { for j in (i + 1)..<max(i + 1, cols) { cp[i * cols + j] = cp[j * cols + i] } }
+    }
+
+    /// Eigen-decomposition of a symmetric `n × n` matrix with LAPACK `dsyevd_`.
+    /// Returns eigenvalues ascending and eigenvectors as rows (`vectors[i*n ..< (i+1)*n]` pairs with `values[i]`).
+    static func symmetricEigen(_ matrix: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
+        guard n > 0 else { return ([], []) }
+        try checkInt32(n * n)
+        // Row-major symmetric == column-major symmetric, so the matrix passes as is.
+        var a = matrix
+        var w = [Double](repeating: 0, count: n)
+        var jobz = Int8(UInt8(ascii: "V")), uplo = Int8(UInt8(ascii: "L"))
+        var nn = Int32(n), lda = Int32(n), info: Int32 = 0
+        var lwork: Int32 = -1, liwork: Int32 = -1
+        var workQuery = [Double](repeating: 0, count: 1)
+        var iworkQuery = [Int32](repeating: 0, count: 1)
+        dsyevd_(&jobz, &uplo, &nn, &a, &lda, &w, &workQuery, &lwork, &iworkQuery, &liwork, &info)
+        guard info == 0 else { throw ComputeError.numericalFailure("dsyevd workspace query failed (info=\(info))") }
+        lwork = Int32(workQuery[0].rounded(.up))
+        liwork = iworkQuery[0]
+        var work = [Double](repeating: 0, count: Int(max(1, lwork)))
+        var iwork = [Int32](repeating: 0, count: Int(max(1, liwork)))
+        dsyevd_(&jobz, &uplo, &nn, &a, &lda, &w, &work, &lwork, &iwork, &liwork, &info)
+        guard info == 0 else {
+            throw ComputeError.numericalFailure("dsyevd failed to converge (info=\(info)) on a \(n)×\(n) matrix")
+        }
+        // Column-major output: column j (eigenvector j) is a[j*n ..< (j+1)*n], i.e. row j in row-major terms.
+        return (w, a)
+    }
+}
