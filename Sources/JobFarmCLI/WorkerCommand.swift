@@ -40,7 +40,7 @@ struct WorkerCommand: AsyncParsableCommand {
             }
         }
         let worker = Worker(
-            farm: farm, registry: .builtins(),
+            farm: farm, registry: makeRegistry(farm: farm),
             configuration: WorkerConfiguration(
                 queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
                 exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)), id: id),
