@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
     ],
     targets: [
         // System libraries (Debian -dev packages). hiredis without pkg-config: its .pc file adds -D_FILE_OFFSET_BITS=64,
@@ -44,9 +45,19 @@ let package = Package(
         ]),
         // Job handlers: built-in kinds (noop, sleep, echo, fail).
         .target(name: "JobKinds", dependencies: ["JobWorker"]),
+        // The model and dataset registry in Redis: content-addressed (SHA-256), chunked, compressed, versioned.
+        .target(name: "ModelStore", dependencies: [
+            "RedisClient", "JobProtocol", "Compute",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // ML job kinds: inference (dynamic batching), batch_analysis, quantize, validate, train.
+        .target(name: "MLJobs", dependencies: [
+            "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobQueue",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "JobKinds",
+            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -57,5 +68,9 @@ let package = Package(
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute"], exclude: ["Fixtures"]),
+        .testTarget(name: "MLJobsTests", dependencies: [
+            "MLJobs", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

@@ -1,0 +1,140 @@
+import Compute
+import Dispatch
+import Foundation
+import JobQueue
+import JobWorker
+import ModelStore
+import RedisClient
+import Synchronization
+
+/// Runs blocking compute (BLAS forward passes, training, statistics) on threads of its own, never on Swift's
+/// cooperative pool, and awaits the result. Work goes to the lane with the fewest pending items.
+public final class ComputeExecutor: Sendable {
+    private let lanes: [DispatchQueue]
+    private let pending: Mutex<[Int]>
+
+    /// Creates `threads` serial lanes.
+    public init(threads: Int) {
+        let count = max(1, threads)
+        lanes = (0..<count).map { DispatchQueue(label: "jobfarm.compute.\($0)", qos: .userInitiated) }
+        pending = Mutex([Int](repeating: 0, count: count))
+    }
+
+    /// Number of lanes.
+    public var threadCount: Int { lanes.count }
+
+    /// Runs `body` on a compute lane without waiting for it (the caller resumes whoever waits from `body`).
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        let lane = pending.withLock { counts -> Int in
+            let index = counts.indices.min { counts[$0] < counts[$1] } ?? 0
+            counts[index] += 1
+            return index
+        }
+        lanes[lane].async {
+            body()
+            self.pending.withLock { $0[lane] -= 1 }
+        }
+    }
+
+    /// Runs `body` on a compute lane and returns its result.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let lane = pending.withLock { counts -> Int in
+            let index = counts.indices.min { counts[$0] < counts[$1] } ?? 0
+            counts[index] += 1
+            return index
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            lanes[lane].async {
+                let result = Result { try body() }
+                self.pending.withLock { $0[lane] -= 1 }
+                continuation.resume(with: result)
+            }
+        }
+    }
+}
+
+/// What every ML handler of one worker process shares: the registry connections, the model cache,
+/// the dynamic batcher and the compute threads.
+public final class MLEnvironment: Sendable {
+    /// The farm the worker serves.
+    public let farm: JobFarm
+    /// The options in force.
+    public let options: MLJobOptions
+    /// The model registry (its own Redis connection).
+    public let models: ModelRegistry
+    /// The dataset store.
+    public let datasets: DatasetStore
+    /// Loaded models, LRU by bytes.
+    public let cache: ModelCache
+    /// Groups concurrent inference requests.
+    public let batcher: DynamicBatcher
+    /// Threads for blocking compute.
+    public let executor: ComputeExecutor
+    private let resolved: Mutex<[String: (version: ModelVersion, at: ContinuousClock.Instant)]> = Mutex([:])
+
+    /// Creates the environment; opens no connection until first use.
+    public init(farm: JobFarm, options: MLJobOptions) {
+        self.farm = farm
+        self.options = options
+        let client = RedisClient(configuration: farm.configuration.redis, name: "ml-models")
+        models = ModelRegistry(client: client, namespace: farm.configuration.namespace)
+        datasets = DatasetStore(
+            client: RedisClient(configuration: farm.configuration.redis, name: "ml-datasets"),
+            namespace: farm.configuration.namespace)
+        cache = ModelCache(capacityBytes: options.modelCacheBytes, idleTimeout: options.modelIdleTimeout)
+        executor = ComputeExecutor(threads: options.resolvedComputeThreads())
+        batcher = DynamicBatcher(configuration: options.batching, executor: executor)
+    }
+
+    /// Resolves a model reference; pinned versions are remembered for good, aliases and `latest` for `referenceTTL`.
+    public func resolve(_ text: String) async throws -> ModelVersion {
+        let now = ContinuousClock.now
+        if let hit = resolved.withLock({ $0[text] }) {
+            let pinned: Bool
+            if case .version = try ModelReference(parsing: text).selector { pinned = true } else { pinned = false }
+            if pinned || now - hit.at < options.referenceTTL { return hit.version }
+        }
+        let version = try await models.resolve(text)
+        resolved.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[text] = (version, now)
+        }
+        return version
+    }
+
+    /// Forgets cached alias resolutions (after this process moved an alias).
+    public func forgetResolutions() { resolved.withLock { $0.removeAll() } }
+
+    /// The model of `version` at `precision` (the stored precision when nil), from the cache or loaded.
+    public func model(_ version: ModelVersion, precision: Precision?) async throws -> MLPModel {
+        let stored = Precision(rawValue: version.precision)
+        let target = precision ?? stored ?? .fp32
+        let base = try await cache.model(for: version.sha256 + "|stored") { [models] in try await models.load(version) }
+        if target == stored { return base }
+        return try await cache.model(for: version.sha256 + "|" + target.rawValue) { [executor] in
+            try await executor.run { try Quantization.convert(base, to: target).model }
+        }
+    }
+}
+
+/// Maps registry, compute and decoding errors of bad input to `JobError.nonRetryable`; connection errors stay
+/// retryable.
+func classify(_ error: Error, _ context: String = "") -> Error {
+    let prefix = context.isEmpty ? "" : context + ": "
+    switch error {
+    case let error as ComputeError: return JobError.nonRetryable(prefix + error.description)
+    case let error as ModelStoreError: return JobError.nonRetryable(prefix + error.description)
+    case let error as RedisError where error.isConnectionError: return JobError.retryable(prefix + "\(error)")
+    case let error as RedisError: return JobError.retryable(prefix + "\(error)")
+    default: return error
+    }
+}
+
+/// Runs `body`, turning bad-input errors into `JobError.nonRetryable`.
+func classifying<T>(_ context: String = "", _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch {
+        throw classify(error, context)
+    }
+}

@@ -1,0 +1,105 @@
+import Compute
+import Foundation
+import JobQueue
+import JobWorker
+import Logging
+
+/// Per-worker settings of the ML job kinds. One struct with defaults, passed in.
+public struct MLJobOptions: Sendable {
+    /// Dynamic batching of `inference` requests (Triton-style).
+    public var batching: DynamicBatcher.Configuration
+    /// The worker's job concurrency (how many handlers run at once); used to choose BLAS threads.
+    public var workerConcurrency: Int
+    /// OpenBLAS threads; nil chooses: 1 when `workerConcurrency > 1`, else every core.
+    public var blasThreads: Int?
+    /// Dedicated compute threads that run forward passes and training (never the cooperative pool);
+    /// nil chooses `cores / blasThreads` (at least 1).
+    public var computeThreads: Int?
+    /// Bytes of model tensors cached per process.
+    public var modelCacheBytes: Int
+    /// Cached models unused this long are dropped.
+    public var modelIdleTimeout: Duration?
+    /// How long an alias or `latest` resolution is reused before asking Redis again.
+    public var referenceTTL: Duration
+    /// Relative dataset paths are resolved against this directory (default: the working directory).
+    public var dataRoot: String?
+    /// Most rows one `inference` job may carry.
+    public var maxInferenceRows: Int
+    /// Matrices (covariance, correlation, PCA components) with more columns than this are stored as
+    /// farm datasets and referenced from the result instead of embedded.
+    public var maxEmbeddedMatrixColumns: Int
+
+    /// The defaults, overridable from the environment: `JOBFARM_ML_MAX_BATCH`, `JOBFARM_ML_MAX_DELAY_MS`
+    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`.
+    public init(
+        batching: DynamicBatcher.Configuration = .init(), workerConcurrency: Int = 10, blasThreads: Int? = nil,
+        computeThreads: Int? = nil, modelCacheBytes: Int = 512 << 20, modelIdleTimeout: Duration? = .seconds(600),
+        referenceTTL: Duration = .seconds(1), dataRoot: String? = nil, maxInferenceRows: Int = 4096,
+        maxEmbeddedMatrixColumns: Int = 32
+    ) {
+        self.batching = batching
+        self.workerConcurrency = workerConcurrency
+        self.blasThreads = blasThreads
+        self.computeThreads = computeThreads
+        self.modelCacheBytes = modelCacheBytes
+        self.modelIdleTimeout = modelIdleTimeout
+        self.referenceTTL = referenceTTL
+        self.dataRoot = dataRoot
+        self.maxInferenceRows = maxInferenceRows
+        self.maxEmbeddedMatrixColumns = maxEmbeddedMatrixColumns
+    }
+
+    /// Defaults with the `JOBFARM_*` environment overrides applied (what `jobfarm worker` uses).
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> MLJobOptions {
+        var options = MLJobOptions()
+        if let v = environment["JOBFARM_ML_MAX_BATCH"].flatMap(Int.init), v >= 1 { options.batching.maxBatch = v }
+        if let v = environment["JOBFARM_ML_MAX_DELAY_MS"].flatMap(Double.init), v >= 0 {
+            options.batching.maxDelay = .microseconds(Int64(v * 1000))
+            options.batching.enabled = v > 0
+        }
+        if let v = environment["JOBFARM_ML_CONCURRENCY"].flatMap(Int.init), v >= 1 { options.workerConcurrency = v }
+        if let v = environment["JOBFARM_BLAS_THREADS"].flatMap(Int.init), v >= 1 { options.blasThreads = v }
+        if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
+        if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
+        return options
+    }
+
+    /// The BLAS thread count these options lead to on a machine with `cores` cores.
+    public func resolvedBLASThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+        if let blasThreads { return max(1, blasThreads) }
+        return workerConcurrency > 1 ? 1 : max(1, cores)
+    }
+
+    /// The compute thread count these options lead to.
+    public func resolvedComputeThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
+        if let computeThreads { return max(1, computeThreads) }
+        return max(1, cores / resolvedBLASThreads(cores: cores))
+    }
+}
+
+/// Registers `inference`, `batch_analysis`, `quantize`, `validate` and `train` for a worker of `farm`.
+///
+/// Sets the process's OpenBLAS thread count from `options` (BLAS threads × compute threads ≤ cores) and logs it
+/// with the kernel family OpenBLAS chose.
+/// - Returns: the shared environment (model cache, batcher), for tests and benchmarks.
+@discardableResult
+public func registerMLJobs(
+    into registry: inout HandlerRegistry, farm: JobFarm, options: MLJobOptions = .fromEnvironment(),
+    logger: Logger = Logger(label: "jobfarm.ml")
+) -> MLEnvironment {
+    let environment = MLEnvironment(farm: farm, options: options)
+    BLASThreads.set(options.resolvedBLASThreads())
+    logger.info("ML kinds ready", metadata: [
+        "blas_core": "\(BLASInfo.coreName)", "blas_threads": "\(BLASThreads.current)",
+        "compute_threads": "\(options.resolvedComputeThreads())",
+        "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",
+        "f16c": "\(FP16Conversion.hardwareAccelerated)",
+        "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay)" : "off")",
+    ])
+    registry.register(InferenceJob(environment: environment))
+    registry.register(BatchAnalysisJob(environment: environment))
+    registry.register(QuantizeJob(environment: environment))
+    registry.register(ValidateJob(environment: environment))
+    registry.register(TrainJob(environment: environment))
+    return environment
+}

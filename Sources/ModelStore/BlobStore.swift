@@ -1,0 +1,148 @@
+import Crypto
+import Foundation
+import JobProtocol
+import RedisClient
+
+/// Errors of the model and dataset registry. Each message names what was asked for and what is wrong.
+public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No such model, version, alias or dataset.
+    case notFound(String)
+    /// Stored bytes do not match their SHA-256, or a chunk is missing or does not inflate.
+    case corrupt(String)
+    /// A name, alias or argument the registry does not accept.
+    case invalidArgument(String)
+    /// The bytes are not a usable model (bad safetensors header, unsupported dtype, config mismatch).
+    case invalidModel(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let m): return "not found: \(m)"
+        case .corrupt(let m): return "corrupt: \(m)"
+        case .invalidArgument(let m): return "invalid argument: \(m)"
+        case .invalidModel(let m): return "invalid model: \(m)"
+        }
+    }
+}
+
+/// Hex SHA-256 of some bytes.
+public func sha256Hex(_ bytes: some DataProtocol) -> String {
+    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+}
+
+/// Content-addressed binary storage in Redis: one HASH per blob, keyed by the SHA-256 of the bytes.
+///
+/// The hash holds `size`, `chunks`, `chunk_size`, `complete` and one field per zlib-compressed chunk
+/// (`c:0`, `c:1`, …). `complete` is written last, so a reader never sees a half-written blob. On load every
+/// chunk is inflated and the SHA-256 of the whole is checked against the key: corruption is an error, never
+/// silently wrong weights.
+public struct BlobStore: Sendable {
+    /// The Redis connection used for every call.
+    public let client: RedisClient
+    /// Key prefix, e.g. `jf:models:blob:`.
+    public let prefix: String
+    /// Uncompressed bytes per chunk (512 KiB by default): keeps every Redis value small.
+    public let chunkSize: Int
+    /// Largest blob accepted or loaded.
+    public static let maxBytes = 2 << 30
+
+    /// Creates a store writing blobs under `prefix`.
+    public init(client: RedisClient, prefix: String, chunkSize: Int = 512 * 1024) {
+        self.client = client
+        self.prefix = prefix
+        self.chunkSize = max(4096, chunkSize)
+    }
+
+    /// The key of the blob with this SHA-256.
+    public func key(_ sha256: String) -> String { prefix + sha256 }
+
+    /// True when a complete blob with this SHA-256 is stored.
+    public func contains(_ sha256: String) async throws -> Bool {
+        try await client.execute(RedisCommand("HGET", key(sha256), "complete")).string == "1"
+    }
+
+    /// Stores `bytes` (unless an identical blob is already there) and returns their SHA-256.
+    /// - Returns: the hash and whether new data was written.
+    @discardableResult
+    public func put(_ bytes: [UInt8]) async throws -> (sha256: String, written: Bool, storedBytes: Int) {
+        guard bytes.count <= Self.maxBytes else {
+            throw ModelStoreError.invalidArgument("blob of \(bytes.count) bytes is over the \(Self.maxBytes)-byte limit")
+        }
+        let sha = sha256Hex(bytes)
+        if try await contains(sha) { return (sha, false, 0) }
+        let key = key(sha)
+        var commands: [RedisCommand] = [RedisCommand("DEL", key)]
+        var chunkCount = 0
+        var stored = 0
+        var offset = 0
+        repeat {
+            let end = min(bytes.count, offset + chunkSize)
+            let compressed = PayloadCompression.compress(Array(bytes[offset..<end]))
+            var command = RedisCommand("HSET", key, "c:\(chunkCount)")
+            command.append(bytes: compressed)
+            commands.append(command)
+            stored += compressed.count
+            chunkCount += 1
+            offset = end
+        } while offset < bytes.count
+        commands.append(RedisCommand(
+            "HSET", key, "size", String(bytes.count), "chunks", String(chunkCount), "chunk_size", String(chunkSize),
+            "stored_bytes", String(stored), "complete", "1"))
+        // A few chunks per round trip keeps each pipeline bounded in memory.
+        for start in stride(from: 0, to: commands.count, by: 16) {
+            let replies = try await client.send(Array(commands[start..<min(commands.count, start + 16)]))
+            if let message = replies.compactMap(\.errorMessage).first {
+                throw RedisError.server("storing blob \(sha): \(message)")
+            }
+        }
+        return (sha, true, stored)
+    }
+
+    /// Loads and verifies a blob. Throws `ModelStoreError.notFound` or `.corrupt` (checksum mismatch,
+    /// missing chunk, chunk that does not inflate).
+    public func get(_ sha256: String) async throws -> [UInt8] {
+        let key = key(sha256)
+        let meta = try await client.execute(RedisCommand("HMGET", key, "complete", "size", "chunks")).array ?? []
+        guard meta.count == 3, meta[0].string == "1" else {
+            throw ModelStoreError.notFound("blob \(sha256) is not stored (or its upload never completed)")
+        }
+        guard let size = meta[1].int, let chunks = meta[2].int, size >= 0, size <= Self.maxBytes, chunks >= 1 else {
+            throw ModelStoreError.corrupt("blob \(sha256) has unreadable size/chunk fields")
+        }
+        var output = [UInt8]()
+        output.reserveCapacity(size)
+        for start in stride(from: 0, to: chunks, by: 16) {
+            let indices = start..<min(chunks, start + 16)
+            let replies = try await client.send(indices.map { RedisCommand("HGET", key, "c:\($0)") })
+            for (index, reply) in zip(indices, replies) {
+                guard let compressed = reply.bytes else {
+                    throw ModelStoreError.corrupt("blob \(sha256): chunk \(index) of \(chunks) is missing")
+                }
+                do {
+                    output.append(contentsOf: try PayloadCompression.decompress(compressed, limit: max(chunkSize, size)))
+                } catch {
+                    throw ModelStoreError.corrupt("blob \(sha256): chunk \(index) of \(chunks) does not inflate (\(error))")
+                }
+            }
+        }
+        guard output.count == size else {
+            throw ModelStoreError.corrupt("blob \(sha256): \(output.count) bytes after inflating, expected \(size)")
+        }
+        let actual = sha256Hex(output)
+        guard actual == sha256 else {
+            throw ModelStoreError.corrupt("checksum mismatch for blob \(sha256): the stored bytes hash to \(actual)")
+        }
+        return output
+    }
+}
+
+/// Names accepted for models, datasets and aliases: 1–64 of `A–Z a–z 0–9 _ - .`, not starting with a dot.
+public func isValidRegistryName(_ name: String) -> Bool {
+    guard (1...64).contains(name.utf8.count), !name.hasPrefix(".") else { return false }
+    return name.utf8.allSatisfy { byte in
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+            || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+    }
+}
+
+/// Milliseconds since 1970.
+func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

@@ -1,0 +1,256 @@
+import Compute
+import Foundation
+import RedisClient
+
+/// One stored version of a model: what `model show` prints and what the version HASH holds (as JSON).
+public struct ModelVersion: Sendable, Codable, Equatable {
+    /// Model name, e.g. `digits-mlp`.
+    public var name: String
+    /// 1, 2, 3… per name, assigned on push.
+    public var version: Int
+    /// SHA-256 of the safetensors bytes (the blob's address).
+    public var sha256: String
+    /// Size of the safetensors file in bytes.
+    public var bytes: Int
+    /// Bytes of the layer tensors (weights, biases, int8 scales), headers aside.
+    public var tensorBytes: Int
+    /// `fp32`, `fp16`, `int8`, or `mixed`.
+    public var precision: String
+    /// The network config (JSON text of `ModelConfig`), stored beside the weights.
+    public var config: String
+    /// Inputs per row and outputs per row.
+    public var inputs: Int
+    public var outputs: Int
+    /// Push time (ms since 1970).
+    public var createdAt: Int64
+    /// Free-form facts: `source` (the version it was derived from), `job` (the job that made it), metrics.
+    public var metadata: [String: String]
+
+    /// `name:version`.
+    public var reference: String { "\(name):\(version)" }
+}
+
+/// A parsed model reference: `name`, `name:7`, `name:latest`, `name:production`.
+public struct ModelReference: Sendable, Hashable, CustomStringConvertible {
+    /// Which version a reference selects.
+    public enum Selector: Sendable, Hashable {
+        case latest
+        case version(Int)
+        case alias(String)
+    }
+
+    public var name: String
+    public var selector: Selector
+
+    /// Parses `name[:version|:alias|:latest]`.
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard isValidRegistryName(parts[0]) else {
+            throw ModelStoreError.invalidArgument("model reference '\(text)': name must be 1–64 of A–Z a–z 0–9 _ - .")
+        }
+        name = parts[0]
+        if parts.count == 1 || parts[1] == "latest" {
+            selector = .latest
+        } else if let number = Int(parts[1]) {
+            guard number >= 1 else { throw ModelStoreError.invalidArgument("model reference '\(text)': versions start at 1") }
+            selector = .version(number)
+        } else {
+            guard isValidRegistryName(parts[1]) else {
+                throw ModelStoreError.invalidArgument("model reference '\(text)': alias must be 1–64 of A–Z a–z 0–9 _ - .")
+            }
+            selector = .alias(parts[1])
+        }
+    }
+
+    public var description: String {
+        switch selector {
+        case .latest: return "\(name):latest"
+        case .version(let v): return "\(name):\(v)"
+        case .alias(let a): return "\(name):\(a)"
+        }
+    }
+}
+
+/// The model registry: safetensors files content-addressed in Redis, with named versions and aliases.
+///
+/// Keys (namespace `jf` by default; see docs/JOBS.md):
+/// - `jf:models:names` SET of model names
+/// - `jf:models:blob:<sha256>` HASH: the chunked, zlib-compressed safetensors bytes (`BlobStore`)
+/// - `jf:models:<name>:seq` STRING: the last version number handed out
+/// - `jf:models:<name>:versions` HASH version → `ModelVersion` JSON
+/// - `jf:models:<name>:aliases` HASH alias → version
+public struct ModelRegistry: Sendable {
+    /// The connection used for every call.
+    public let client: RedisClient
+    /// The farm namespace (`jf`).
+    public let namespace: String
+    /// The blob storage under `<ns>:models:blob:`.
+    public let blobs: BlobStore
+
+    /// Creates a registry over an existing client.
+    public init(client: RedisClient, namespace: String, chunkSize: Int = 512 * 1024) {
+        self.client = client
+        self.namespace = namespace
+        self.blobs = BlobStore(client: client, prefix: "\(namespace):models:blob:", chunkSize: chunkSize)
+    }
+
+    var namesKey: String { "\(namespace):models:names" }
+    func seqKey(_ name: String) -> String { "\(namespace):models:\(name):seq" }
+    func versionsKey(_ name: String) -> String { "\(namespace):models:\(name):versions" }
+    func aliasesKey(_ name: String) -> String { "\(namespace):models:\(name):aliases" }
+
+    /// Pushes a safetensors file as the next version of `name`.
+    ///
+    /// The file is parsed first (bad header, unsupported dtype and config mismatches are refused before anything
+    /// is stored). `config` defaults to the config embedded in the file's metadata.
+    public func push(
+        safetensors bytes: [UInt8], config: ModelConfig?, name: String, metadata: [String: String] = [:]
+    ) async throws -> ModelVersion {
+        guard isValidRegistryName(name) else {
+            throw ModelStoreError.invalidArgument("model name '\(name)' must be 1–64 of A–Z a–z 0–9 _ - .")
+        }
+        let model: MLPModel
+        do {
+            model = try MLPModel(file: SafetensorsFile(data: Data(bytes)), config: config)
+        } catch let error as ComputeError {
+            throw ModelStoreError.invalidModel("\(name): \(error)")
+        }
+        let configText = try (config ?? model.config).jsonString()
+        let (sha, _, _) = try await blobs.put(bytes)
+        let version = try await client.execute(RedisCommand("INCR", seqKey(name))).int ?? 1
+        let record = ModelVersion(
+            name: name, version: version, sha256: sha, bytes: bytes.count, tensorBytes: model.tensorByteCount,
+            precision: model.precision?.rawValue ?? "mixed", config: configText, inputs: model.inputSize,
+            outputs: model.outputSize, createdAt: nowMilliseconds(), metadata: metadata)
+        let json = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
+        let replies = try await client.send([
+            RedisCommand("HSET", versionsKey(name), String(version), json),
+            RedisCommand("SADD", namesKey, name),
+        ])
+        if let message = replies.compactMap(\.errorMessage).first { throw RedisError.server("model push: \(message)") }
+        return record
+    }
+
+    /// Pushes a model held in memory (its config embedded).
+    public func push(model: MLPModel, name: String, metadata: [String: String] = [:]) async throws -> ModelVersion {
+        let file = try model.safetensorsFile()
+        return try await push(safetensors: [UInt8](try file.serialized()), config: model.config, name: name, metadata: metadata)
+    }
+
+    /// The version a reference selects (aliases and `latest` read from Redis on every call).
+    public func resolve(_ reference: ModelReference) async throws -> ModelVersion {
+        let number: Int
+        switch reference.selector {
+        case .version(let v):
+            number = v
+        case .latest:
+            let versions = try await versionNumbers(reference.name)
+            guard let last = versions.last else {
+                throw ModelStoreError.notFound("model '\(reference.name)' has no versions (push one with `jobfarm model push`)")
+            }
+            number = last
+        case .alias(let alias):
+            let reply = try await client.execute(RedisCommand("HGET", aliasesKey(reference.name), alias))
+            guard let v = reply.int else {
+                throw ModelStoreError.notFound("model '\(reference.name)' has no alias '\(alias)'")
+            }
+            number = v
+        }
+        return try await version(reference.name, number)
+    }
+
+    /// Resolves a reference given as text.
+    public func resolve(_ text: String) async throws -> ModelVersion {
+        try await resolve(ModelReference(parsing: text))
+    }
+
+    /// One version's record.
+    public func version(_ name: String, _ number: Int) async throws -> ModelVersion {
+        let reply = try await client.execute(RedisCommand("HGET", versionsKey(name), String(number)))
+        guard let bytes = reply.bytes else {
+            throw ModelStoreError.notFound("model '\(name)' has no version \(number)")
+        }
+        do {
+            return try JSONDecoder().decode(ModelVersion.self, from: Data(bytes))
+        } catch {
+            throw ModelStoreError.corrupt("record of \(name):\(number) is not valid JSON")
+        }
+    }
+
+    /// Every version of `name`, oldest first.
+    public func versions(_ name: String) async throws -> [ModelVersion] {
+        let reply = try await client.execute(RedisCommand("HGETALL", versionsKey(name)))
+        let items = reply.array ?? []
+        var records: [ModelVersion] = []
+        for index in stride(from: 1, to: items.count, by: 2) {
+            if let bytes = items[index].bytes, let record = try? JSONDecoder().decode(ModelVersion.self, from: Data(bytes)) {
+                records.append(record)
+            }
+        }
+        return records.sorted { $0.version < $1.version }
+    }
+
+    func versionNumbers(_ name: String) async throws -> [Int] {
+        let reply = try await client.execute(RedisCommand("HKEYS", versionsKey(name)))
+        return (reply.array ?? []).compactMap(\.int).sorted()
+    }
+
+    /// Model names, sorted.
+    public func names() async throws -> [String] {
+        (try await client.execute(RedisCommand("SMEMBERS", namesKey)).array ?? []).compactMap(\.string).sorted()
+    }
+
+    /// Aliases of `name` → version.
+    public func aliases(_ name: String) async throws -> [String: Int] {
+        let items = try await client.execute(RedisCommand("HGETALL", aliasesKey(name))).array ?? []
+        var result: [String: Int] = [:]
+        for index in stride(from: 0, to: items.count - 1, by: 2) {
+            if let alias = items[index].string, let v = items[index + 1].int { result[alias] = v }
+        }
+        return result
+    }
+
+    /// Points `alias` at `version` of `name`; returns the version it pointed at before (nil if new).
+    @discardableResult
+    public func setAlias(_ alias: String, name: String, version: Int) async throws -> Int? {
+        guard isValidRegistryName(alias), Int(alias) == nil, alias != "latest" else {
+            throw ModelStoreError.invalidArgument("alias '\(alias)' must be 1–64 of A–Z a–z 0–9 _ - ., not a number and not 'latest'")
+        }
+        _ = try await self.version(name, version)  // must exist
+        let replies = try await client.send([
+            RedisCommand("HGET", aliasesKey(name), alias),
+            RedisCommand("HSET", aliasesKey(name), alias, String(version)),
+        ])
+        if let message = replies.compactMap(\.errorMessage).first { throw RedisError.server("model alias: \(message)") }
+        return replies[0].int
+    }
+
+    /// Removes an alias; returns whether it existed.
+    @discardableResult
+    public func removeAlias(_ alias: String, name: String) async throws -> Bool {
+        (try await client.execute(RedisCommand("HDEL", aliasesKey(name), alias)).int ?? 0) > 0
+    }
+
+    /// The safetensors bytes of a version, checksum verified.
+    public func bytes(of version: ModelVersion) async throws -> [UInt8] {
+        do {
+            return try await blobs.get(version.sha256)
+        } catch let error as ModelStoreError {
+            if case .corrupt(let message) = error {
+                throw ModelStoreError.corrupt("model \(version.reference): \(message)")
+            }
+            throw error
+        }
+    }
+
+    /// Loads a version as a runnable model (its stored config applied).
+    public func load(_ version: ModelVersion) async throws -> MLPModel {
+        let bytes = try await self.bytes(of: version)
+        do {
+            let config = try ModelConfig(jsonString: version.config)
+            return try MLPModel(file: SafetensorsFile(data: Data(bytes)), config: config)
+        } catch let error as ComputeError {
+            throw ModelStoreError.invalidModel("model \(version.reference): \(error)")
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Compute
+import Foundation
+import JobProtocol
+import JobQueue
+import JobWorker
+import Logging
+import MLJobs
+import ModelStore
+import RedisClient
+import Testing
+
+/// The throwaway Redis that scripts/test starts (JOBFARM_TEST_REDIS_URL). Copied from JobFarmTests' support.
+enum TestRedis {
+    static let url: String? = ProcessInfo.processInfo.environment["JOBFARM_TEST_REDIS_URL"]
+
+    /// Integration tests run only with a real Redis; scripts/test always provides one.
+    static var available: Bool { url != nil }
+
+    static var configuration: RedisConfiguration {
+        get throws { try RedisConfiguration(url: url ?? "redis://127.0.0.1:6379") }
+    }
+
+    /// A farm in a namespace of its own, so tests run in parallel without seeing each other's keys.
+    static func farm() throws -> JobFarm {
+        let configuration = JobFarmConfiguration(
+            redis: try self.configuration, namespace: "tml" + JobID.make().suffix(12).lowercased(),
+            tierPolicy: .strict(agingAfter: .seconds(10)), leaseDuration: .seconds(30), heartbeatInterval: .seconds(2),
+            maintenanceInterval: .milliseconds(100), maxLeaseLosses: 3)
+        return try JobFarm(configuration: configuration)
+    }
+}
+
+/// Test options: batching on with a short delay, two compute threads.
+func testOptions(batching: Bool = true, maxBatch: Int = 32) -> MLJobOptions {
+    MLJobOptions(
+        batching: .init(enabled: batching, maxBatch: maxBatch, maxDelay: .milliseconds(3)), workerConcurrency: 16,
+        blasThreads: 1, computeThreads: 2, modelCacheBytes: 64 << 20, dataRoot: PackagePaths.root.path)
+}
+
+/// A worker with the ML kinds running inside the test process, stopped at the end of `body`.
+func withMLWorker<T>(
+    farm: JobFarm, options: MLJobOptions = testOptions(), concurrency: Int = 16,
+    _ body: (MLEnvironment) async throws -> T
+) async throws -> T {
+    var logger = Logger(label: "test.ml.worker")
+    logger.logLevel = .error
+    var registry = HandlerRegistry()
+    let environment = registerMLJobs(into: &registry, farm: farm, options: options, logger: logger)
+    let worker = Worker(
+        farm: farm, registry: registry,
+        configuration: WorkerConfiguration(queues: ["ml"], concurrency: concurrency, shutdownGrace: .seconds(5), idleWait: .milliseconds(200)),
+        logger: logger)
+    let task = Task { try await worker.run() }
+    do {
+        let result = try await body(environment)
+        worker.beginShutdown()
+        try await task.value
+        return result
+    } catch {
+        worker.beginShutdown()
+        _ = try? await task.value
+        throw error
+    }
+}
+
+/// Enqueues one ML job on queue `ml` and waits for its final status.
+func runJob(_ farm: JobFarm, _ kind: String, _ payload: String, timeout: Duration = .seconds(120)) async throws -> JobStatus {
+    let id = try await farm.enqueue(EnqueueRequest(kind: kind, queue: "ml", payload: try JSONValue(parsing: payload), maxAttempts: 2))
+    return try await farm.wait(for: id, queue: "ml", timeout: timeout)
+}
+
+/// Runs a job that must succeed; returns its result.
+func succeed(_ farm: JobFarm, _ kind: String, _ payload: String, timeout: Duration = .seconds(120)) async throws -> JSONValue {
+    let status = try await runJob(farm, kind, payload, timeout: timeout)
+    #expect(status.state == .succeeded, "\(kind) ended \(status.state.rawValue): \(status.error ?? "")")
+    guard status.state == .succeeded, let result = status.result else {
+        throw TestFailure("\(kind) did not succeed: \(status.error ?? "no error")")
+    }
+    return result
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A fresh Redis client on the test server.
+func testClient() throws -> RedisClient { RedisClient(configuration: try TestRedis.configuration, name: "mltest") }
+
+/// Paths inside the package.
+enum PackagePaths {
+    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static var digits: String { root.appendingPathComponent("data/digits/digits.csv").path }
+}
+
+/// A small random MLP (in → hidden → out), FP32, with PyTorch-style tensor names.
+func randomModel(inputs: Int = 8, hidden: Int = 16, outputs: Int = 4, seed: UInt64 = 7) throws -> MLPModel {
+    var rng = SeededRandom(seed: seed)
+    func values(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextUnitFloat() - 0.5 } }
+    let config = ModelConfig(layers: [
+        DenseLayerConfig(weight: "0.weight", bias: "0.bias", activation: .relu),
+        DenseLayerConfig(weight: "2.weight", bias: "2.bias", activation: .softmax),
+    ])
+    return try MLPModel(config: config, tensors: [
+        "0.weight": Tensor(shape: [hidden, inputs], float32: values(hidden * inputs)),
+        "0.bias": Tensor(shape: [hidden], float32: values(hidden)),
+        "2.weight": Tensor(shape: [outputs, hidden], float32: values(outputs * hidden)),
+        "2.bias": Tensor(shape: [outputs], float32: values(outputs)),
+    ])
+}
+
+extension JSONValue {
+    /// `self[key]` as a number.
+    func number(_ key: String) -> Double? { self[key]?.doubleValue }
+    /// `self[key]` as text.
+    func text(_ key: String) -> String? { self[key]?.stringValue }
+    /// Array elements.
+    var items: [JSONValue] {
+        if case .array(let items) = self { return items }
+        return []
+    }
+}
+
+/// JobProtocol's zlib wrapper under a test-local name.
+typealias PayloadCompressionShim = PayloadCompression
