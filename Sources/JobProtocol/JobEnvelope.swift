@@ -102,36 +102,53 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// Reads an envelope, checking every field; a compressed payload is inflated and its CRC verified.
     public init(decoding text: String) throws {
-        try self.init(decoding: Data(text.utf8))
+        let root: JSONValue
+        do {
+            root = try JSONParser.parse(text)
+        } catch {
+            throw EnvelopeError.notJSON("\(error)")
+        }
+        try self.init(json: root)
     }
 
     /// Reads an envelope from JSON bytes.
     public init(decoding data: Data) throws {
-        let raw: RawEnvelope
-        do {
-            raw = try JSONDecoder().decode(RawEnvelope.self, from: data)
-        } catch let error as DecodingError {
-            throw EnvelopeError.describe(error)
-        } catch {
-            throw EnvelopeError.notJSON("\(error)")
+        try self.init(decoding: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Reads an envelope from parsed JSON.
+    public init(json root: JSONValue) throws {
+        guard case .object(let fields) = root else { throw EnvelopeError.notJSON("expected an object, found something else") }
+        func string(_ name: String) throws -> String? {
+            guard let value = fields[name], value != .null else { return nil }
+            guard case .string(let text) = value else { throw EnvelopeError.invalidField(name, "has the wrong type (expected a string)") }
+            return text
         }
-        guard let version = raw.v else { throw EnvelopeError.missingField("v") }
-        guard version == 1 else { throw EnvelopeError.unsupportedVersion(version) }
-        guard let id = raw.id else { throw EnvelopeError.missingField("id") }
+        func integer(_ name: String) throws -> Int64? {
+            guard let value = fields[name], value != .null else { return nil }
+            guard case .number(let number) = value, number == number.rounded(), abs(number) < 9.2e18 else {
+                throw EnvelopeError.invalidField(name, "has the wrong type (expected an integer)")
+            }
+            return Int64(number)
+        }
+        guard let version = try integer("v") else { throw EnvelopeError.missingField("v") }
+        guard version == 1 else { throw EnvelopeError.unsupportedVersion(Int(version)) }
+        guard let id = try string("id") else { throw EnvelopeError.missingField("id") }
         guard JobID.isValid(id) else { throw EnvelopeError.invalidField("id", "must be 1–128 characters of A–Z a–z 0–9 - _ . :") }
-        guard let kind = raw.kind, !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
+        guard let kind = try string("kind"), !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
         self.id = id
         self.kind = kind
-        self.queue = raw.queue ?? "default"
-        self.tier = raw.tier ?? "standard"
-        if let compressed = raw.payload_z {
+        self.queue = try string("queue") ?? "default"
+        self.tier = try string("tier") ?? "standard"
+        if let compressed = try string("payload_z") {
             guard let bytes = Data(base64Encoded: compressed) else {
                 throw EnvelopeError.invalidField("payload_z", "is not base64")
             }
-            guard let expected = raw.payload_crc32 else { throw EnvelopeError.missingField("payload_crc32") }
+            guard let expected = try integer("payload_crc32") else { throw EnvelopeError.missingField("payload_crc32") }
+            guard (0...Int64(UInt32.max)).contains(expected) else { throw EnvelopeError.invalidField("payload_crc32", "must be 0…4294967295") }
             let inflated = try PayloadCompression.decompress(Array(bytes))
             let actual = PayloadCompression.crc32(inflated)
-            guard actual == expected else {
+            guard actual == UInt32(expected) else {
                 throw EnvelopeError.corruptPayload("CRC-32 is \(actual), the envelope says \(expected)")
             }
             do {
@@ -140,55 +157,25 @@ public struct JobEnvelope: Sendable, Equatable {
                 throw EnvelopeError.corruptPayload("inflated payload is not JSON")
             }
         } else {
-            self.payload = raw.payload ?? .null
+            self.payload = fields["payload"] ?? .null
         }
-        self.attempts = raw.attempts ?? 0
-        self.maxAttempts = raw.max_attempts ?? 5
+        self.attempts = Int(try integer("attempts") ?? 0)
+        self.maxAttempts = Int(try integer("max_attempts") ?? 5)
         guard maxAttempts >= 1 else { throw EnvelopeError.invalidField("max_attempts", "must be at least 1") }
-        self.enqueuedAt = raw.enqueued_at ?? 0
-        self.runAt = raw.run_at
-        self.timeoutMilliseconds = raw.timeout_ms ?? 300_000
+        self.enqueuedAt = try integer("enqueued_at") ?? 0
+        self.runAt = try integer("run_at")
+        self.timeoutMilliseconds = try integer("timeout_ms") ?? 300_000
         guard timeoutMilliseconds > 0 else { throw EnvelopeError.invalidField("timeout_ms", "must be positive") }
-        self.idempotencyKey = raw.idempotency_key
-        self.trace = raw.trace ?? [:]
-    }
-}
-
-/// The wire form, decoded leniently so that each missing or wrong field gets its own message.
-private struct RawEnvelope: Decodable {
-    var v: Int?
-    var id: String?
-    var kind: String?
-    var queue: String?
-    var tier: String?
-    var payload: JSONValue?
-    var payload_z: String?
-    var payload_crc32: UInt32?
-    var attempts: Int?
-    var max_attempts: Int?
-    var enqueued_at: Int64?
-    var run_at: Int64?
-    var timeout_ms: Int64?
-    var idempotency_key: String?
-    var trace: [String: String]?
-}
-
-extension EnvelopeError {
-    static func describe(_ error: DecodingError) -> EnvelopeError {
-        switch error {
-        case .typeMismatch(let type, let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            if path.isEmpty { return .notJSON("expected an object, found something else") }
-            return .invalidField(path, "has the wrong type (expected \(type))")
-        case .valueNotFound(_, let context):
-            return .missingField(context.codingPath.map(\.stringValue).joined(separator: "."))
-        case .keyNotFound(let key, _):
-            return .missingField(key.stringValue)
-        case .dataCorrupted(let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return path.isEmpty ? .notJSON(context.debugDescription) : .invalidField(path, context.debugDescription)
-        @unknown default:
-            return .notJSON("\(error)")
+        self.idempotencyKey = try string("idempotency_key")
+        var trace: [String: String] = [:]
+        if let value = fields["trace"], value != .null {
+            guard case .object(let members) = value else { throw EnvelopeError.invalidField("trace", "has the wrong type (expected an object)") }
+            for (key, member) in members {
+                guard case .string(let text) = member else { throw EnvelopeError.invalidField("trace.\(key)", "has the wrong type (expected a string)") }
+                trace[key] = text
+            }
         }
+        self.trace = trace
     }
 }
+

@@ -187,7 +187,7 @@ extension JobFarm {
     @discardableResult
     public func release(_ jobs: [LeasedJob], queue: String, on client: RedisClient) async throws -> Int {
         if jobs.isEmpty { return 0 }
-        var arguments: [String] = []
+        var arguments: [String] = [String(configuration.retention.milliseconds)]
         for job in jobs { arguments += [job.id, job.token] }
         return try await run(Scripts.release, queue: queue, arguments: arguments, on: client, retryFor: .seconds(10)).int ?? 0
     }
