@@ -67,7 +67,13 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`.
     public func encoded() -> String {
+        encoded(payloadText: payload.jsonText)
+    }
+
+    /// The envelope as compact JSON, with the payload's JSON text given (bulk enqueue encodes a shared payload once).
+    public func encoded(payloadText: String) -> String {
         var out = "{\"v\":1,\"id\":"
+        out.reserveCapacity(200 + payloadText.utf8.count)
         JSONValue.writeString(id, to: &out)
         out += ",\"kind\":"
         JSONValue.writeString(kind, to: &out)
@@ -75,7 +81,6 @@ public struct JobEnvelope: Sendable, Equatable {
         JSONValue.writeString(queue, to: &out)
         out += ",\"tier\":"
         JSONValue.writeString(tier, to: &out)
-        let payloadText = payload.jsonText
         if payloadText.utf8.count > PayloadCompression.threshold {
             let raw = Array(payloadText.utf8)
             out += ",\"payload_z\":\""

@@ -28,6 +28,8 @@ public final class JobFarm: Sendable {
     }
 
     private let next = AtomicCounter()
+    /// Queues this process has added to the registry set (so bulk enqueues skip the SADD).
+    let registeredQueues = Mutex<Set<String>>([])
 
     /// A connection for one call (round-robin).
     var client: RedisClient { clients[next.increment() % clients.count] }
