@@ -29,6 +29,50 @@ public struct JSONParser {
         return value
     }
 
+    /// Walks the members of a top-level object without building a dictionary: `member` gets each key's raw
+    /// bytes (escapes left as they are) and parses the value itself with the cursor.
+    static func forEachMember(
+        of bytes: UnsafeBufferPointer<UInt8>,
+        _ member: (UnsafeBufferPointer<UInt8>, inout Cursor) throws -> Void
+    ) throws {
+        var cursor = Cursor(bytes: bytes)
+        cursor.skipWhitespace()
+        guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "{") else {
+            throw cursor.failure("expected an object")
+        }
+        cursor.index += 1
+        cursor.skipWhitespace()
+        if cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "}") {
+            cursor.index += 1
+        } else {
+            while true {
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "\"") else { throw cursor.failure("expected a string key") }
+                let keyStart = cursor.index + 1
+                _ = try cursor.string()
+                let key = UnsafeBufferPointer(rebasing: bytes[keyStart..<(cursor.index - 1)])
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: ":") else { throw cursor.failure("expected ':'") }
+                cursor.index += 1
+                cursor.skipWhitespace()
+                try member(key, &cursor)
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count else { throw cursor.failure("unterminated object") }
+                if bytes[cursor.index] == UInt8(ascii: ",") {
+                    cursor.index += 1
+                    continue
+                }
+                if bytes[cursor.index] == UInt8(ascii: "}") {
+                    cursor.index += 1
+                    break
+                }
+                throw cursor.failure("expected ',' or '}'")
+            }
+        }
+        cursor.skipWhitespace()
+        guard cursor.index == bytes.count else { throw cursor.failure("unexpected text after the JSON value") }
+    }
+
     struct Cursor {
         let bytes: UnsafeBufferPointer<UInt8>
         var index = 0

@@ -107,13 +107,21 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// Reads an envelope, checking every field; a compressed payload is inflated and its CRC verified.
     public init(decoding text: String) throws {
-        let root: JSONValue
+        // The worker's hot path: walk the top-level members straight into the fields the envelope has,
+        // without a dictionary in between. Unknown members are parsed (to validate) and dropped.
+        var slots = [JSONValue?](repeating: nil, count: EnvelopeKey.names.count)
+        var text = text
         do {
-            root = try JSONParser.parse(text)
-        } catch {
-            throw EnvelopeError.notJSON("\(error)")
+            try text.withUTF8 { bytes in
+                try JSONParser.forEachMember(of: bytes) { key, cursor in
+                    let value = try cursor.value(depth: 1)
+                    if let index = EnvelopeKey.match(key) { slots[index] = value }
+                }
+            }
+        } catch let failure as JSONParser.Failure {
+            throw EnvelopeError.notJSON(failure.message == "expected an object" ? "expected an object, found something else" : "\(failure)")
         }
-        try self.init(json: root)
+        try self.init(field: { name in EnvelopeKey.index(of: name).flatMap { slots[$0] } })
     }
 
     /// Reads an envelope from JSON bytes.
@@ -124,13 +132,17 @@ public struct JobEnvelope: Sendable, Equatable {
     /// Reads an envelope from parsed JSON.
     public init(json root: JSONValue) throws {
         guard case .object(let fields) = root else { throw EnvelopeError.notJSON("expected an object, found something else") }
+        try self.init(field: { fields[$0] })
+    }
+
+    private init(field: (String) -> JSONValue?) throws {
         func string(_ name: String) throws -> String? {
-            guard let value = fields[name], value != .null else { return nil }
+            guard let value = field(name), value != .null else { return nil }
             guard case .string(let text) = value else { throw EnvelopeError.invalidField(name, "has the wrong type (expected a string)") }
             return text
         }
         func integer(_ name: String) throws -> Int64? {
-            guard let value = fields[name], value != .null else { return nil }
+            guard let value = field(name), value != .null else { return nil }
             guard case .number(let number) = value, number == number.rounded(), abs(number) < 9.2e18 else {
                 throw EnvelopeError.invalidField(name, "has the wrong type (expected an integer)")
             }
@@ -162,7 +174,7 @@ public struct JobEnvelope: Sendable, Equatable {
                 throw EnvelopeError.corruptPayload("inflated payload is not JSON")
             }
         } else {
-            self.payload = fields["payload"] ?? .null
+            self.payload = field("payload") ?? .null
         }
         self.attempts = Int(try integer("attempts") ?? 0)
         self.maxAttempts = Int(try integer("max_attempts") ?? 5)
@@ -173,7 +185,7 @@ public struct JobEnvelope: Sendable, Equatable {
         guard timeoutMilliseconds > 0 else { throw EnvelopeError.invalidField("timeout_ms", "must be positive") }
         self.idempotencyKey = try string("idempotency_key")
         var trace: [String: String] = [:]
-        if let value = fields["trace"], value != .null {
+        if let value = field("trace"), value != .null {
             guard case .object(let members) = value else { throw EnvelopeError.invalidField("trace", "has the wrong type (expected an object)") }
             for (key, member) in members {
                 guard case .string(let text) = member else { throw EnvelopeError.invalidField("trace.\(key)", "has the wrong type (expected a string)") }
@@ -184,3 +196,23 @@ public struct JobEnvelope: Sendable, Equatable {
     }
 }
 
+
+/// The envelope's member names, matched on raw key bytes (no String allocated for each key).
+enum EnvelopeKey {
+    static let names = ["v", "id", "kind", "queue", "tier", "payload", "payload_z", "payload_crc32", "attempts",
+                        "max_attempts", "enqueued_at", "run_at", "timeout_ms", "idempotency_key", "trace"]
+    private static let utf8 = names.map { Array($0.utf8) }
+
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> Int? {
+        for (index, name) in utf8.enumerated() where name.count == key.count {
+            if name.withUnsafeBufferPointer({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) { return index }
+        }
+        return nil
+    }
+
+    static func index(of name: String) -> Int? { names.firstIndex(of: name) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

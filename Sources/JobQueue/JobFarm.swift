@@ -78,6 +78,20 @@ public final class JobFarm: Sendable {
         return (reply.array ?? []).compactMap(\.string).sorted()
     }
 
+    /// Redis settings that cost memory or CPU per job, each with what to change (empty when all is well,
+    /// or when CONFIG is not permitted).
+    public func settingsAdvice() async -> [String] {
+        guard let reply = try? await client.send([RedisCommand("CONFIG", "GET", "hash-max-listpack-value")])[0],
+            let value = reply.array?.last?.int
+        else { return [] }
+        if value < 512 {
+            return ["Redis hash-max-listpack-value is \(value): job hashes holding envelopes longer than that are stored as hashtables, "
+                + "about 35% more memory per queued job and more Redis CPU per transition. Set it to 1024 (redis.conf, or CONFIG SET "
+                + "hash-max-listpack-value 1024); scripts/up and scripts/test do."]
+        }
+        return []
+    }
+
     /// Checks that Redis answers; returns the round-trip time.
     public func ping() async throws -> Duration {
         let clock = ContinuousClock()

@@ -111,6 +111,7 @@ public final class Worker: Service, Sendable {
             "concurrency": "\(configuration.concurrency)", "kinds": "\(registry.kinds.joined(separator: ","))",
             "redis": "\(farm.configuration.redis)",
         ])
+        for advice in await farm.settingsAdvice() { logger.notice("\(advice)") }
         let keeper = LeaseKeeper(worker: self)
         keeper.start()
         await withGracefulShutdownHandler {
@@ -180,7 +181,18 @@ public final class Worker: Service, Sendable {
                         beginShutdown()
                         break
                     }
-                    _ = try await farm.awaitWork(queues: queues, timeout: configuration.idleWait, on: fetchClient)
+                    // Sleep in Redis until an enqueue wakes us; the fetch rides in the same round trip.
+                    let jobs = try await farm.awaitAndFetch(
+                        queues: queues, count: min(free, configuration.fetchBatch), worker: configuration.id,
+                        tiers: configuration.tiersByQueue, timeout: configuration.idleWait, on: fetchClient)
+                    if isStopping {
+                        // Shutdown began while blocked: hand the jobs straight back.
+                        var byQueue: [String: [LeasedJob]] = [:]
+                        for job in jobs { byQueue[job.queue, default: []].append(job) }
+                        for (queue, leased) in byQueue { _ = try? await farm.release(leased, queue: queue, on: fetchClient) }
+                        break
+                    }
+                    for job in jobs { start(job) }
                 }
                 pause = .milliseconds(50)
             } catch {
