@@ -73,54 +73,63 @@ extension JobFarm {
         // Bulk requests usually share one payload: encode it once.
         var lastPayload: JSONValue?
         var lastPayloadText = ""
-        try await withThrowingTaskGroup(of: ([Int], RESPValue).self) { group in
-            var running = 0
-            func collect(_ chunk: [Int], _ reply: RESPValue) throws {
-                if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
-                let returned = reply.array ?? []
-                guard returned.count == chunk.count else {
-                    throw JobFarmError.redis("enqueue: expected \(chunk.count) ids, got \(returned.count)")
-                }
-                for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
+        func collect(_ chunk: [Int], _ reply: RESPValue) throws {
+            if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
+            let returned = reply.array ?? []
+            guard returned.count == chunk.count else {
+                throw JobFarmError.redis("enqueue: expected \(chunk.count) ids, got \(returned.count)")
             }
-            for queue in order {
-                let indices = byQueue[queue]!
-                let prefix = keys(queue).prefix
-                var register = !registeredQueues.withLock { $0.contains(queue) }
-                for start in stride(from: 0, to: indices.count, by: chunkSize) {
-                    let chunk = Array(indices[start..<min(start + chunkSize, indices.count)])
-                    var arguments = RedisCommand(queue, String(chunk.count), idemTTL)
-                    arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
-                    for index in chunk {
-                        let (env, delayMs) = envelopes[index]
-                        if lastPayload != env.payload {
-                            lastPayload = env.payload
-                            lastPayloadText = env.payload.jsonText
+            for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
+        }
+        func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
+            var arguments = RedisCommand(queue, String(chunk.count), idemTTL)
+            arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
+            for index in chunk {
+                let (env, delayMs) = envelopes[index]
+                if lastPayload != env.payload {
+                    lastPayload = env.payload
+                    lastPayloadText = env.payload.jsonText
+                }
+                arguments.append(env.id)
+                arguments.append(env.tier)
+                arguments.append(env.encoded(payloadText: lastPayloadText))
+                arguments.append(String(delayMs))
+                arguments.append(env.idempotencyKey ?? "")
+            }
+            var batch: [RedisRequest] = []
+            if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
+            batch.append(.packedScript(Scripts.enqueue, keys: [keys(queue).prefix], arguments: arguments))
+            return batch
+        }
+        // Safe to repeat: ids are chosen here, and a job that exists is not made twice.
+        func send(_ batch: [RedisRequest]) async throws -> RESPValue {
+            let replies = try await retrying(for: .seconds(10), what: "enqueue") { try await client.pipeline(batch) }
+            return replies[replies.count - 1]
+        }
+        if order.count == 1, requests.count <= chunkSize {
+            // One chunk (a single job, say): no task group, the lowest latency.
+            let chunk = Array(0..<requests.count)
+            try collect(chunk, try await send(encode(chunk, queue: order[0], register: !registeredQueues.withLock { $0.contains(order[0]) })))
+        } else {
+            try await withThrowingTaskGroup(of: ([Int], RESPValue).self) { group in
+                var running = 0
+                for queue in order {
+                    let indices = byQueue[queue]!
+                    var register = !registeredQueues.withLock { $0.contains(queue) }
+                    for start in stride(from: 0, to: indices.count, by: chunkSize) {
+                        let chunk = Array(indices[start..<min(start + chunkSize, indices.count)])
+                        let batch = encode(chunk, queue: queue, register: register)
+                        register = false
+                        if running == inFlight, let (done, reply) = try await group.next() {
+                            try collect(done, reply)
+                            running -= 1
                         }
-                        arguments.append(env.id)
-                        arguments.append(env.tier)
-                        arguments.append(env.encoded(payloadText: lastPayloadText))
-                        arguments.append(String(delayMs))
-                        arguments.append(env.idempotencyKey ?? "")
+                        group.addTask { (chunk, try await send(batch)) }
+                        running += 1
                     }
-                    var batch: [RedisRequest] = []
-                    if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
-                    register = false
-                    batch.append(.packedScript(Scripts.enqueue, keys: [prefix], arguments: arguments))
-                    let send = batch
-                    if running == inFlight, let (done, reply) = try await group.next() {
-                        try collect(done, reply)
-                        running -= 1
-                    }
-                    group.addTask {
-                        // Safe to repeat: ids are chosen here, and a job that exists is not made twice.
-                        let replies = try await self.retrying(for: .seconds(10), what: "enqueue") { try await client.pipeline(send) }
-                        return (chunk, replies[replies.count - 1])
-                    }
-                    running += 1
                 }
+                while let (done, reply) = try await group.next() { try collect(done, reply) }
             }
-            while let (done, reply) = try await group.next() { try collect(done, reply) }
         }
         registeredQueues.withLock { $0.formUnion(order) }
         return ids
