@@ -121,7 +121,7 @@ public struct JobEnvelope: Sendable, Equatable {
         } catch let failure as JSONParser.Failure {
             throw EnvelopeError.notJSON(failure.message == "expected an object" ? "expected an object, found something else" : "\(failure)")
         }
-        try self.init(field: { name in EnvelopeKey.index(of: name).flatMap { slots[$0] } })
+        try self.init(field: { slots[$0] })
     }
 
     /// Reads an envelope from JSON bytes.
@@ -132,36 +132,39 @@ public struct JobEnvelope: Sendable, Equatable {
     /// Reads an envelope from parsed JSON.
     public init(json root: JSONValue) throws {
         guard case .object(let fields) = root else { throw EnvelopeError.notJSON("expected an object, found something else") }
-        try self.init(field: { fields[$0] })
+        try self.init(field: { fields[EnvelopeKey.names[$0]] })
     }
 
-    private init(field: (String) -> JSONValue?) throws {
-        func string(_ name: String) throws -> String? {
-            guard let value = field(name), value != .null else { return nil }
+    /// `field(i)` is the value of member `EnvelopeKey.names[i]`.
+    private init(field: (Int) -> JSONValue?) throws {
+        func string(_ key: Int) throws -> String? {
+            let name = EnvelopeKey.names[key]
+            guard let value = field(key), value != .null else { return nil }
             guard case .string(let text) = value else { throw EnvelopeError.invalidField(name, "has the wrong type (expected a string)") }
             return text
         }
-        func integer(_ name: String) throws -> Int64? {
-            guard let value = field(name), value != .null else { return nil }
+        func integer(_ key: Int) throws -> Int64? {
+            let name = EnvelopeKey.names[key]
+            guard let value = field(key), value != .null else { return nil }
             guard case .number(let number) = value, number == number.rounded(), abs(number) < 9.2e18 else {
                 throw EnvelopeError.invalidField(name, "has the wrong type (expected an integer)")
             }
             return Int64(number)
         }
-        guard let version = try integer("v") else { throw EnvelopeError.missingField("v") }
+        guard let version = try integer(EnvelopeKey.v) else { throw EnvelopeError.missingField("v") }
         guard version == 1 else { throw EnvelopeError.unsupportedVersion(Int(version)) }
-        guard let id = try string("id") else { throw EnvelopeError.missingField("id") }
+        guard let id = try string(EnvelopeKey.id) else { throw EnvelopeError.missingField("id") }
         guard JobID.isValid(id) else { throw EnvelopeError.invalidField("id", "must be 1–128 characters of A–Z a–z 0–9 - _ . :") }
-        guard let kind = try string("kind"), !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
+        guard let kind = try string(EnvelopeKey.kind), !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
         self.id = id
         self.kind = kind
-        self.queue = try string("queue") ?? "default"
-        self.tier = try string("tier") ?? "standard"
-        if let compressed = try string("payload_z") {
+        self.queue = try string(EnvelopeKey.queue) ?? "default"
+        self.tier = try string(EnvelopeKey.tier) ?? "standard"
+        if let compressed = try string(EnvelopeKey.payloadZ) {
             guard let bytes = Data(base64Encoded: compressed) else {
                 throw EnvelopeError.invalidField("payload_z", "is not base64")
             }
-            guard let expected = try integer("payload_crc32") else { throw EnvelopeError.missingField("payload_crc32") }
+            guard let expected = try integer(EnvelopeKey.payloadCRC32) else { throw EnvelopeError.missingField("payload_crc32") }
             guard (0...Int64(UInt32.max)).contains(expected) else { throw EnvelopeError.invalidField("payload_crc32", "must be 0…4294967295") }
             let inflated = try PayloadCompression.decompress(Array(bytes))
             let actual = PayloadCompression.crc32(inflated)
@@ -174,18 +177,18 @@ public struct JobEnvelope: Sendable, Equatable {
                 throw EnvelopeError.corruptPayload("inflated payload is not JSON")
             }
         } else {
-            self.payload = field("payload") ?? .null
+            self.payload = field(EnvelopeKey.payload) ?? .null
         }
-        self.attempts = Int(try integer("attempts") ?? 0)
-        self.maxAttempts = Int(try integer("max_attempts") ?? 5)
+        self.attempts = Int(try integer(EnvelopeKey.attempts) ?? 0)
+        self.maxAttempts = Int(try integer(EnvelopeKey.maxAttempts) ?? 5)
         guard maxAttempts >= 1 else { throw EnvelopeError.invalidField("max_attempts", "must be at least 1") }
-        self.enqueuedAt = try integer("enqueued_at") ?? 0
-        self.runAt = try integer("run_at")
-        self.timeoutMilliseconds = try integer("timeout_ms") ?? 300_000
+        self.enqueuedAt = try integer(EnvelopeKey.enqueuedAt) ?? 0
+        self.runAt = try integer(EnvelopeKey.runAt)
+        self.timeoutMilliseconds = try integer(EnvelopeKey.timeoutMs) ?? 300_000
         guard timeoutMilliseconds > 0 else { throw EnvelopeError.invalidField("timeout_ms", "must be positive") }
-        self.idempotencyKey = try string("idempotency_key")
+        self.idempotencyKey = try string(EnvelopeKey.idempotencyKey)
         var trace: [String: String] = [:]
-        if let value = field("trace"), value != .null {
+        if let value = field(EnvelopeKey.trace), value != .null {
             guard case .object(let members) = value else { throw EnvelopeError.invalidField("trace", "has the wrong type (expected an object)") }
             for (key, member) in members {
                 guard case .string(let text) = member else { throw EnvelopeError.invalidField("trace.\(key)", "has the wrong type (expected a string)") }
@@ -202,6 +205,22 @@ enum EnvelopeKey {
     static let names = ["v", "id", "kind", "queue", "tier", "payload", "payload_z", "payload_crc32", "attempts",
                         "max_attempts", "enqueued_at", "run_at", "timeout_ms", "idempotency_key", "trace"]
     private static let utf8 = names.map { Array($0.utf8) }
+    // Indexes into `names`.
+    static let v = 0
+    static let id = 1
+    static let kind = 2
+    static let queue = 3
+    static let tier = 4
+    static let payload = 5
+    static let payloadZ = 6
+    static let payloadCRC32 = 7
+    static let attempts = 8
+    static let maxAttempts = 9
+    static let enqueuedAt = 10
+    static let runAt = 11
+    static let timeoutMs = 12
+    static let idempotencyKey = 13
+    static let trace = 14
 
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> Int? {
         for (index, name) in utf8.enumerated() where name.count == key.count {
@@ -210,7 +229,6 @@ enum EnvelopeKey {
         return nil
     }
 
-    static func index(of name: String) -> Int? { names.firstIndex(of: name) }
 }
 
 #if canImport(Glibc)
