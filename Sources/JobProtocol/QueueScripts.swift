@@ -149,7 +149,7 @@ public enum QueueScripts {
             if not items then break end
             for _, item in ipairs(items) do
               local id, jk = item, jobkey(item)
-              local r = redis.call('HMGET', jk, 'state', 'env', 'attempts', 'lease')
+              local r = redis.call('HMGET', jk, 'state', 'env', 'attempts', 'lease', 'tier')
               local state, env = r[1], r[2]
               if not state and string.sub(item, 1, 1) == '{' then
                 -- An envelope pushed as it is by a foreign client: give it a job record, then lease it.
@@ -176,8 +176,12 @@ public enum QueueScripts {
               if state == 'queued' then
                 local attempts = (tonumber(r[3]) or 0) + 1
                 local token = (tonumber(r[4]) or 0) + 1
-                redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'tier', tier,
-                           'attempts', attempts, 'lease', token)
+                if r[5] == tier then
+                  redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token)
+                else
+                  redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
+                             'tier', tier)
+                end
                 leased[#leased + 1] = NOW + lease
                 leased[#leased + 1] = id
                 out[#out + 1] = id
@@ -213,7 +217,7 @@ public enum QueueScripts {
           local jk = jobkey(id)
           local r = redis.call('HMGET', jk, 'state', 'lease', 'error', 'cancel')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
-            redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result, 'progress', '1')
+            redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result)
             if r[3] or r[4] then redis.call('HDEL', jk, 'error', 'cancel') end
             if retention > 0 then redis.call('PEXPIRE', jk, retention) end
             publish(id, 'succeeded')
