@@ -152,7 +152,7 @@ public final class Worker: Service, Sendable {
         var queues = configuration.queues ?? []
         var lastDiscovery = ContinuousClock.now - .seconds(60)
         var pause = Duration.milliseconds(50)
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             if configuration.queues == nil, ContinuousClock.now - lastDiscovery > .seconds(3) {
                 if let found = try? await farm.queues() { queues = found }
                 lastDiscovery = .now
