@@ -194,10 +194,12 @@ public enum QueueScripts {
                 raw_dead_letter(item, 'queue entry is neither the id of a job record nor a job envelope')
               end
             end
+            -- Into `inflight` after each batch popped, so that nothing leased can miss the reaper.
+            for s = 1, #leased, 1000 do
+              redis.call('ZADD', P .. 'inflight', unpack(leased, s, math.min(s + 999, #leased)))
+            end
+            leased = {}
           end
-        end
-        for s = 1, #leased, 1000 do
-          redis.call('ZADD', P .. 'inflight', unpack(leased, s, math.min(s + 999, #leased)))
         end
         if got >= want then
           for _, tier in ipairs(order) do

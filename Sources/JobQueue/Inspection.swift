@@ -120,7 +120,7 @@ extension JobFarm {
             leaseLosses: Int(fields["lost"] ?? "") ?? 0,
             enqueuedAt: envelope?.enqueuedAt, startedAt: fields["started"].flatMap { Int64($0) },
             finishedAt: fields["finished"].flatMap { Int64($0) }, runAt: fields["run_at"].flatMap { Int64($0) },
-            progress: fields["progress"].flatMap { Double($0) } ?? (state == .succeeded ? 1 : nil),
+            progress: state == .succeeded ? 1 : fields["progress"].flatMap { Double($0) },
             result: fields["result"].flatMap { try? JSONValue(parsing: $0) },
             error: fields["error"], reason: fields["reason"], worker: fields["worker"], history: history,
             cancelRequested: fields["cancel"] != nil)

@@ -36,8 +36,8 @@ extension JobFarm {
     }
 
     /// Blocks until a job may be waiting in one of the queues (BLPOP on their wake-up lists, at most `timeout`),
-    /// then fetches up to `count` jobs from the first queue, in the same round trip: the fetch is pipelined
-    /// behind the BLPOP, and Redis runs it the moment the BLPOP returns (or times out).
+    /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
+    /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
@@ -45,8 +45,10 @@ extension JobFarm {
         for queue in queues { blpop.append(keys(queue).signal) }
         blpop.append(format3(max(0.01, timeout.seconds)))
         var requests: [RedisRequest] = [.command(blpop)]
+        // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
+        let share = max(1, count / max(1, queues.count))
         for queue in queues {
-            requests.append(.script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: count, worker: worker, tiers: tiers[queue])))
+            requests.append(.script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: share, worker: worker, tiers: tiers[queue])))
         }
         let replies: [RESPValue]
         do {
@@ -54,7 +56,7 @@ extension JobFarm {
         } catch let error as RedisError {
             throw JobFarmError.redis("fetch: \(error)")
         }
-        // Every queue's fetch ran; keep all that came (a few more than `count` at most, never lost: they are leased).
+        // Every queue's fetch ran; all that came are leased to us.
         var jobs: [LeasedJob] = []
         for (queue, reply) in zip(queues, replies.dropFirst()) { jobs += try leasedJobs(from: reply, queue: queue) }
         return jobs

@@ -286,8 +286,11 @@ public final class Worker: Service, Sendable {
             let now = ContinuousClock.now
             let expired = state.withLock { state -> [(LeasedJob, OutcomeRace, Task<Void, Never>?)] in
                 var expired: [(LeasedJob, OutcomeRace, Task<Void, Never>?)] = []
-                for (id, active) in state.active where active.deadline <= now && active.stopReason == nil {
-                    state.active[id]?.stopReason = .timeout
+                for (id, active) in state.active where active.deadline <= now {
+                    // A job being stopped (cancel, shutdown, lost lease) keeps its reason; its timeout still ends
+                    // the attempt, so a handler that ignores cancellation cannot hold the job forever.
+                    if case .timeout? = active.stopReason { continue }
+                    if active.stopReason == nil { state.active[id]?.stopReason = .timeout }
                     expired.append((active.job, active.race, active.task))
                 }
                 return expired
@@ -318,16 +321,15 @@ public final class Worker: Service, Sendable {
         case (_, .leaseLost?):
             logger.warning("lease lost; result discarded", metadata: ["job": "\(job.id)"])
             return nil
+        case (.success(let result), _):
+            // A result that arrived first wins over a cancel, a shutdown or a timeout that came after it.
+            return .succeeded(result: result)
         case (_, .shutdown?):
-            if case .success(let result) = ending { return .succeeded(result: result) }
             return nil
         case (_, .cancelRequested(let keep)?):
-            if case .success(let result) = ending { return .succeeded(result: result) }
             return .cancelled(error: "cancelled by request while running", keepAsDeadLetter: keep)
         case (.timedOut, _), (_, .timeout?):
             return failure("timed out after \(envelope.timeoutMilliseconds) ms", deadReason: .timeout)
-        case (.success(let result), nil):
-            return .succeeded(result: result)
         case (.failure(let error), nil):
             if let jobError = error as? JobError, case .nonRetryable(let message) = jobError {
                 return .dead(reason: .nonRetryable, error: message)
