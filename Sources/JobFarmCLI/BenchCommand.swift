@@ -1,4 +1,306 @@
 import ArgumentParser
+import Foundation
+import Histogram
+import JobKinds
+import JobProtocol
+import JobQueue
+import JobWorker
+import Logging
+import RedisClient
+import Synchronization
+
 struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks.")
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Benchmarks: each figure beside the ceiling measured in the same run.",
+        subcommands: [BenchQueueCommand.self])
+}
+
+/// `jobfarm bench queue`: end-to-end throughput, bulk enqueue, pickup latency and memory, beside raw Redis.
+struct BenchQueueCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue",
+        abstract: "No-op jobs end to end with 1 and 2 worker processes, bulk enqueue, idle pickup latency, memory per job.",
+        discussion: "Uses a namespace of its own (deleted afterwards). Build in release first: swift build -c release.")
+
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Jobs per throughput run.") var jobs: Int = 200_000
+    @Option(help: "Worker process counts to run, comma-separated.") var workers: String = "1,2"
+    @Option(help: "Concurrency of each worker process.") var concurrency: Int = 256
+    @Option(help: "Jobs leased per fetch.") var fetchBatch: Int = 256
+    @Option(help: "Pickup latency samples.") var samples: Int = 2000
+    @Option(help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+
+    func run() async throws {
+        let base = try global.farmConfiguration()
+        var configuration = base
+        configuration.namespace = "jfbench-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        global.bootstrapLogging()
+        let farm = try JobFarm(configuration: configuration, connections: 1)
+        let raw = RedisClient(configuration: configuration.redis, name: "bench-raw")
+        do {
+            _ = try await raw.execute("PING")
+        } catch {
+            throw CLIError(message: "\(error)")
+        }
+        defer { raw.close() }
+        let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        print("jobfarm bench queue — \(isoTime(WallClock.nowMilliseconds())), Redis \(configuration.redis), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        #if DEBUG
+        print("WARNING: debug build; figures are meaningful only from `swift build -c release`")
+        #endif
+        do {
+            // 1. Raw ceilings, measured now, on this machine, on one connection.
+            let lpush = try await rawRate(raw, total: jobs) { RedisCommand("LPUSH", "\(configuration.namespace):raw", "x") }
+            let script = RedisScript(name: "one", source: "return 1")
+            _ = try await raw.run(script, keys: [], arguments: [])
+            let evalsha = try await rawScriptRate(raw, script: script, total: jobs)
+            _ = try await raw.execute("DEL", "\(configuration.namespace):raw")
+            let ping = try await pingLatency(raw, samples: samples)
+            // The cost of the one thing every enqueue must do in this design: create a job hash.
+            let filler = String(repeating: "x", count: JobEnvelope(kind: "noop", queue: "bench").encoded().utf8.count)
+            var counter = 0
+            let hset = try await rawRate(raw, total: jobs) {
+                counter += 1
+                return RedisCommand("HSET", "\(configuration.namespace):rawjob:\(counter)", "env", filler, "state", "queued", "tier", "standard", "qt", "1764000000000")
+            }
+            let listpack = try await raw.send([RedisCommand("CONFIG", "GET", "hash-max-listpack-value")])[0].array?.last?.string ?? "?"
+            print("\nceilings (raw Redis, 1 connection, pipelines of 1000)")
+            print(row("LPUSH", rate(lpush), ""))
+            print(row("HSET of a new job-sized hash", rate(hset), "(hash-max-listpack-value \(listpack))"))
+            print(row("EVALSHA of `return 1`", rate(evalsha), ""))
+            print(row("PING round trip p50 / p99", "\(micro(ping.p50)) / \(micro(ping.p99))", ""))
+
+            // 2. Bulk enqueue and memory per queued job.
+            let memoryBefore = try await usedMemory(raw)
+            let enqueueTime = try await enqueueAll(farm, count: jobs)
+            let memoryAfter = try await usedMemory(raw)
+            let enqueueRate = Double(jobs) / enqueueTime.seconds
+            print("\nbulk enqueue (\(jobs) no-op jobs, \(bulk) per call, 1 connection)")
+            print(row("enqueue", rate(enqueueRate), ratio(enqueueRate, lpush, "of raw LPUSH") + ", " + ratio(enqueueRate, hset, "of raw HSET")))
+            print(row("Redis memory per queued job", "\(Int((Double(memoryAfter - memoryBefore) / Double(jobs)).rounded())) bytes", ""))
+
+            // 3. End to end: every job leased, state recorded, acknowledged.
+            print("\nend to end (\(jobs) no-op jobs; workers: --concurrency \(concurrency) --fetch-batch \(fetchBatch))")
+            var first = true
+            for count in workers.split(separator: ",").compactMap({ Int($0) }) {
+                if !first { _ = try await enqueueAll(farm, count: jobs) }
+                first = false
+                let time = try await drain(farm, binary: binary, processes: count, configuration: configuration)
+                let throughput = Double(jobs) / time.seconds
+                print(row("\(count) worker process\(count == 1 ? "" : "es")", rate(throughput), ratio(throughput, evalsha, "of raw EVALSHA")))
+            }
+
+            // 4. Idle pickup latency: enqueue → handler start, one job at a time, the worker idle in BLPOP.
+            let pickup = try await pickupLatency(farm, samples: samples)
+            print("\nidle pickup latency (enqueue call → handler start, \(samples) samples, worker in this process)")
+            print(row("p50", micro(pickup.p50), ratio(pickup.p50.seconds, ping.p50.seconds, "PING round trips", inverse: true)))
+            print(row("p99", micro(pickup.p99), ratio(pickup.p99.seconds, ping.p99.seconds, "PING round trips", inverse: true)))
+        } catch {
+            await cleanUp(raw, namespace: configuration.namespace)
+            throw CLIError(message: "benchmark failed: \(error)")
+        }
+        await cleanUp(raw, namespace: configuration.namespace)
+    }
+
+    // MARK: - Measurements
+
+    private func rawRate(_ client: RedisClient, total: Int, _ make: () -> RedisCommand) async throws -> Double {
+        let batch = (0..<1000).map { _ in make() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        var done = 0
+        while done < total {
+            _ = try await client.send(batch)
+            done += batch.count
+        }
+        return Double(done) / (clock.now - start).seconds
+    }
+
+    private func rawScriptRate(_ client: RedisClient, script: RedisScript, total: Int) async throws -> Double {
+        let batch = [RedisRequest](repeating: .script(script, keys: [], arguments: []), count: 1000)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var done = 0
+        while done < total {
+            _ = try await client.pipeline(batch)
+            done += batch.count
+        }
+        return Double(done) / (clock.now - start).seconds
+    }
+
+    private func pingLatency(_ client: RedisClient, samples: Int) async throws -> (p50: Duration, p99: Duration) {
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        let clock = ContinuousClock()
+        for _ in 0..<samples {
+            let start = clock.now
+            _ = try await client.execute("PING")
+            _ = histogram.record(UInt64((clock.now - start).nanoseconds))
+        }
+        return (.nanoseconds(Int64(histogram.valueAtPercentile(50))), .nanoseconds(Int64(histogram.valueAtPercentile(99))))
+    }
+
+    private func usedMemory(_ client: RedisClient) async throws -> Int {
+        let info = try await client.execute("INFO", "memory").string ?? ""
+        for line in info.split(separator: "\r\n") where line.hasPrefix("used_memory:") {
+            return Int(line.dropFirst("used_memory:".count)) ?? 0
+        }
+        return 0
+    }
+
+    private func enqueueAll(_ farm: JobFarm, count: Int) async throws -> Duration {
+        let request = EnqueueRequest(kind: "noop", queue: "bench")
+        let clock = ContinuousClock()
+        let start = clock.now
+        var done = 0
+        while done < count {
+            let n = min(bulk, count - done)
+            _ = try await farm.enqueue(Array(repeating: request, count: n))
+            done += n
+        }
+        return clock.now - start
+    }
+
+    private func drain(_ farm: JobFarm, binary: String, processes: Int, configuration: JobFarmConfiguration) async throws -> Duration {
+        let before = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
+        let target = before + jobs
+        let clock = ContinuousClock()
+        let start = clock.now
+        var children: [Process] = []
+        for _ in 0..<processes {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = [
+                "worker", "--redis-url", global.resolvedRedisURL, "--namespace", configuration.namespace, "--queues", "bench",
+                "--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch), "--exit-when-empty", "--log-level", "error",
+            ]
+            try process.run()
+            children.append(process)
+        }
+        var succeeded = before
+        while succeeded < target {
+            try await Task.sleep(for: .milliseconds(10))
+            succeeded = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
+            if children.allSatisfy({ !$0.isRunning }) && succeeded < target {
+                throw CLIError(message: "workers exited with \(target - succeeded) jobs not done; run one by hand to see why")
+            }
+        }
+        let elapsed = clock.now - start
+        for child in children { child.waitUntilExit() }
+        return elapsed
+    }
+
+    private func pickupLatency(_ farm: JobFarm, samples: Int) async throws -> (p50: Duration, p99: Duration) {
+        let probe = PickupProbe()
+        var registry = HandlerRegistry()
+        registry.register(PickupProbeJob(probe: probe))
+        var logger = Logger(label: "bench.worker")
+        logger.logLevel = .error
+        let worker = Worker(
+            farm: farm, registry: registry,
+            configuration: WorkerConfiguration(queues: ["pickup"], concurrency: 1, fetchBatch: 1), logger: logger)
+        let task = Task { try await worker.run() }
+        defer { worker.beginShutdown() }
+        // Warm up: connections open, scripts loaded.
+        for _ in 0..<20 { _ = try await roundTrip(farm, probe: probe) }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        for _ in 0..<samples {
+            try await Task.sleep(for: .milliseconds(2))  // let the worker go back to sleep in BLPOP
+            _ = histogram.record(UInt64(try await roundTrip(farm, probe: probe).nanoseconds))
+        }
+        worker.beginShutdown()
+        _ = try? await task.value
+        return (.nanoseconds(Int64(histogram.valueAtPercentile(50))), .nanoseconds(Int64(histogram.valueAtPercentile(99))))
+    }
+
+    private func roundTrip(_ farm: JobFarm, probe: PickupProbe) async throws -> Duration {
+        let id = JobID.make()
+        let start = ContinuousClock.now
+        probe.expect(id)
+        _ = try await farm.enqueue(EnqueueRequest(kind: PickupProbeJob.kind, queue: "pickup", id: id))
+        let started = await probe.waitForStart()
+        return started - start
+    }
+
+    private func cleanUp(_ client: RedisClient, namespace: String) async {
+        var cursor = "0"
+        repeat {
+            guard let reply = try? await client.execute(RedisCommand("SCAN", cursor, "MATCH", "\(namespace):*", "COUNT", "10000")),
+                let parts = reply.array, parts.count == 2
+            else { return }
+            cursor = parts[0].string ?? "0"
+            let keys = (parts[1].array ?? []).compactMap(\.string)
+            if !keys.isEmpty { _ = try? await client.execute(RedisCommand(["UNLINK"] + keys)) }
+        } while cursor != "0"
+    }
+
+    // MARK: - Formatting
+
+    private func row(_ name: String, _ value: String, _ comparison: String) -> String {
+        "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) + value.padding(toLength: 22, withPad: " ", startingAt: 0) + comparison
+    }
+
+    private func rate(_ perSecond: Double) -> String {
+        let formatter = NumberFormatter()
+        formatter.numberStyle = .decimal
+        formatter.maximumFractionDigits = 0
+        return (formatter.string(from: NSNumber(value: perSecond.rounded())) ?? "\(Int(perSecond))") + " /s"
+    }
+
+    private func micro(_ duration: Duration) -> String { String(format: "%.3f ms", duration.seconds * 1000) }
+
+    private func ratio(_ value: Double, _ ceiling: Double, _ what: String, inverse: Bool = false) -> String {
+        guard ceiling > 0 else { return "" }
+        return inverse ? String(format: "= %.1f %@", value / ceiling, what) : String(format: "ratio %.3f %@", value / ceiling, what)
+    }
+}
+
+/// The handler whose start time the pickup benchmark measures.
+struct PickupProbeJob: JobHandler {
+    static let kind = "bench_pickup_probe"
+    let probe: PickupProbe
+    func run(_ parameters: JSONValue, context: JobContext) async throws -> JSONValue {
+        probe.started(context.id)
+        return .null
+    }
+}
+
+/// Hands the handler's start time to the benchmark loop.
+final class PickupProbe: Sendable {
+    private struct State {
+        var expected: String?
+        var started: ContinuousClock.Instant?
+        var waiter: CheckedContinuation<ContinuousClock.Instant, Never>?
+    }
+    private let state = Mutex(State())
+
+    func expect(_ id: String) { state.withLock { $0 = State(expected: id) } }
+
+    func started(_ id: String) {
+        let now = ContinuousClock.now
+        let waiter = state.withLock { state -> CheckedContinuation<ContinuousClock.Instant, Never>? in
+            guard state.expected == id else { return nil }
+            state.started = now
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: now)
+    }
+
+    func waitForStart() async -> ContinuousClock.Instant {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> ContinuousClock.Instant? in
+                if let started = state.started { return started }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
 }

@@ -8,7 +8,9 @@ struct EnqueueCommand: AsyncParsableCommand {
         commandName: "enqueue", abstract: "Enqueue jobs; prints the new job ids, one a line.")
 
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Job kind (noop, echo, sleep, fail, …).") var kind: String
+    @Option(help: "Job kind (noop, echo, sleep, fail, …).") var kind: String?
+    @Option(help: "A job file (as in jobs/): {\"kind\", \"queue\", \"tier\", \"payload\", \"count\", \"delay\", \"max_attempts\", \"timeout\"}; flags given too override it.")
+    var file: String?
     @Option(help: "Queue name.") var queue: String = "default"
     @Option(help: "Tier (premium, standard, free by default).") var tier: String?
     @Option(help: "Payload: JSON text, @file, or @- for standard input.") var payload: String?
@@ -20,13 +22,30 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Flag(help: "Wait for the job (the first, with --count) to finish and print its status.") var wait = false
 
     func run() async throws {
+        var spec = JobFile()
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("--file \(file): cannot read it; check the path")
+            }
+            do {
+                spec = try JSONDecoder().decode(JobFile.self, from: data)
+            } catch {
+                throw ValidationError("--file \(file) is not a job file (\(describeJSONError(error))); see jobs/01-echo.json for the shape")
+            }
+        }
+        guard let kind = kind ?? spec.kind else { throw ValidationError("name the job kind: --kind K (or --file FILE)") }
+        let count = self.count != 1 ? self.count : (spec.count ?? 1)
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard idempotencyKey == nil || count == 1 else { throw ValidationError("--idempotency-key needs --count 1") }
-        let body = try readPayload(payload)
+        let body = payload != nil ? try readPayload(payload) : (spec.payload ?? .null)
+        let delay = self.delay ?? spec.delay
         let farm = try global.makeFarm()
         let request = EnqueueRequest(
-            kind: kind, queue: queue, tier: tier, payload: body, delay: delay.map { .milliseconds(Int64($0 * 1000)) },
-            maxAttempts: maxAttempts, timeout: .milliseconds(Int64(timeout * 1000)), idempotencyKey: idempotencyKey)
+            kind: kind, queue: queue != "default" ? queue : (spec.queue ?? queue), tier: tier ?? spec.tier, payload: body,
+            delay: delay.map { .milliseconds(Int64($0 * 1000)) },
+            maxAttempts: maxAttempts != 5 ? maxAttempts : (spec.max_attempts ?? maxAttempts),
+            timeout: .milliseconds(Int64((timeout != 300 ? timeout : (spec.timeout ?? timeout)) * 1000)),
+            idempotencyKey: idempotencyKey)
         let ids = try await reportingErrors {
             try await farm.enqueue(Array(repeating: request, count: count))
         }
@@ -34,9 +53,23 @@ struct EnqueueCommand: AsyncParsableCommand {
         for id in ids { out += id + "\n" }
         FileHandle.standardOutput.write(Data(out.utf8))
         if wait, let first = ids.first {
-            let status = try await reportingErrors { try await farm.wait(for: first, queue: queue, timeout: .seconds(3600)) }
+            let status = try await reportingErrors { try await farm.wait(for: first, queue: request.queue, timeout: .seconds(3600)) }
             printJSON(status.json)
             if status.state != .succeeded { throw ExitCode(2) }
         }
     }
+}
+
+/// A job file, as in jobs/*.json.
+struct JobFile: Decodable {
+    var kind: String?
+    var queue: String?
+    var tier: String?
+    var payload: JSONValue?
+    var count: Int?
+    /// Seconds.
+    var delay: Double?
+    var max_attempts: Int?
+    /// Seconds.
+    var timeout: Double?
 }

@@ -40,12 +40,14 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     /// Parses JSON text.
     public init(parsing text: String) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        self = try JSONParser.parse(text)
     }
 
     /// Parses JSON bytes.
     public init(parsing data: Data) throws {
-        self = try JSONDecoder().decode(JSONValue.self, from: data)
+        self = try data.withUnsafeBytes { raw in
+            try JSONParser.parse(bytes: raw.bindMemory(to: UInt8.self))
+        }
     }
 
     /// Compact JSON text (object keys sorted, so equal values give equal text).

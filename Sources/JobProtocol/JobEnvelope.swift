@@ -67,7 +67,13 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`.
     public func encoded() -> String {
+        encoded(payloadText: payload.jsonText)
+    }
+
+    /// The envelope as compact JSON, with the payload's JSON text given (bulk enqueue encodes a shared payload once).
+    public func encoded(payloadText: String) -> String {
         var out = "{\"v\":1,\"id\":"
+        out.reserveCapacity(200 + payloadText.utf8.count)
         JSONValue.writeString(id, to: &out)
         out += ",\"kind\":"
         JSONValue.writeString(kind, to: &out)
@@ -75,7 +81,6 @@ public struct JobEnvelope: Sendable, Equatable {
         JSONValue.writeString(queue, to: &out)
         out += ",\"tier\":"
         JSONValue.writeString(tier, to: &out)
-        let payloadText = payload.jsonText
         if payloadText.utf8.count > PayloadCompression.threshold {
             let raw = Array(payloadText.utf8)
             out += ",\"payload_z\":\""
@@ -102,36 +107,68 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// Reads an envelope, checking every field; a compressed payload is inflated and its CRC verified.
     public init(decoding text: String) throws {
-        try self.init(decoding: Data(text.utf8))
+        // The worker's hot path: walk the top-level members straight into the fields the envelope has,
+        // without a dictionary in between. Unknown members are parsed (to validate) and dropped.
+        var slots = [JSONValue?](repeating: nil, count: EnvelopeKey.names.count)
+        var text = text
+        do {
+            try text.withUTF8 { bytes in
+                try JSONParser.forEachMember(of: bytes) { key, cursor in
+                    let value = try cursor.value(depth: 1)
+                    if let index = EnvelopeKey.match(key) { slots[index] = value }
+                }
+            }
+        } catch let failure as JSONParser.Failure {
+            throw EnvelopeError.notJSON(failure.message == "expected an object" ? "expected an object, found something else" : "\(failure)")
+        }
+        try self.init(field: { slots[$0] })
     }
 
     /// Reads an envelope from JSON bytes.
     public init(decoding data: Data) throws {
-        let raw: RawEnvelope
-        do {
-            raw = try JSONDecoder().decode(RawEnvelope.self, from: data)
-        } catch let error as DecodingError {
-            throw EnvelopeError.describe(error)
-        } catch {
-            throw EnvelopeError.notJSON("\(error)")
+        try self.init(decoding: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Reads an envelope from parsed JSON.
+    public init(json root: JSONValue) throws {
+        guard case .object(let fields) = root else { throw EnvelopeError.notJSON("expected an object, found something else") }
+        try self.init(field: { fields[EnvelopeKey.names[$0]] })
+    }
+
+    /// `field(i)` is the value of member `EnvelopeKey.names[i]`.
+    private init(field: (Int) -> JSONValue?) throws {
+        func string(_ key: Int) throws -> String? {
+            let name = EnvelopeKey.names[key]
+            guard let value = field(key), value != .null else { return nil }
+            guard case .string(let text) = value else { throw EnvelopeError.invalidField(name, "has the wrong type (expected a string)") }
+            return text
         }
-        guard let version = raw.v else { throw EnvelopeError.missingField("v") }
-        guard version == 1 else { throw EnvelopeError.unsupportedVersion(version) }
-        guard let id = raw.id else { throw EnvelopeError.missingField("id") }
+        func integer(_ key: Int) throws -> Int64? {
+            let name = EnvelopeKey.names[key]
+            guard let value = field(key), value != .null else { return nil }
+            guard case .number(let number) = value, number == number.rounded(), abs(number) < 9.2e18 else {
+                throw EnvelopeError.invalidField(name, "has the wrong type (expected an integer)")
+            }
+            return Int64(number)
+        }
+        guard let version = try integer(EnvelopeKey.v) else { throw EnvelopeError.missingField("v") }
+        guard version == 1 else { throw EnvelopeError.unsupportedVersion(Int(version)) }
+        guard let id = try string(EnvelopeKey.id) else { throw EnvelopeError.missingField("id") }
         guard JobID.isValid(id) else { throw EnvelopeError.invalidField("id", "must be 1–128 characters of A–Z a–z 0–9 - _ . :") }
-        guard let kind = raw.kind, !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
+        guard let kind = try string(EnvelopeKey.kind), !kind.isEmpty else { throw EnvelopeError.missingField("kind") }
         self.id = id
         self.kind = kind
-        self.queue = raw.queue ?? "default"
-        self.tier = raw.tier ?? "standard"
-        if let compressed = raw.payload_z {
+        self.queue = try string(EnvelopeKey.queue) ?? "default"
+        self.tier = try string(EnvelopeKey.tier) ?? "standard"
+        if let compressed = try string(EnvelopeKey.payloadZ) {
             guard let bytes = Data(base64Encoded: compressed) else {
                 throw EnvelopeError.invalidField("payload_z", "is not base64")
             }
-            guard let expected = raw.payload_crc32 else { throw EnvelopeError.missingField("payload_crc32") }
+            guard let expected = try integer(EnvelopeKey.payloadCRC32) else { throw EnvelopeError.missingField("payload_crc32") }
+            guard (0...Int64(UInt32.max)).contains(expected) else { throw EnvelopeError.invalidField("payload_crc32", "must be 0…4294967295") }
             let inflated = try PayloadCompression.decompress(Array(bytes))
             let actual = PayloadCompression.crc32(inflated)
-            guard actual == expected else {
+            guard actual == UInt32(expected) else {
                 throw EnvelopeError.corruptPayload("CRC-32 is \(actual), the envelope says \(expected)")
             }
             do {
@@ -140,55 +177,60 @@ public struct JobEnvelope: Sendable, Equatable {
                 throw EnvelopeError.corruptPayload("inflated payload is not JSON")
             }
         } else {
-            self.payload = raw.payload ?? .null
+            self.payload = field(EnvelopeKey.payload) ?? .null
         }
-        self.attempts = raw.attempts ?? 0
-        self.maxAttempts = raw.max_attempts ?? 5
+        self.attempts = Int(try integer(EnvelopeKey.attempts) ?? 0)
+        self.maxAttempts = Int(try integer(EnvelopeKey.maxAttempts) ?? 5)
         guard maxAttempts >= 1 else { throw EnvelopeError.invalidField("max_attempts", "must be at least 1") }
-        self.enqueuedAt = raw.enqueued_at ?? 0
-        self.runAt = raw.run_at
-        self.timeoutMilliseconds = raw.timeout_ms ?? 300_000
+        self.enqueuedAt = try integer(EnvelopeKey.enqueuedAt) ?? 0
+        self.runAt = try integer(EnvelopeKey.runAt)
+        self.timeoutMilliseconds = try integer(EnvelopeKey.timeoutMs) ?? 300_000
         guard timeoutMilliseconds > 0 else { throw EnvelopeError.invalidField("timeout_ms", "must be positive") }
-        self.idempotencyKey = raw.idempotency_key
-        self.trace = raw.trace ?? [:]
-    }
-}
-
-/// The wire form, decoded leniently so that each missing or wrong field gets its own message.
-private struct RawEnvelope: Decodable {
-    var v: Int?
-    var id: String?
-    var kind: String?
-    var queue: String?
-    var tier: String?
-    var payload: JSONValue?
-    var payload_z: String?
-    var payload_crc32: UInt32?
-    var attempts: Int?
-    var max_attempts: Int?
-    var enqueued_at: Int64?
-    var run_at: Int64?
-    var timeout_ms: Int64?
-    var idempotency_key: String?
-    var trace: [String: String]?
-}
-
-extension EnvelopeError {
-    static func describe(_ error: DecodingError) -> EnvelopeError {
-        switch error {
-        case .typeMismatch(let type, let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            if path.isEmpty { return .notJSON("expected an object, found something else") }
-            return .invalidField(path, "has the wrong type (expected \(type))")
-        case .valueNotFound(_, let context):
-            return .missingField(context.codingPath.map(\.stringValue).joined(separator: "."))
-        case .keyNotFound(let key, _):
-            return .missingField(key.stringValue)
-        case .dataCorrupted(let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return path.isEmpty ? .notJSON(context.debugDescription) : .invalidField(path, context.debugDescription)
-        @unknown default:
-            return .notJSON("\(error)")
+        self.idempotencyKey = try string(EnvelopeKey.idempotencyKey)
+        var trace: [String: String] = [:]
+        if let value = field(EnvelopeKey.trace), value != .null {
+            guard case .object(let members) = value else { throw EnvelopeError.invalidField("trace", "has the wrong type (expected an object)") }
+            for (key, member) in members {
+                guard case .string(let text) = member else { throw EnvelopeError.invalidField("trace.\(key)", "has the wrong type (expected a string)") }
+                trace[key] = text
+            }
         }
+        self.trace = trace
     }
 }
+
+
+/// The envelope's member names, matched on raw key bytes (no String allocated for each key).
+enum EnvelopeKey {
+    static let names = ["v", "id", "kind", "queue", "tier", "payload", "payload_z", "payload_crc32", "attempts",
+                        "max_attempts", "enqueued_at", "run_at", "timeout_ms", "idempotency_key", "trace"]
+    private static let utf8 = names.map { Array($0.utf8) }
+    // Indexes into `names`.
+    static let v = 0
+    static let id = 1
+    static let kind = 2
+    static let queue = 3
+    static let tier = 4
+    static let payload = 5
+    static let payloadZ = 6
+    static let payloadCRC32 = 7
+    static let attempts = 8
+    static let maxAttempts = 9
+    static let enqueuedAt = 10
+    static let runAt = 11
+    static let timeoutMs = 12
+    static let idempotencyKey = 13
+    static let trace = 14
+
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> Int? {
+        for (index, name) in utf8.enumerated() where name.count == key.count {
+            if name.withUnsafeBufferPointer({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) { return index }
+        }
+        return nil
+    }
+
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -51,3 +51,24 @@ public enum WallClock {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A fast, non-cryptographic generator (SplitMix64) seeded from the system's: for job ids in bulk, where a
+/// system call per id (SystemRandomNumberGenerator) cost a fifth of the enqueue time.
+public struct FastRandom: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init() {
+        var system = SystemRandomNumberGenerator()
+        state = system.next()
+    }
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -15,7 +15,14 @@ public enum QueueScripts {
           redis.call('LPUSH', P .. 'signal', '1')
           redis.call('LTRIM', P .. 'signal', 0, 0)
         end
-        local function publish(id, what) redis.call('PUBLISH', P .. 'events', id .. ' ' .. what) end
+        -- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free.
+        local LISTENING = nil
+        local function publish(id, what)
+          if LISTENING == nil then
+            LISTENING = redis.call('PUBSUB', 'NUMPAT') > 0 or redis.call('PUBSUB', 'NUMSUB', P .. 'events')[2] > 0
+          end
+          if LISTENING then redis.call('PUBLISH', P .. 'events', id .. ' ' .. what) end
+        end
         local function add_history(jk, record)
           local h = redis.call('HGET', jk, 'history')
           if h then h = h .. '\n' .. record else h = record end
@@ -133,7 +140,7 @@ public enum QueueScripts {
         else
           for i = 1, nt do order[i] = ARGV[6 + i] end
         end
-        local out, got = {}, 0
+        local out, got, leased = {}, 0, {}
         for _, tier in ipairs(order) do
           if got >= want then break end
           local lk = P .. 't:' .. tier
@@ -142,7 +149,7 @@ public enum QueueScripts {
             if not items then break end
             for _, item in ipairs(items) do
               local id, jk = item, jobkey(item)
-              local r = redis.call('HMGET', jk, 'state', 'env')
+              local r = redis.call('HMGET', jk, 'state', 'env', 'attempts', 'lease', 'tier')
               local state, env = r[1], r[2]
               if not state and string.sub(item, 1, 1) == '{' then
                 -- An envelope pushed as it is by a foreign client: give it a job record, then lease it.
@@ -154,8 +161,9 @@ public enum QueueScripts {
                     raw_dead_letter(item, 'envelope id ' .. obj.id .. ' is already used by another job')
                     state = 'skip'
                   elseif type(obj.run_at) == 'number' and obj.run_at > NOW then
-                    redis.call('HSET', jk, 'env', item, 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', obj.run_at)
-                    redis.call('ZADD', P .. 'scheduled', obj.run_at, obj.id)
+                    local run_at = math.floor(obj.run_at)
+                    redis.call('HSET', jk, 'env', item, 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', run_at)
+                    redis.call('ZADD', P .. 'scheduled', run_at, obj.id)
                     redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
                     state = 'skip'
                   else
@@ -166,10 +174,16 @@ public enum QueueScripts {
                 end
               end
               if state == 'queued' then
-                local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-                local token = redis.call('HINCRBY', jk, 'lease', 1)
-                redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'tier', tier)
-                redis.call('ZADD', P .. 'inflight', NOW + lease, id)
+                local attempts = (tonumber(r[3]) or 0) + 1
+                local token = (tonumber(r[4]) or 0) + 1
+                if r[5] == tier then
+                  redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token)
+                else
+                  redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
+                             'tier', tier)
+                end
+                leased[#leased + 1] = NOW + lease
+                leased[#leased + 1] = id
                 out[#out + 1] = id
                 out[#out + 1] = token
                 out[#out + 1] = attempts
@@ -180,6 +194,11 @@ public enum QueueScripts {
                 raw_dead_letter(item, 'queue entry is neither the id of a job record nor a job envelope')
               end
             end
+            -- Into `inflight` after each batch popped, so that nothing leased can miss the reaper.
+            for s = 1, #leased, 1000 do
+              redis.call('ZADD', P .. 'inflight', unpack(leased, s, math.min(s + 999, #leased)))
+            end
+            leased = {}
           end
         end
         if got >= want then
@@ -198,10 +217,10 @@ public enum QueueScripts {
         for b = 3, #ARGV, 3 do
           local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
           local jk = jobkey(id)
-          local r = redis.call('HMGET', jk, 'state', 'lease')
+          local r = redis.call('HMGET', jk, 'state', 'lease', 'error', 'cancel')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
-            redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result, 'progress', '1')
-            redis.call('HDEL', jk, 'error', 'cancel')
+            redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result)
+            if r[3] or r[4] then redis.call('HDEL', jk, 'error', 'cancel') end
             if retention > 0 then redis.call('PEXPIRE', jk, retention) end
             publish(id, 'succeeded')
             done = done + 1
@@ -366,7 +385,7 @@ public enum QueueScripts {
           return 'cancelling'
         end
         if state == 'queued' then
-          redis.call('LREM', P .. 't:' .. r[2], -1, id)
+          redis.call('LREM', P .. 't:' .. (r[2] or 'standard'), -1, id)
         elseif state == 'scheduled' or state == 'retrying' then
           redis.call('ZREM', P .. 'scheduled', id)
         else
@@ -383,17 +402,18 @@ public enum QueueScripts {
         return 'cancelled'
         """#)
 
-    /// RELEASE: ARGV = queue, then per job: id, fencing token. Hands leased jobs back (graceful shutdown):
+    /// RELEASE: ARGV = queue, retention ms, then per job: id, fencing token. Hands leased jobs back (graceful shutdown):
     /// to the front of their tier, the interrupted attempt not counted. Returns the number released.
     public static let release = script("release", #"""
+        local retention = tonumber(ARGV[2])
         local released = 0
-        for b = 2, #ARGV, 2 do
+        for b = 3, #ARGV, 2 do
           local id, token = ARGV[b], ARGV[b + 1]
           local jk = jobkey(id)
           local r = redis.call('HMGET', jk, 'state', 'lease', 'tier', 'cancel')
           if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
             if r[4] then
-              finish_cancelled(id, jk, r[4], 0)
+              finish_cancelled(id, jk, r[4], retention)
             else
               redis.call('HINCRBY', jk, 'attempts', -1)
               redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)

@@ -48,12 +48,13 @@ extension JobFarm {
 
     /// Enqueues many jobs: one script call per queue and chunk of up to `chunkSize` jobs, pipelined.
     /// Returns the ids in request order. Safe to repeat after a connection error (ids are chosen here).
-    public func enqueue(_ requests: [EnqueueRequest], chunkSize: Int = 2000) async throws -> [String] {
+    public func enqueue(_ requests: [EnqueueRequest], chunkSize: Int = 1000) async throws -> [String] {
         let now = WallClock.nowMilliseconds()
+        var generator = FastRandom()
         var envelopes: [(env: JobEnvelope, delayMs: Int64)] = []
         envelopes.reserveCapacity(requests.count)
         for request in requests {
-            envelopes.append(try makeEnvelope(request, now: now))
+            envelopes.append(try makeEnvelope(request, now: now, generator: &generator))
         }
         // Group by queue (each queue is its own hash slot), keeping request order for the answer.
         var order: [String] = []
@@ -62,35 +63,17 @@ extension JobFarm {
             if byQueue[item.env.queue] == nil { order.append(item.env.queue) }
             byQueue[item.env.queue, default: []].append(index)
         }
-        var requestsOut: [RedisRequest] = []
-        var chunks: [[Int]] = []
-        let idemTTL = String(configuration.idempotencyWindow.milliseconds)
-        for queue in order {
-            let indices = byQueue[queue]!
-            requestsOut.append(.command(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue)))
-            chunks.append([])
-            for start in stride(from: 0, to: indices.count, by: chunkSize) {
-                let chunk = Array(indices[start..<min(start + chunkSize, indices.count)])
-                var arguments: [String] = [queue, String(chunk.count), idemTTL]
-                arguments.reserveCapacity(3 + chunk.count * 5)
-                for index in chunk {
-                    let (env, delayMs) = envelopes[index]
-                    arguments.append(env.id)
-                    arguments.append(env.tier)
-                    arguments.append(env.encoded())
-                    arguments.append(String(delayMs))
-                    arguments.append(env.idempotencyKey ?? "")
-                }
-                requestsOut.append(.script(Scripts.enqueue, keys: [keys(queue).prefix], arguments: arguments))
-                chunks.append(chunk)
-            }
-        }
+        // Encoding a chunk overlaps with Redis running the previous ones: up to `inFlight` chunks are sent
+        // while the next is built (one connection; its queue keeps them in order).
         let client = self.client
-        let replies = try await retrying(for: .seconds(10), what: "enqueue") {
-            try await client.pipeline(requestsOut)
-        }
+        let idemTTL = String(configuration.idempotencyWindow.milliseconds)
+        let registry = QueueKeys.registry(namespace: configuration.namespace)
+        let inFlight = 3
         var ids = [String](repeating: "", count: requests.count)
-        for (reply, chunk) in zip(replies, chunks) where !chunk.isEmpty {
+        // Bulk requests usually share one payload: encode it once.
+        var lastPayload: JSONValue?
+        var lastPayloadText = ""
+        func collect(_ chunk: [Int], _ reply: RESPValue) throws {
             if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
             let returned = reply.array ?? []
             guard returned.count == chunk.count else {
@@ -98,11 +81,62 @@ extension JobFarm {
             }
             for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
         }
+        func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
+            var arguments = RedisCommand(queue, String(chunk.count), idemTTL)
+            arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
+            for index in chunk {
+                let (env, delayMs) = envelopes[index]
+                if lastPayload != env.payload {
+                    lastPayload = env.payload
+                    lastPayloadText = env.payload.jsonText
+                }
+                arguments.append(env.id)
+                arguments.append(env.tier)
+                arguments.append(env.encoded(payloadText: lastPayloadText))
+                arguments.append(String(delayMs))
+                arguments.append(env.idempotencyKey ?? "")
+            }
+            var batch: [RedisRequest] = []
+            if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
+            batch.append(.packedScript(Scripts.enqueue, keys: [keys(queue).prefix], arguments: arguments))
+            return batch
+        }
+        // Safe to repeat: ids are chosen here, and a job that exists is not made twice.
+        func send(_ batch: [RedisRequest]) async throws -> RESPValue {
+            let replies = try await retrying(for: .seconds(10), what: "enqueue") { try await client.pipeline(batch) }
+            return replies[replies.count - 1]
+        }
+        if order.count == 1, requests.count <= chunkSize {
+            // One chunk (a single job, say): no task group, the lowest latency.
+            let chunk = Array(0..<requests.count)
+            try collect(chunk, try await send(encode(chunk, queue: order[0], register: !registeredQueues.withLock { $0.contains(order[0]) })))
+        } else {
+            try await withThrowingTaskGroup(of: ([Int], RESPValue).self) { group in
+                var running = 0
+                for queue in order {
+                    let indices = byQueue[queue]!
+                    var register = !registeredQueues.withLock { $0.contains(queue) }
+                    for start in stride(from: 0, to: indices.count, by: chunkSize) {
+                        let chunk = Array(indices[start..<min(start + chunkSize, indices.count)])
+                        let batch = encode(chunk, queue: queue, register: register)
+                        register = false
+                        if running == inFlight, let (done, reply) = try await group.next() {
+                            try collect(done, reply)
+                            running -= 1
+                        }
+                        group.addTask { (chunk, try await send(batch)) }
+                        running += 1
+                    }
+                }
+                while let (done, reply) = try await group.next() { try collect(done, reply) }
+            }
+        }
+        registeredQueues.withLock { $0.formUnion(order) }
         return ids
     }
 
     /// Builds and checks the envelope of one request; every error names the field.
-    func makeEnvelope(_ request: EnqueueRequest, now: Int64) throws -> (env: JobEnvelope, delayMs: Int64) {
+    func makeEnvelope(_ request: EnqueueRequest, now: Int64, generator: inout FastRandom) throws -> (env: JobEnvelope, delayMs: Int64) {
         guard !request.kind.isEmpty, request.kind.utf8.count <= 128 else {
             throw JobFarmError.invalidArgument("kind must be 1–128 characters (got '\(request.kind)')")
         }
@@ -131,7 +165,7 @@ extension JobFarm {
             delayMs = delay.milliseconds
         }
         let env = JobEnvelope(
-            id: request.id ?? JobID.make(milliseconds: now), kind: request.kind, queue: request.queue, tier: tier,
+            id: request.id ?? JobID.make(milliseconds: now, using: &generator), kind: request.kind, queue: request.queue, tier: tier,
             payload: request.payload, maxAttempts: request.maxAttempts, enqueuedAt: now,
             runAt: delayMs > 0 ? now + delayMs : nil, timeoutMilliseconds: request.timeout.milliseconds,
             idempotencyKey: request.idempotencyKey, trace: request.trace)

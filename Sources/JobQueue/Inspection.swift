@@ -112,14 +112,15 @@ extension JobFarm {
         let history = (fields["history"] ?? "").split(separator: "\n").compactMap {
             try? JSONDecoder().decode(AttemptRecord.self, from: Data($0.utf8))
         }
+        let state = JobState(rawValue: fields["state"] ?? "") ?? .queued
         return JobStatus(
             id: id, queue: queue, kind: envelope?.kind, tier: fields["tier"],
-            state: JobState(rawValue: fields["state"] ?? "") ?? .queued,
+            state: state,
             attempts: Int(fields["attempts"] ?? "") ?? 0, maxAttempts: envelope?.maxAttempts,
             leaseLosses: Int(fields["lost"] ?? "") ?? 0,
             enqueuedAt: envelope?.enqueuedAt, startedAt: fields["started"].flatMap { Int64($0) },
             finishedAt: fields["finished"].flatMap { Int64($0) }, runAt: fields["run_at"].flatMap { Int64($0) },
-            progress: fields["progress"].flatMap { Double($0) },
+            progress: state == .succeeded ? 1 : fields["progress"].flatMap { Double($0) },
             result: fields["result"].flatMap { try? JSONValue(parsing: $0) },
             error: fields["error"], reason: fields["reason"], worker: fields["worker"], history: history,
             cancelRequested: fields["cancel"] != nil)

@@ -28,6 +28,8 @@ public final class JobFarm: Sendable {
     }
 
     private let next = AtomicCounter()
+    /// Queues this process has added to the registry set (so bulk enqueues skip the SADD).
+    let registeredQueues = Mutex<Set<String>>([])
 
     /// A connection for one call (round-robin).
     var client: RedisClient { clients[next.increment() % clients.count] }
@@ -74,6 +76,20 @@ public final class JobFarm: Sendable {
             try await client.execute(RedisCommand("SMEMBERS", QueueKeys.registry(namespace: configuration.namespace)))
         }
         return (reply.array ?? []).compactMap(\.string).sorted()
+    }
+
+    /// Redis settings that cost memory or CPU per job, each with what to change (empty when all is well,
+    /// or when CONFIG is not permitted).
+    public func settingsAdvice() async -> [String] {
+        guard let reply = try? await client.send([RedisCommand("CONFIG", "GET", "hash-max-listpack-value")])[0],
+            let value = reply.array?.last?.int
+        else { return [] }
+        if value < 512 {
+            return ["Redis hash-max-listpack-value is \(value): job hashes holding envelopes longer than that are stored as hashtables, "
+                + "about 35% more memory per queued job and more Redis CPU per transition. Set it to 1024 (redis.conf, or CONFIG SET "
+                + "hash-max-listpack-value 1024); scripts/up and scripts/test do."]
+        }
+        return []
     }
 
     /// Checks that Redis answers; returns the round-trip time.

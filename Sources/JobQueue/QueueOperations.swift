@@ -31,13 +31,47 @@ extension JobFarm {
     /// Leases up to `count` jobs from one queue in one round trip, honouring the tier policy.
     /// - Parameter tiers: the tiers to serve (a subset of the configured ones); `nil` serves them all.
     public func fetch(queue: String, count: Int, worker: String, tiers only: [String]? = nil, on client: RedisClient) async throws -> [LeasedJob] {
+        let reply = try await run(Scripts.fetch, queue: queue, arguments: fetchArguments(count: count, worker: worker, tiers: only), on: client, retryFor: .zero)
+        return try leasedJobs(from: reply, queue: queue)
+    }
+
+    /// Blocks until a job may be waiting in one of the queues (BLPOP on their wake-up lists, at most `timeout`),
+    /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
+    /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
+    public func awaitAndFetch(
+        queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
+    ) async throws -> [LeasedJob] {
+        var blpop = RedisCommand("BLPOP")
+        for queue in queues { blpop.append(keys(queue).signal) }
+        blpop.append(format3(max(0.01, timeout.seconds)))
+        var requests: [RedisRequest] = [.command(blpop)]
+        // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
+        let share = max(1, count / max(1, queues.count))
+        for queue in queues {
+            requests.append(.script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: share, worker: worker, tiers: tiers[queue])))
+        }
+        let replies: [RESPValue]
+        do {
+            replies = try await client.pipeline(requests, blockingFor: timeout)
+        } catch let error as RedisError {
+            throw JobFarmError.redis("fetch: \(error)")
+        }
+        // Every queue's fetch ran; all that came are leased to us.
+        var jobs: [LeasedJob] = []
+        for (queue, reply) in zip(queues, replies.dropFirst()) { jobs += try leasedJobs(from: reply, queue: queue) }
+        return jobs
+    }
+
+    private func fetchArguments(count: Int, worker: String, tiers only: [String]?) -> [String] {
         var tiers = tierOrder()
         if let only { tiers = tiers.filter(only.contains) }
         var aging: Int64 = 0
         if case .strict(let agingAfter?) = configuration.tierPolicy { aging = agingAfter.milliseconds }
-        var arguments = [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)]
-        arguments += tiers
-        let reply = try await run(Scripts.fetch, queue: queue, arguments: arguments, on: client, retryFor: .zero)
+        return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers
+    }
+
+    private func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
+        if let message = reply.errorMessage { throw JobFarmError.redis("fetch: \(message)") }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
         jobs.reserveCapacity(items.count / 5)
@@ -187,7 +221,7 @@ extension JobFarm {
     @discardableResult
     public func release(_ jobs: [LeasedJob], queue: String, on client: RedisClient) async throws -> Int {
         if jobs.isEmpty { return 0 }
-        var arguments: [String] = []
+        var arguments: [String] = [String(configuration.retention.milliseconds)]
         for job in jobs { arguments += [job.id, job.token] }
         return try await run(Scripts.release, queue: queue, arguments: arguments, on: client, retryFor: .seconds(10)).int ?? 0
     }

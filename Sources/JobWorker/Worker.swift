@@ -63,11 +63,18 @@ public final class Worker: Service, Sendable {
         let job: LeasedJob
         var task: Task<Void, Never>?
         var stopReason: StopReason?
+        /// When the attempt times out.
+        var deadline: ContinuousClock.Instant
+        /// Settles the attempt once: the handler's ending or the timeout, whichever comes first.
+        let race: OutcomeRace
+        var lastProgress: (time: ContinuousClock.Instant, value: Double) = (.now - .seconds(1), -1)
     }
 
     struct State: Sendable {
         var active: [String: Active] = [:]
         var outcomes: [(job: LeasedJob, outcome: AttemptOutcome)] = []
+        /// Jobs to hand back (shutdown), sent with the next flush.
+        var releases: [LeasedJob] = []
         var stopping = false
         var processed = 0
     }
@@ -104,13 +111,15 @@ public final class Worker: Service, Sendable {
             "concurrency": "\(configuration.concurrency)", "kinds": "\(registry.kinds.joined(separator: ","))",
             "redis": "\(farm.configuration.redis)",
         ])
+        for advice in await farm.settingsAdvice() { logger.notice("\(advice)") }
         let keeper = LeaseKeeper(worker: self)
         keeper.start()
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.reportLoop() }
                 group.addTask { await self.maintenanceLoop() }
-                await self.fetchLoop(group: &group)
+                group.addTask { await self.timeoutLoop() }
+                await self.fetchLoop()
                 // Fetching has stopped: let running jobs finish within the grace period, then hand the rest back.
                 await self.drain()
                 self.state.withLock { $0.stopping = true }
@@ -139,11 +148,11 @@ public final class Worker: Service, Sendable {
 
     // MARK: - Fetch
 
-    private func fetchLoop(group: inout DiscardingTaskGroup) async {
+    private func fetchLoop() async {
         var queues = configuration.queues ?? []
         var lastDiscovery = ContinuousClock.now - .seconds(60)
         var pause = Duration.milliseconds(50)
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             if configuration.queues == nil, ContinuousClock.now - lastDiscovery > .seconds(3) {
                 if let found = try? await farm.queues() { queues = found }
                 lastDiscovery = .now
@@ -162,7 +171,7 @@ public final class Worker: Service, Sendable {
             do {
                 for queue in queues where free > 0 {
                     let jobs = try await farm.fetch(queue: queue, count: min(free, configuration.fetchBatch), worker: configuration.id, tiers: configuration.tiersByQueue[queue], on: fetchClient)
-                    for job in jobs { start(job, group: &group) }
+                    for job in jobs { start(job) }
                     fetched += jobs.count
                     free -= jobs.count
                 }
@@ -172,7 +181,18 @@ public final class Worker: Service, Sendable {
                         beginShutdown()
                         break
                     }
-                    _ = try await farm.awaitWork(queues: queues, timeout: configuration.idleWait, on: fetchClient)
+                    // Sleep in Redis until an enqueue wakes us; the fetch rides in the same round trip.
+                    let jobs = try await farm.awaitAndFetch(
+                        queues: queues, count: min(free, configuration.fetchBatch), worker: configuration.id,
+                        tiers: configuration.tiersByQueue, timeout: configuration.idleWait, on: fetchClient)
+                    if isStopping {
+                        // Shutdown began while blocked: hand the jobs straight back.
+                        var byQueue: [String: [LeasedJob]] = [:]
+                        for job in jobs { byQueue[job.queue, default: []].append(job) }
+                        for (queue, leased) in byQueue { _ = try? await farm.release(leased, queue: queue, on: fetchClient) }
+                        break
+                    }
+                    for job in jobs { start(job) }
                 }
                 pause = .milliseconds(50)
             } catch {
@@ -191,7 +211,8 @@ public final class Worker: Service, Sendable {
 
     // MARK: - Running one job
 
-    private func start(_ job: LeasedJob, group: inout DiscardingTaskGroup) {
+    /// Starts one job: one task per job, no timer of its own (the timeout loop watches every deadline).
+    private func start(_ job: LeasedJob) {
         let envelope: JobEnvelope
         do {
             envelope = try JobEnvelope(decoding: job.rawEnvelope)
@@ -206,61 +227,84 @@ public final class Worker: Service, Sendable {
             record(job, .dead(reason: .malformed, error: error))
             return
         }
-        if job.attempt > envelope.maxAttempts {
+        let maxAttempts = min(envelope.maxAttempts, entry.retryPolicy.maxAttempts)
+        if job.attempt > maxAttempts {
             // Attempts whose worker died still count: a job that keeps losing its lease must not run forever.
-            record(job, .dead(reason: .exhausted, error: "attempt \(job.attempt) exceeds max_attempts \(envelope.maxAttempts) (earlier attempts lost their lease)"))
+            record(job, .dead(reason: .exhausted, error: "attempt \(job.attempt) exceeds the limit of \(maxAttempts) attempts (earlier attempts lost their lease)"))
             return
         }
-        state.withLock { $0.active[job.id] = Active(job: job) }
-        group.addTask {
-            await self.execute(job, envelope: envelope, entry: entry)
+        let race = OutcomeRace()
+        let deadline = ContinuousClock.now + .milliseconds(envelope.timeoutMilliseconds)
+        state.withLock { $0.active[job.id] = Active(job: job, task: nil, stopReason: nil, deadline: deadline, race: race) }
+        let task = Task {
+            await self.execute(job, envelope: envelope, entry: entry, race: race, deadline: deadline)
         }
+        state.withLock { $0.active[job.id]?.task = task }
     }
 
-    private func execute(_ job: LeasedJob, envelope: JobEnvelope, entry: HandlerRegistry.Entry) async {
-        let timeout = Duration.milliseconds(envelope.timeoutMilliseconds)
-        var jobLogger = logger
-        jobLogger[metadataKey: "job"] = "\(job.id)"
-        jobLogger[metadataKey: "kind"] = "\(envelope.kind)"
-        let progress = ProgressThrottle(worker: self, job: job)
+    private func execute(_ job: LeasedJob, envelope: JobEnvelope, entry: HandlerRegistry.Entry, race: OutcomeRace, deadline: ContinuousClock.Instant) async {
         let context = JobContext(
             id: job.id, kind: envelope.kind, queue: job.queue, tier: job.tier, attempt: job.attempt,
-            maxAttempts: envelope.maxAttempts, deadline: .now + timeout, trace: envelope.trace, logger: jobLogger,
-            progress: { await progress.report($0) })
-        let payload = envelope.payload
-        let race = OutcomeRace()
-        let handlerTask = Task {
-            do {
-                let result = try await entry.run(payload, context)
-                race.finish(.success(result))
-            } catch {
-                race.finish(.failure(error))
-            }
+            maxAttempts: envelope.maxAttempts, deadline: deadline, trace: envelope.trace, logger: logger,
+            progress: { [self] fraction in await self.progress(job, fraction) })
+        do {
+            let result = try await entry.run(envelope.payload, context)
+            race.finish(.success(result))
+        } catch {
+            race.finish(.failure(error))
         }
-        state.withLock { $0.active[job.id]?.task = handlerTask }
-        // The timeout ends the attempt on time even when a handler ignores cancellation.
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            if !Task.isCancelled { race.finish(.timedOut) }
+        // The timeout loop may have settled the attempt first (and recorded it) while this handler ran on.
+        if let ending = race.takeEndingIfUnrecorded() {
+            settle(job, envelope: envelope, entry: entry, ending: ending)
         }
-        let ending = await race.value
-        timer.cancel()
-        if case .timedOut = ending {
-            state.withLock { $0.active[job.id]?.stopReason = .timeout }
-            handlerTask.cancel()
+        // Only this attempt's entry: the same id may have been fetched again while a stale handler ran on.
+        state.withLock { state in
+            if state.active[job.id]?.race === race { state.active[job.id] = nil }
         }
+        slotFreed.fire()
+    }
+
+    /// Records how an attempt ended (once per attempt).
+    private func settle(_ job: LeasedJob, envelope: JobEnvelope, entry: HandlerRegistry.Entry, ending: OutcomeRace.Ending) {
         let reason = state.withLock { $0.active[job.id]?.stopReason }
         if let outcome = decide(job, envelope: envelope, entry: entry, ending: ending, reason: reason) {
             record(job, outcome)
         } else if case .shutdown = reason {
-            _ = try? await farm.release([job], queue: job.queue, on: reportClient)
+            releaseOnShutdown(job)
         }
-        // The slot stays taken until the handler has really stopped. Waited for outside the task group, so
-        // that a handler ignoring cancellation cannot hold up shutdown (drain() gives up on it after a while).
-        Task {
-            await handlerTask.value
-            self.state.withLock { _ = $0.active.removeValue(forKey: job.id) }
-            self.slotFreed.fire()
+    }
+
+    private func releaseOnShutdown(_ job: LeasedJob) {
+        state.withLock { $0.releases.append(job) }
+        outcomesReady.fire()
+    }
+
+    /// Ends attempts that run past their timeout: records the timeout at once and cancels the handler, which
+    /// keeps its slot until it actually returns. One loop for all jobs instead of a timer per job.
+    private func timeoutLoop() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let expired = state.withLock { state -> [(LeasedJob, OutcomeRace, Task<Void, Never>?)] in
+                var expired: [(LeasedJob, OutcomeRace, Task<Void, Never>?)] = []
+                for (id, active) in state.active where active.deadline <= now {
+                    // A job being stopped (cancel, shutdown, lost lease) keeps its reason; its timeout still ends
+                    // the attempt, so a handler that ignores cancellation cannot hold the job forever.
+                    if case .timeout? = active.stopReason { continue }
+                    if active.stopReason == nil { state.active[id]?.stopReason = .timeout }
+                    expired.append((active.job, active.race, active.task))
+                }
+                return expired
+            }
+            for (job, race, task) in expired {
+                race.finish(.timedOut)
+                task?.cancel()
+                if let ending = race.takeEndingIfUnrecorded(), let envelope = try? JobEnvelope(decoding: job.rawEnvelope),
+                    let entry = registry.entry(for: envelope.kind)
+                {
+                    settle(job, envelope: envelope, entry: entry, ending: ending)
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
         }
     }
 
@@ -277,16 +321,15 @@ public final class Worker: Service, Sendable {
         case (_, .leaseLost?):
             logger.warning("lease lost; result discarded", metadata: ["job": "\(job.id)"])
             return nil
+        case (.success(let result), _):
+            // A result that arrived first wins over a cancel, a shutdown or a timeout that came after it.
+            return .succeeded(result: result)
         case (_, .shutdown?):
-            if case .success(let result) = ending { return .succeeded(result: result) }
             return nil
         case (_, .cancelRequested(let keep)?):
-            if case .success(let result) = ending { return .succeeded(result: result) }
             return .cancelled(error: "cancelled by request while running", keepAsDeadLetter: keep)
         case (.timedOut, _), (_, .timeout?):
             return failure("timed out after \(envelope.timeoutMilliseconds) ms", deadReason: .timeout)
-        case (.success(let result), nil):
-            return .succeeded(result: result)
         case (.failure(let error), nil):
             if let jobError = error as? JobError, case .nonRetryable(let message) = jobError {
                 return .dead(reason: .nonRetryable, error: message)
@@ -310,16 +353,28 @@ public final class Worker: Service, Sendable {
         while true {
             await outcomesReady.wait()
             await flushOutcomes()
-            if state.withLock({ $0.stopping && $0.active.isEmpty && $0.outcomes.isEmpty }) { return }
-            if Task.isCancelled && state.withLock({ $0.outcomes.isEmpty }) { return }
+            if state.withLock({ $0.stopping && $0.active.isEmpty && $0.outcomes.isEmpty && $0.releases.isEmpty }) { return }
+            if Task.isCancelled && state.withLock({ $0.outcomes.isEmpty && $0.releases.isEmpty }) { return }
         }
     }
 
     /// Sends every buffered outcome: one pipelined round trip per queue, however many jobs finished.
     func flushOutcomes() async {
-        let batch = state.withLock { state -> [(job: LeasedJob, outcome: AttemptOutcome)] in
-            defer { state.outcomes = [] }
-            return state.outcomes
+        let (batch, releases) = state.withLock { state -> ([(job: LeasedJob, outcome: AttemptOutcome)], [LeasedJob]) in
+            defer {
+                state.outcomes = []
+                state.releases = []
+            }
+            return (state.outcomes, state.releases)
+        }
+        if !releases.isEmpty {
+            var byQueue: [String: [LeasedJob]] = [:]
+            for job in releases { byQueue[job.queue, default: []].append(job) }
+            for (queue, jobs) in byQueue {
+                do { _ = try await farm.release(jobs, queue: queue, on: reportClient) } catch {
+                    logger.error("could not hand jobs back; their leases will expire and they run again", metadata: ["error": "\(error)"])
+                }
+            }
         }
         if batch.isEmpty { return }
         var byQueue: [String: [(job: LeasedJob, outcome: AttemptOutcome)]] = [:]
@@ -408,8 +463,10 @@ public final class Worker: Service, Sendable {
     func activeJobs() -> [LeasedJob] {
         state.withLock { state in
             state.active.values.filter { active in
-                if case .leaseLost? = active.stopReason { return false }
-                return true
+                switch active.stopReason {
+                case .leaseLost?, .timeout?: return false  // nothing left to renew: lost, or already recorded
+                default: return true
+                }
             }.map(\.job)
         }
     }
@@ -423,12 +480,23 @@ public final class Worker: Service, Sendable {
         task?.cancel()
     }
 
-    func sendProgress(_ job: LeasedJob, _ fraction: Double) async {
-        _ = try? await farm.reportProgress(job, fraction: fraction, on: progressClient)
+    /// Sends a handler's progress at most every 100 ms per job (and always the final 100 %).
+    func progress(_ job: LeasedJob, _ fraction: Double) async {
+        let now = ContinuousClock.now
+        let send = state.withLock { state -> Bool in
+            guard var active = state.active[job.id] else { return false }
+            guard fraction != active.lastProgress.value,
+                now - active.lastProgress.time >= .milliseconds(100) || fraction >= 1
+            else { return false }
+            active.lastProgress = (now, fraction)
+            state.active[job.id] = active
+            return true
+        }
+        if send { _ = try? await farm.reportProgress(job, fraction: fraction, on: progressClient) }
     }
 }
 
-/// The first of: the handler's result, its error, or the timeout.
+/// The first of: the handler's result, its error, or the timeout; handed out once to be recorded.
 final class OutcomeRace: Sendable {
     enum Ending: Sendable {
         case success(String)
@@ -436,56 +504,22 @@ final class OutcomeRace: Sendable {
         case timedOut
     }
 
-    private struct State {
-        var ending: Ending?
-        var waiter: CheckedContinuation<Ending, Never>?
-    }
+    private let state = Mutex<(ending: Ending?, taken: Bool)>((nil, false))
 
-    private let state = Mutex(State())
-
+    /// Sets the ending if none is set yet.
     func finish(_ ending: Ending) {
-        let waiter = state.withLock { state -> CheckedContinuation<Ending, Never>? in
-            guard state.ending == nil else { return nil }
-            state.ending = ending
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume(returning: ending)
-    }
-
-    var value: Ending {
-        get async {
-            await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> Ending? in
-                    if let ending = state.ending { return ending }
-                    state.waiter = continuation
-                    return nil
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
+        state.withLock { state in
+            if state.ending == nil { state.ending = ending }
         }
     }
-}
 
-/// Sends a handler's progress at most every 100 ms (and always the final 100%).
-final class ProgressThrottle: Sendable {
-    private let worker: Worker
-    private let job: LeasedJob
-    private let last = Mutex<(time: ContinuousClock.Instant, value: Double)>((.now - .seconds(1), -1))
-
-    init(worker: Worker, job: LeasedJob) {
-        self.worker = worker
-        self.job = job
-    }
-
-    func report(_ fraction: Double) async {
-        let now = ContinuousClock.now
-        let send = last.withLock { last -> Bool in
-            guard fraction != last.value, now - last.time >= .milliseconds(100) || fraction >= 1 else { return false }
-            last = (now, fraction)
-            return true
+    /// The ending, the first time it is asked for once set; nil afterwards (already recorded).
+    func takeEndingIfUnrecorded() -> Ending? {
+        state.withLock { state in
+            guard let ending = state.ending, !state.taken else { return nil }
+            state.taken = true
+            return ending
         }
-        if send { await worker.sendProgress(job, fraction) }
     }
 }
 

@@ -89,6 +89,18 @@ public struct RedisCommand: Sendable, CustomStringConvertible {
         lengths.append(argument.count)
     }
 
+    /// Appends every argument of `other`.
+    public mutating func append(contentsOf other: RedisCommand) {
+        buffer.append(contentsOf: other.buffer)
+        lengths.append(contentsOf: other.lengths)
+    }
+
+    /// Reserves room for `bytes` more bytes in `arguments` more arguments.
+    public mutating func reserve(bytes: Int, arguments: Int) {
+        buffer.reserveCapacity(buffer.count + bytes)
+        lengths.reserveCapacity(lengths.count + arguments)
+    }
+
     /// The number of arguments, the command name included.
     public var count: Int { lengths.count }
 

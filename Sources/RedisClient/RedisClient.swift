@@ -17,6 +17,8 @@ public struct RedisScript: Sendable, Hashable {
 public enum RedisRequest: Sendable {
     case command(RedisCommand)
     case script(RedisScript, keys: [String], arguments: [String])
+    /// A script call whose arguments are already packed in a `RedisCommand` (no per-argument `String` array).
+    case packedScript(RedisScript, keys: [String], arguments: RedisCommand)
 }
 
 /// A Redis client over one hiredis connection, usable from async code.
@@ -128,16 +130,23 @@ public final class RedisClient: @unchecked Sendable {
         connection.setTimeout(configuration.commandTimeout + blockingFor)
         // Resolve SHAs first: scripts this client has not loaded yet are loaded in one extra round trip.
         var missing: [RedisScript] = []
-        for case .script(let script, _, _) in requests where shas[script.source] == nil && !missing.contains(script) {
-            missing.append(script)
+        for request in requests {
+            switch request {
+            case .script(let script, _, _), .packedScript(let script, _, _):
+                if shas[script.source] == nil && !missing.contains(script) { missing.append(script) }
+            case .command: break
+            }
         }
         if !missing.isEmpty { try load(missing, on: connection) }
         var replies = try connection.send(requests.map(command(for:)))
         // A server that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT: the command did not run.
         for (index, reply) in replies.enumerated() {
-            guard case .script(let script, _, _) = requests[index],
-                let message = reply.errorMessage, message.hasPrefix("NOSCRIPT")
-            else { continue }
+            guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { continue }
+            let script: RedisScript
+            switch requests[index] {
+            case .script(let s, _, _), .packedScript(let s, _, _): script = s
+            case .command: continue
+            }
             try load([script], on: connection)
             replies[index] = try connection.send([command(for: requests[index])])[0]
         }
@@ -162,6 +171,11 @@ public final class RedisClient: @unchecked Sendable {
             var command = RedisCommand("EVALSHA", shas[script.source]!, String(keys.count))
             for key in keys { command.append(key) }
             for argument in arguments { command.append(argument) }
+            return command
+        case .packedScript(let script, let keys, let arguments):
+            var command = RedisCommand("EVALSHA", shas[script.source]!, String(keys.count))
+            for key in keys { command.append(key) }
+            command.append(contentsOf: arguments)
             return command
         }
     }

@@ -325,6 +325,22 @@ struct QueueTests {
         }
     }
 
+    @Test func cancelOfAHandlerThatIgnoresCancellationEndsAtItsTimeout() async throws {
+        let farm = try TestRedis.farm(leaseDuration: .seconds(2), heartbeat: .milliseconds(100))
+        let id = try await farm.enqueue(EnqueueRequest(
+            kind: "sleep", payload: .object(["seconds": .number(4), "steps": .number(1), "blocking": .bool(true)]),
+            maxAttempts: 1, timeout: .milliseconds(1000)))
+        let clock = ContinuousClock()
+        try await withWorker(farm: farm) { _ in
+            try await eventually { try await farm.status(id: id)?.state == .running }
+            let asked = clock.now
+            #expect(try await farm.cancel(id: id) == .cancelling)
+            let status = try await farm.wait(for: id, timeout: .seconds(10))
+            #expect(status.state == .cancelled, "the cancel request, not the timeout, names the ending")
+            #expect(clock.now - asked < .milliseconds(2500), "ended at the timeout, not when the handler returned")
+        }
+    }
+
     @Test func editedDeadLetterRequeueRuns() async throws {
         let farm = try TestRedis.farm()
         let id = try await farm.enqueue(EnqueueRequest(kind: "fail", payload: .object(["retryable": .bool(false)])))

@@ -1,0 +1,293 @@
+/// A small, strict JSON parser (RFC 8259) into `JSONValue`.
+///
+/// Why not `JSONDecoder`: a worker decodes one envelope per job, and Foundation's decoder spent a quarter of a
+/// worker's CPU on it in the queue benchmark. This parser reads the UTF-8 bytes once, without `Codable`.
+public struct JSONParser {
+    /// A parse error with the byte offset where it was found.
+    public struct Failure: Error, CustomStringConvertible, Sendable, Equatable {
+        public let message: String
+        public let offset: Int
+        public var description: String { "\(message) at byte \(offset)" }
+    }
+
+    /// Deepest nesting accepted (guards the stack against hostile input).
+    public static let maxDepth = 512
+
+    /// Parses one JSON text (surrounding whitespace allowed, nothing else).
+    public static func parse(_ text: String) throws -> JSONValue {
+        var text = text
+        return try text.withUTF8 { try parse(bytes: $0) }
+    }
+
+    /// Parses one JSON text from UTF-8 bytes.
+    public static func parse(bytes: UnsafeBufferPointer<UInt8>) throws(Failure) -> JSONValue {
+        var parser = Cursor(bytes: bytes)
+        parser.skipWhitespace()
+        let value = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        guard parser.index == bytes.count else { throw parser.failure("unexpected text after the JSON value") }
+        return value
+    }
+
+    /// Walks the members of a top-level object without building a dictionary: `member` gets each key's raw
+    /// bytes (escapes left as they are) and parses the value itself with the cursor.
+    static func forEachMember(
+        of bytes: UnsafeBufferPointer<UInt8>,
+        _ member: (UnsafeBufferPointer<UInt8>, inout Cursor) throws -> Void
+    ) throws {
+        var cursor = Cursor(bytes: bytes)
+        cursor.skipWhitespace()
+        guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "{") else {
+            throw cursor.failure("expected an object")
+        }
+        cursor.index += 1
+        cursor.skipWhitespace()
+        if cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "}") {
+            cursor.index += 1
+        } else {
+            while true {
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: "\"") else { throw cursor.failure("expected a string key") }
+                let keyStart = cursor.index + 1
+                _ = try cursor.string()
+                let key = UnsafeBufferPointer(rebasing: bytes[keyStart..<(cursor.index - 1)])
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count, bytes[cursor.index] == UInt8(ascii: ":") else { throw cursor.failure("expected ':'") }
+                cursor.index += 1
+                cursor.skipWhitespace()
+                try member(key, &cursor)
+                cursor.skipWhitespace()
+                guard cursor.index < bytes.count else { throw cursor.failure("unterminated object") }
+                if bytes[cursor.index] == UInt8(ascii: ",") {
+                    cursor.index += 1
+                    continue
+                }
+                if bytes[cursor.index] == UInt8(ascii: "}") {
+                    cursor.index += 1
+                    break
+                }
+                throw cursor.failure("expected ',' or '}'")
+            }
+        }
+        cursor.skipWhitespace()
+        guard cursor.index == bytes.count else { throw cursor.failure("unexpected text after the JSON value") }
+    }
+
+    struct Cursor {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var index = 0
+
+        func failure(_ message: String) -> Failure { Failure(message: message, offset: index) }
+
+        mutating func skipWhitespace() {
+            while index < bytes.count {
+                switch bytes[index] {
+                case 0x20, 0x09, 0x0A, 0x0D: index += 1
+                default: return
+                }
+            }
+        }
+
+        mutating func value(depth: Int) throws(Failure) -> JSONValue {
+            guard depth < JSONParser.maxDepth else { throw failure("nesting deeper than \(JSONParser.maxDepth)") }
+            guard index < bytes.count else { throw failure("unexpected end of input") }
+            switch bytes[index] {
+            case UInt8(ascii: "{"): return try object(depth: depth)
+            case UInt8(ascii: "["): return try array(depth: depth)
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+            case UInt8(ascii: "n"): try literal("null"); return .null
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
+            default: throw failure("unexpected character '\(Character(Unicode.Scalar(bytes[index])))'")
+            }
+        }
+
+        mutating func literal(_ word: StaticString) throws(Failure) {
+            let count = word.utf8CodeUnitCount
+            guard index + count <= bytes.count else { throw failure("unexpected end of input") }
+            for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] {
+                throw failure("invalid literal")
+            }
+            index += count
+        }
+
+        mutating func object(depth: Int) throws(Failure) -> JSONValue {
+            index += 1
+            var members: [String: JSONValue] = [:]
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                index += 1
+                return .object(members)
+            }
+            while true {
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw failure("expected a string key") }
+                let key = try string()
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw failure("expected ':'") }
+                index += 1
+                skipWhitespace()
+                members[key] = try value(depth: depth + 1)
+                skipWhitespace()
+                guard index < bytes.count else { throw failure("unterminated object") }
+                if bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
+                if bytes[index] == UInt8(ascii: "}") {
+                    index += 1
+                    return .object(members)
+                }
+                throw failure("expected ',' or '}'")
+            }
+        }
+
+        mutating func array(depth: Int) throws(Failure) -> JSONValue {
+            index += 1
+            var items: [JSONValue] = []
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+                index += 1
+                return .array(items)
+            }
+            while true {
+                skipWhitespace()
+                items.append(try value(depth: depth + 1))
+                skipWhitespace()
+                guard index < bytes.count else { throw failure("unterminated array") }
+                if bytes[index] == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
+                if bytes[index] == UInt8(ascii: "]") {
+                    index += 1
+                    return .array(items)
+                }
+                throw failure("expected ',' or ']'")
+            }
+        }
+
+        mutating func string() throws(Failure) -> String {
+            index += 1
+            let start = index
+            // Fast path: no escapes.
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\"") {
+                    let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                    index += 1
+                    return text
+                }
+                if byte == UInt8(ascii: "\\") { break }
+                if byte < 0x20 { throw failure("control character in a string") }
+                index += 1
+            }
+            var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[start..<index]))
+            while index < bytes.count {
+                let byte = bytes[index]
+                if byte == UInt8(ascii: "\"") {
+                    index += 1
+                    return String(decoding: out, as: UTF8.self)
+                }
+                if byte < 0x20 { throw failure("control character in a string") }
+                if byte != UInt8(ascii: "\\") {
+                    out.append(byte)
+                    index += 1
+                    continue
+                }
+                index += 1
+                guard index < bytes.count else { break }
+                let escape = bytes[index]
+                index += 1
+                switch escape {
+                case UInt8(ascii: "\""): out.append(0x22)
+                case UInt8(ascii: "\\"): out.append(0x5C)
+                case UInt8(ascii: "/"): out.append(0x2F)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4()
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        // A surrogate pair: \uD83D\uDE00.
+                        guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                            throw failure("unpaired surrogate")
+                        }
+                        index += 2
+                        let low = try hex4()
+                        guard (0xDC00...0xDFFF).contains(low) else { throw failure("unpaired surrogate") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw failure("unpaired surrogate")
+                    }
+                    out.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+                default:
+                    throw failure("invalid escape")
+                }
+            }
+            throw failure("unterminated string")
+        }
+
+        mutating func hex4() throws(Failure) -> UInt32 {
+            guard index + 4 <= bytes.count else { throw failure("short \\u escape") }
+            var value: UInt32 = 0
+            for _ in 0..<4 {
+                let byte = bytes[index]
+                let digit: UInt32
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(byte - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(byte - UInt8(ascii: "a") + 10)
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(byte - UInt8(ascii: "A") + 10)
+                default: throw failure("bad hex digit in \\u escape")
+                }
+                value = value * 16 + digit
+                index += 1
+            }
+            return value
+        }
+
+        mutating func number() throws(Failure) -> Double {
+            let start = index
+            var integer: Int64 = 0
+            var negative = false
+            var simple = true
+            if bytes[index] == UInt8(ascii: "-") {
+                negative = true
+                index += 1
+            }
+            let digitsStart = index
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
+                if index - digitsStart < 18 {
+                    integer = integer * 10 + Int64(bytes[index] - UInt8(ascii: "0"))
+                } else {
+                    simple = false
+                }
+                index += 1
+            }
+            guard index > digitsStart else { throw failure("expected digits") }
+            if bytes[digitsStart] == UInt8(ascii: "0") && index - digitsStart > 1 { throw failure("leading zero") }
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                simple = false
+                index += 1
+                let fractionStart = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                guard index > fractionStart else { throw failure("expected digits after '.'") }
+            }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+                simple = false
+                index += 1
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                let exponentStart = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                guard index > exponentStart else { throw failure("expected exponent digits") }
+            }
+            if simple { return Double(negative ? -integer : integer) }
+            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+            guard let value = Double(text) else { throw failure("bad number") }
+            return value
+        }
+    }
+}
