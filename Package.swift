@@ -57,7 +57,7 @@ let package = Package(
         ]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore",
+            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore", "Compute", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -3,6 +3,7 @@ import Foundation
 import JobKinds
 import JobQueue
 import JobWorker
+import MLJobs
 import Logging
 import ServiceLifecycle
 
@@ -39,8 +40,12 @@ struct WorkerCommand: AsyncParsableCommand {
                 }
             }
         }
+        // The ML kinds size their BLAS threads so that BLAS threads × concurrency does not oversubscribe the cores.
+        var ml = MLJobOptions.fromEnvironment()
+        ml.workerConcurrency = concurrency
+        let registry = makeRegistry(farm: farm, mlOptions: ml)
         let worker = Worker(
-            farm: farm, registry: makeRegistry(farm: farm),
+            farm: farm, registry: registry,
             configuration: WorkerConfiguration(
                 queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
                 exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)), id: id),
