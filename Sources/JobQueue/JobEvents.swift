@@ -10,7 +10,7 @@ final class JobEvents: Sendable {
         var ready = false
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var nextToken = 0
-        var streams: [String: [Int: EventSignal]] = [:]
+        var streams: [String: [Int: (signal: EventSignal, progress: Bool)]] = [:]
     }
 
     private let configuration: JobFarmConfiguration
@@ -52,11 +52,13 @@ final class JobEvents: Sendable {
     }
 
     /// A signal fired by every event (`succeeded`, `progress 0.5`, a reconnect…) of one job id.
-    func subscribe(id: String) -> (token: Int, signal: EventSignal) {
+    /// - Parameter progress: also fire on progress events (a waiter that shows progress); otherwise only on
+    ///   state changes, so a waiter re-reads the job only when there is something new to read.
+    func subscribe(id: String, progress: Bool) -> (token: Int, signal: EventSignal) {
         let signal = EventSignal()
         let token = state.withLock { state -> Int in
             state.nextToken += 1
-            state.streams[id, default: [:]][state.nextToken] = signal
+            state.streams[id, default: [:]][state.nextToken] = (signal, progress)
             return state.nextToken
         }
         return (token, signal)
@@ -78,7 +80,7 @@ final class JobEvents: Sendable {
             state.ready = true
             let waiters = state.readyWaiters
             state.readyWaiters = []
-            return (waiters, state.streams.values.flatMap(\.values))
+            return (waiters, state.streams.values.flatMap(\.values).map(\.signal))
         }
         for waiter in waiters { waiter.resume() }
         // Messages may have been missed while disconnected: every waiter re-reads its job.
@@ -90,8 +92,10 @@ final class JobEvents: Sendable {
         guard let space = text.firstIndex(of: " ") else { return }
         let id = String(text[..<space])
         let event = String(text[text.index(after: space)...])
-        let targets = state.withLock { $0.streams[id].map { Array($0.values) } ?? [] }
-        _ = event
+        let isProgress = event.hasPrefix("progress")
+        let targets = state.withLock { state in
+            state.streams[id].map { $0.values.filter { !isProgress || $0.progress }.map(\.signal) } ?? []
+        }
         for signal in targets { signal.fire() }
     }
 }
@@ -105,7 +109,7 @@ extension JobFarm {
         onUpdate: (@Sendable (JobStatus) -> Void)? = nil
     ) async throws -> JobStatus {
         await events.start()
-        let (token, signal) = events.subscribe(id: id)
+        let (token, signal) = events.subscribe(id: id, progress: onUpdate != nil)
         defer { events.unsubscribe(id: id, token: token) }
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
