@@ -64,11 +64,18 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
 
+        // Test support shared by the test targets: a farm on the test Redis, an in-process worker.
+        .target(name: "JobFarmTesting", dependencies: [
+            "JobProtocol", "JobQueue", "JobWorker", "RedisClient",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "JobFarmTests", dependencies: [
+            "JobFarmTesting",
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
+            "JobFarmTesting",
             "MLJobs", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,4 +1,5 @@
 import Foundation
+import JobFarmTesting
 import JobProtocol
 import Testing
 

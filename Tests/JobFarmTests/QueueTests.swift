@@ -1,4 +1,5 @@
 import Foundation
+import JobFarmTesting
 import JobKinds
 import JobProtocol
 import JobQueue

@@ -1,3 +1,4 @@
+import JobFarmTesting
 import Compute
 import Foundation
 import JobProtocol
@@ -12,7 +13,7 @@ import Testing
 struct BadInputTests {
     @Test("each bad input dead-letters as non_retryable with a clear message; the worker keeps serving")
     func badInputs() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         let model = try randomModel(inputs: 8, hidden: 16, outputs: 4)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mljobs-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,3 +1,4 @@
+import JobFarmTesting
 import Compute
 import Foundation
 import JobProtocol
@@ -11,7 +12,7 @@ import Testing
 struct HandlerTests {
     @Test("inference: concurrent single-row jobs are batched and each gets its own answer")
     func inferenceBatched() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         let model = try randomModel(inputs: 8, hidden: 16, outputs: 4)
         try await withMLWorker(farm: farm, options: testOptions(batching: true, maxBatch: 32)) { environment in
             _ = try await environment.models.push(model: model, name: "tiny")
@@ -41,7 +42,7 @@ struct HandlerTests {
 
     @Test("inference at fp16 and int8 of an fp32 model stays close to fp32")
     func inferencePrecisions() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         let model = try randomModel(inputs: 8, hidden: 16, outputs: 4)
         try await withMLWorker(farm: farm, options: testOptions(batching: false)) { environment in
             _ = try await environment.models.push(model: model, name: "tiny")
@@ -59,7 +60,7 @@ struct HandlerTests {
 
     @Test("batch_analysis on digits matches direct statistics; large matrices are stored, not embedded")
     func batchAnalysis() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         var options = testOptions()
         options.maxEmbeddedMatrixColumns = 16
         try await withMLWorker(farm: farm, options: options) { environment in
@@ -93,7 +94,7 @@ struct HandlerTests {
 
     @Test("datasets from the farm (farm:NAME), CSV and .npy, feed train and batch_analysis")
     func farmDatasets() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         try await withMLWorker(farm: farm) { environment in
             let csv = try [UInt8](Data(contentsOf: URL(fileURLWithPath: PackagePaths.digits)))
             try await environment.datasets.push(name: "digits", bytes: csv)

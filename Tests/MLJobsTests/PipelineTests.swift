@@ -1,3 +1,4 @@
+import JobFarmTesting
 import Compute
 import Foundation
 import JobProtocol
@@ -12,7 +13,7 @@ import Testing
 struct PipelineTests {
     @Test("train → quantize fp16/int8 → validate → promote → inference")
     func pipeline() async throws {
-        let farm = try TestRedis.farm()
+        let farm = try mlTestFarm()
         try await withMLWorker(farm: farm) { environment in
             // Train on 75 % (stratified, seed 0); the 25 % held out is the test split of every step below.
             let trained = try await succeed(farm, "train", """

@@ -1,3 +1,4 @@
+import JobFarmTesting
 import Compute
 import Foundation
 import JobQueue

@@ -1,4 +1,5 @@
 import Foundation
+import JobFarmTesting
 import JobKinds
 import JobProtocol
 import JobQueue
@@ -7,54 +8,13 @@ import Logging
 import RedisClient
 import Testing
 
-/// The throwaway Redis that scripts/test starts (JOBFARM_TEST_REDIS_URL).
-enum TestRedis {
-    static let url: String? = ProcessInfo.processInfo.environment["JOBFARM_TEST_REDIS_URL"]
-
-    /// Integration tests run only with a real Redis; scripts/test always provides one.
-    static var available: Bool { url != nil }
-
-    static var configuration: RedisConfiguration {
-        get throws { try RedisConfiguration(url: url ?? "redis://127.0.0.1:6379") }
-    }
-
-    /// A farm in a namespace of its own, so tests run in parallel without seeing each other's keys.
-    static func farm(
-        leaseDuration: Duration = .seconds(10), heartbeat: Duration = .seconds(2),
-        tierPolicy: TierPolicy = .strict(agingAfter: .seconds(10)), redis: RedisConfiguration? = nil,
-        maintenance: Duration = .milliseconds(100), maxLeaseLosses: Int = 3
-    ) throws -> JobFarm {
-        let configuration = JobFarmConfiguration(
-            redis: try redis ?? self.configuration, namespace: "t" + JobID.make().suffix(12).lowercased(),
-            tierPolicy: tierPolicy, leaseDuration: leaseDuration, heartbeatInterval: heartbeat,
-            maintenanceInterval: maintenance, maxLeaseLosses: maxLeaseLosses)
-        return try JobFarm(configuration: configuration)
-    }
-}
-
-/// A worker running inside the test process, stopped at the end of `body`.
+/// A worker running inside the test process with the built-in kinds (fast retries), stopped at the end of `body`.
 func withWorker<T>(
     farm: JobFarm, registry: HandlerRegistry = .builtins(failRetryPolicy: .exponentialJitter(base: .milliseconds(20), cap: .milliseconds(100), maxAttempts: 1000, jitter: 0)),
     queues: [String]? = ["default"], concurrency: Int = 4, shutdownGrace: Duration = .seconds(5),
     _ body: (Worker) async throws -> T
 ) async throws -> T {
-    var logger = Logger(label: "test.worker")
-    logger.logLevel = .error
-    let worker = Worker(
-        farm: farm, registry: registry,
-        configuration: WorkerConfiguration(queues: queues, concurrency: concurrency, shutdownGrace: shutdownGrace, idleWait: .milliseconds(200)),
-        logger: logger)
-    let task = Task { try await worker.run() }
-    do {
-        let result = try await body(worker)
-        worker.beginShutdown()
-        try await task.value
-        return result
-    } catch {
-        worker.beginShutdown()
-        _ = try? await task.value
-        throw error
-    }
+    try await withTestWorker(farm: farm, registry: registry, queues: queues, concurrency: concurrency, shutdownGrace: shutdownGrace, body)
 }
 
 /// Polls `condition` until true or `timeout` (for observing other processes; the library itself never polls).
@@ -68,28 +28,11 @@ func eventually(timeout: Duration = .seconds(10), _ what: String = "condition", 
     throw TestFailure("timed out waiting for \(what)")
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// Runs a raw Redis command against the test server.
 func redis(_ farm: JobFarm, _ arguments: String...) async throws -> RESPValue {
     let client = RedisClient(configuration: farm.configuration.redis, name: "test")
     defer { client.close() }
     return try await client.send([RedisCommand(arguments)])[0]
-}
-
-/// Paths inside the package.
-enum PackagePaths {
-    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
-
-    /// The `jobfarm` binary built by `swift build` (scripts/test builds it before the tests).
-    static var jobfarm: String {
-        if let path = ProcessInfo.processInfo.environment["JOBFARM_BIN"] { return path }
-        return root.appendingPathComponent(".build/debug/jobfarm").path
-    }
 }
 
 /// A `jobfarm` child process.

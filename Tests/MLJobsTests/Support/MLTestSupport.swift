@@ -1,5 +1,6 @@
 import Compute
 import Foundation
+import JobFarmTesting
 import JobProtocol
 import JobQueue
 import JobWorker
@@ -9,25 +10,9 @@ import ModelStore
 import RedisClient
 import Testing
 
-/// The throwaway Redis that scripts/test starts (JOBFARM_TEST_REDIS_URL). Copied from JobFarmTests' support.
-enum TestRedis {
-    static let url: String? = ProcessInfo.processInfo.environment["JOBFARM_TEST_REDIS_URL"]
-
-    /// Integration tests run only with a real Redis; scripts/test always provides one.
-    static var available: Bool { url != nil }
-
-    static var configuration: RedisConfiguration {
-        get throws { try RedisConfiguration(url: url ?? "redis://127.0.0.1:6379") }
-    }
-
-    /// A farm in a namespace of its own, so tests run in parallel without seeing each other's keys.
-    static func farm() throws -> JobFarm {
-        let configuration = JobFarmConfiguration(
-            redis: try self.configuration, namespace: "tml" + JobID.make().suffix(12).lowercased(),
-            tierPolicy: .strict(agingAfter: .seconds(10)), leaseDuration: .seconds(30), heartbeatInterval: .seconds(2),
-            maintenanceInterval: .milliseconds(100), maxLeaseLosses: 3)
-        return try JobFarm(configuration: configuration)
-    }
+/// A farm on the test Redis for the ML tests (longer leases: training holds a job for a while).
+func mlTestFarm() throws -> JobFarm {
+    try TestRedis.farm(namespacePrefix: "tml", leaseDuration: .seconds(30))
 }
 
 /// Test options: batching on with a short delay, two compute threads.
@@ -46,20 +31,8 @@ func withMLWorker<T>(
     logger.logLevel = .error
     var registry = HandlerRegistry()
     let environment = registerMLJobs(into: &registry, farm: farm, options: options, logger: logger)
-    let worker = Worker(
-        farm: farm, registry: registry,
-        configuration: WorkerConfiguration(queues: ["ml"], concurrency: concurrency, shutdownGrace: .seconds(5), idleWait: .milliseconds(200)),
-        logger: logger)
-    let task = Task { try await worker.run() }
-    do {
-        let result = try await body(environment)
-        worker.beginShutdown()
-        try await task.value
-        return result
-    } catch {
-        worker.beginShutdown()
-        _ = try? await task.value
-        throw error
+    return try await withTestWorker(farm: farm, registry: registry, queues: ["ml"], concurrency: concurrency) { _ in
+        try await body(environment)
     }
 }
 
@@ -79,18 +52,10 @@ func succeed(_ farm: JobFarm, _ kind: String, _ payload: String, timeout: Durati
     return result
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// A fresh Redis client on the test server.
 func testClient() throws -> RedisClient { RedisClient(configuration: try TestRedis.configuration, name: "mltest") }
 
-/// Paths inside the package.
-enum PackagePaths {
-    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent()
+extension PackagePaths {
     static var digits: String { root.appendingPathComponent("data/digits/digits.csv").path }
 }
 
