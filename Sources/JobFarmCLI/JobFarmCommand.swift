@@ -109,7 +109,7 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
 
 struct CLIError: Error, CustomStringConvertible {
     var message: String
-    var description: String { "error: " + message }
+    var description: String { message }
 }
 
 extension CLIError: LocalizedError {

@@ -35,6 +35,7 @@ public final class RedisClient: @unchecked Sendable {
     private var shas: [String: String] = [:]
     private var failedAttempts = 0
     private var nextAttempt = ContinuousClock.now
+    private var lastConnectError = ""
     private var closed = false
 
     /// Creates a client; nothing is connected until the first command.
@@ -109,7 +110,8 @@ public final class RedisClient: @unchecked Sendable {
         if closed { throw RedisError.connectionLost("client was closed") }
         let now = ContinuousClock.now
         if now < nextAttempt {
-            throw RedisError.connectionFailed("\(configuration) is unreachable; next attempt in \(nextAttempt - now)")
+            // Still backing off after a failed connect: answer at once with the reason of that failure.
+            throw RedisError.connectionFailed(lastConnectError)
         }
         do {
             let fresh = try RedisConnection(configuration: configuration)
@@ -121,6 +123,7 @@ public final class RedisClient: @unchecked Sendable {
             let (initial, maximum) = configuration.reconnectBackoff
             let pause = min(maximum, initial * (1 << min(failedAttempts - 1, 20)))
             nextAttempt = ContinuousClock.now + pause
+            if case RedisError.connectionFailed(let text) = error { lastConnectError = text } else { lastConnectError = "\(error)" }
             throw error
         }
     }
