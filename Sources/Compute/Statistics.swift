@@ -230,6 +230,19 @@ public enum Statistics {
             throw ComputeError.invalidArgument("PCA components must be in 1...\(columns), got \(k)")
         }
         let cov = try covariance(data, rows: rows, columns: columns)
+        let (comps, variances, ratios) = try principalComponents(covariance: cov, columns: columns, components: k)
+        var means = [Double](repeating: 0, count: columns)
+        for r in 0..<rows { for c in 0..<columns { means[c] += Double(data[r * columns + c]) } }
+        return PCAResult(mean: means.map { $0 / Double(rows) }, components: comps, explainedVariance: variances,
+                         explainedVarianceRatio: ratios)
+    }
+
+    /// The top `k` principal components of a covariance matrix (LAPACK `dsyevd`): decreasing variance, each
+    /// component's largest-magnitude entry positive, ratios to the trace. Shared by `pca` and analyses that
+    /// build the covariance block by block.
+    public static func principalComponents(covariance cov: [Double], columns: Int, components k: Int) throws
+        -> (components: [[Double]], variances: [Double], ratios: [Double])
+    {
         let (values, vectors) = try BLAS.symmetricEigen(cov, n: columns)
         let total = (0..<columns).reduce(0.0) { $0 + cov[$1 * columns + $1] }
         var comps: [[Double]] = [], variances: [Double] = []
@@ -239,10 +252,7 @@ public enum Statistics {
             comps.append(v)
             variances.append(Swift.max(0, values[idx]))
         }
-        var means = [Double](repeating: 0, count: columns)
-        for r in 0..<rows { for c in 0..<columns { means[c] += Double(data[r * columns + c]) } }
-        return PCAResult(mean: means.map { $0 / Double(rows) }, components: comps, explainedVariance: variances,
-                         explainedVarianceRatio: variances.map { total > 0 ? $0 / total : 0 })
+        return (comps, variances, variances.map { total > 0 ? $0 / total : 0 })
     }
 
     private static func checkShape(_ data: [Float], rows: Int, columns: Int) throws {

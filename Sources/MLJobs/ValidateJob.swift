@@ -41,6 +41,8 @@ public struct ValidateJob: JobHandler {
         public var holdout: Holdout?
         public var thresholds: Thresholds?
         public var promote: Promotion?
+        /// Rows per block when reading the dataset (default 65536); metrics are accumulated block by block.
+        public var blockRows: Int?
     }
 
     /// One threshold check.
@@ -67,6 +69,9 @@ public struct ValidateJob: JobHandler {
         public var passed: Bool
         /// Set when the alias was moved: `{alias, model, previous}`.
         public var promoted: [String: String]?
+        /// Rows per block the dataset was read in, and the number of blocks.
+        public var blockRows: Int
+        public var blocks: Int
     }
 
     let environment: MLEnvironment
@@ -88,70 +93,70 @@ public struct ValidateJob: JobHandler {
             throw JobError.nonRetryable("shape mismatch: candidate takes \(candidate.inputSize) → \(candidate.outputSize), reference \(reference.inputSize) → \(reference.outputSize)")
         }
         await context.progress(0.1)
-        let table = try await environment.loadTable(parameters.dataset, labelColumn: parameters.labelColumn)
-        var features = table.features
-        var rows = table.rows
-        var labels: [Int]?
-        if table.labels != nil {
-            let (train, test) = try await classifying { try table.split(parameters.holdout) }
-            let evaluated = test ?? train
-            features = evaluated.features
-            rows = evaluated.count
-            labels = evaluated.labels
-        } else if parameters.holdout != nil {
+        let data = try await environment.openBlocks(parameters.dataset, labelColumn: parameters.labelColumn,
+                                                    blockRows: parameters.blockRows ?? 65_536)
+        let hasLabels = data.labelColumn != nil
+        if !hasLabels, parameters.holdout != nil {
             throw JobError.nonRetryable("holdout needs labels for its stratified split; give labelColumn")
         }
-        guard table.columns == candidate.inputSize else {
-            throw JobError.nonRetryable("shape mismatch: dataset \(parameters.dataset) has \(table.columns) feature columns, model \(candidateVersion.reference) takes \(candidate.inputSize)")
+        // A held-out split needs every label first (one pass reading labels; features are not kept).
+        var selected: [Int]?
+        if let holdout = parameters.holdout, holdout.fraction > 0 {
+            selected = try await classifying {
+                try await environment.executor.run {
+                    var labels: [Int] = []
+                    try data.forEachBlock { _, y, _ in labels.append(contentsOf: try data.classes(y, firstRow: labels.count)) }
+                    return try LabeledDataset.stratifiedIndices(labels: labels, testFraction: holdout.fraction, seed: holdout.seed ?? 0).test
+                }
+            }
         }
-        guard rows >= 1 else { throw JobError.nonRetryable("dataset \(parameters.dataset) has no rows to validate on") }
+        guard data.columns == candidate.inputSize else {
+            throw JobError.nonRetryable("shape mismatch: dataset \(parameters.dataset) has \(data.columns) feature columns, model \(candidateVersion.reference) takes \(candidate.inputSize)")
+        }
         await context.progress(0.3)
-        let inputs = features, count = rows
-        let candidateLogits = try await classifying {
-            try await environment.executor.run { try candidate.logits(rows: inputs, batch: count) }
+        let rowsToUse = selected, referenceModel = reference
+        let metrics = try await classifying {
+            try await environment.executor.run { () throws -> ValidationMetrics in
+                var metrics = ValidationMetrics(classes: candidate.outputSize)
+                var firstRow = 0, next = 0
+                try data.forEachBlock { features, y, n in
+                    defer { firstRow += n }
+                    metrics.blocks += 1
+                    var x = features, labels = hasLabels ? try data.classes(y, firstRow: firstRow) : nil, count = n
+                    if let rowsToUse {
+                        // Keep the block's rows that are in the (sorted) held-out index list.
+                        var keep: [Int] = []
+                        while next < rowsToUse.count, rowsToUse[next] < firstRow + n { keep.append(rowsToUse[next] - firstRow); next += 1 }
+                        let f = data.columns
+                        x = []
+                        x.reserveCapacity(keep.count * f)
+                        for r in keep { x.append(contentsOf: features[(r * f)..<((r + 1) * f)]) }
+                        labels = labels.map { l in keep.map { l[$0] } }
+                        count = keep.count
+                    }
+                    guard count > 0 else { return }
+                    let a = try candidate.logits(rows: x, batch: count)
+                    let b = try referenceModel.map { try $0.logits(rows: x, batch: count) }
+                    metrics.add(candidate: a, reference: b, labels: labels, rows: count)
+                }
+                return metrics
+            }
         }
-        var referenceLogits: [Float]?
-        if let model = reference {
-            referenceLogits = try await classifying { try await environment.executor.run { try model.logits(rows: inputs, batch: count) } }
-        }
+        let rows = metrics.rows
+        guard rows >= 1 else { throw JobError.nonRetryable("dataset \(parameters.dataset) has no rows to validate on") }
         await context.progress(0.8)
         let classes = candidate.outputSize
-        func argmax(_ z: [Float], _ r: Int) -> Int {
-            var best = 0
-            for j in 1..<max(1, classes) where z[r * classes + j] > z[r * classes + best] { best = j }
-            return best
-        }
         var output = Output(candidate: candidateVersion.reference, reference: referenceVersion?.reference, rows: rows,
-                            checks: [], passed: true)
-        if let labels {
-            output.accuracy = Double((0..<rows).filter { argmax(candidateLogits, $0) == labels[$0] }.count) / Double(rows)
-            if let referenceLogits {
-                output.referenceAccuracy = Double((0..<rows).filter { argmax(referenceLogits, $0) == labels[$0] }.count) / Double(rows)
-            }
+                            checks: [], passed: true, blockRows: data.blockRows, blocks: metrics.blocks)
+        if hasLabels {
+            output.accuracy = Double(metrics.correct) / Double(rows)
+            if reference != nil { output.referenceAccuracy = Double(metrics.referenceCorrect) / Double(rows) }
         }
-        if let referenceLogits, let reference {
-            var agree = 0
-            var maxDiff = 0.0, sumDiff = 0.0, cosineSum = 0.0
-            for r in 0..<rows {
-                if argmax(candidateLogits, r) == argmax(referenceLogits, r) { agree += 1 }
-                let a = Array(candidateLogits[(r * classes)..<((r + 1) * classes)])
-                let b = Array(referenceLogits[(r * classes)..<((r + 1) * classes)])
-                let pa = softmax(a), pb = softmax(b)
-                var dot = 0.0, na = 0.0, nb = 0.0
-                for j in 0..<classes {
-                    let d = Double(abs(pa[j] - pb[j]))
-                    maxDiff = max(maxDiff, d)
-                    sumDiff += d
-                    dot += Double(a[j]) * Double(b[j])
-                    na += Double(a[j]) * Double(a[j])
-                    nb += Double(b[j]) * Double(b[j])
-                }
-                cosineSum += na > 0 && nb > 0 ? dot / (na.squareRoot() * nb.squareRoot()) : (na == nb ? 1 : 0)
-            }
-            output.top1Agreement = Double(agree) / Double(rows)
-            output.maxAbsDiff = maxDiff
-            output.meanAbsDiff = sumDiff / Double(rows * classes)
-            output.cosineSimilarity = cosineSum / Double(rows)
+        if let reference {
+            output.top1Agreement = Double(metrics.agree) / Double(rows)
+            output.maxAbsDiff = metrics.maxDiff
+            output.meanAbsDiff = metrics.sumDiff / Double(rows * classes)
+            output.cosineSimilarity = metrics.cosineSum / Double(rows)
             output.sizeRatio = Double(candidate.tensorByteCount) / Double(max(1, reference.tensorByteCount))
         }
         if let t = parameters.thresholds {
@@ -177,5 +182,49 @@ public struct ValidateJob: JobHandler {
         }
         await context.progress(1)
         return output
+    }
+}
+
+/// Validation metrics accumulated block by block: sums and counts, so that the result does not depend on the blocking.
+struct ValidationMetrics: Sendable {
+    let classes: Int
+    var rows = 0
+    /// Blocks read (including blocks with no held-out row).
+    var blocks = 0
+    var correct = 0, referenceCorrect = 0, agree = 0
+    var maxDiff = 0.0, sumDiff = 0.0, cosineSum = 0.0
+
+    init(classes: Int) { self.classes = classes }
+
+    private func argmax(_ z: [Float], _ r: Int) -> Int {
+        var best = 0
+        for j in 1..<max(1, classes) where z[r * classes + j] > z[r * classes + best] { best = j }
+        return best
+    }
+
+    /// Adds a block's logits (`rows × classes`) and labels.
+    mutating func add(candidate: [Float], reference: [Float]?, labels: [Int]?, rows n: Int) {
+        for r in 0..<n {
+            let top = argmax(candidate, r)
+            if let labels, top == labels[r] { correct += 1 }
+            guard let reference else { continue }
+            let refTop = argmax(reference, r)
+            if let labels, refTop == labels[r] { referenceCorrect += 1 }
+            if top == refTop { agree += 1 }
+            let a = Array(candidate[(r * classes)..<((r + 1) * classes)])
+            let b = Array(reference[(r * classes)..<((r + 1) * classes)])
+            let pa = softmax(a), pb = softmax(b)
+            var dot = 0.0, na = 0.0, nb = 0.0
+            for j in 0..<classes {
+                let d = Double(abs(pa[j] - pb[j]))
+                maxDiff = max(maxDiff, d)
+                sumDiff += d
+                dot += Double(a[j]) * Double(b[j])
+                na += Double(a[j]) * Double(a[j])
+                nb += Double(b[j]) * Double(b[j])
+            }
+            cosineSum += na > 0 && nb > 0 ? dot / (na.squareRoot() * nb.squareRoot()) : (na == nb ? 1 : 0)
+        }
+        rows += n
     }
 }
