@@ -72,10 +72,11 @@ public enum MLPTrainer {
     /// - Parameters:
     ///   - classCount: number of outputs; defaults to the largest label + 1 over train and validation.
     ///   - validation: a separate validation set; when nil, `config.validationFraction` of `data` is split off.
-    ///   - progress: called after every epoch with `(epoch, loss, valAccuracy)`.
+    ///   - progress: called after every epoch with `(epoch, loss, valAccuracy)`; throwing from it stops training
+    ///     and `train` rethrows the error.
     public static func train(_ data: LabeledDataset, classCount: Int? = nil, validation: LabeledDataset? = nil,
                              config: TrainingConfig,
-                             progress: (EpochProgress) -> Void = { _ in }) throws -> TrainingResult {
+                             progress: (EpochProgress) throws -> Void = { _ in }) throws -> TrainingResult {
         try validate(config)
         guard data.count > 0 else { throw ComputeError.invalidArgument("training set is empty") }
         if let v = validation, v.featureCount != data.featureCount {
@@ -163,7 +164,7 @@ public enum MLPTrainer {
             }
             let p = EpochProgress(epoch: epoch, loss: epochLoss, valAccuracy: valAcc)
             history.append(p)
-            progress(p)
+            try progress(p)  // a callback that throws stops training (a cancelled or timed-out job)
             if let patience = config.earlyStoppingPatience, valAcc != nil, sinceImprovement >= patience {
                 stoppedEarly = epoch < config.maxEpochs
                 break

@@ -1,5 +1,6 @@
 import Compute
 import Foundation
+import Synchronization
 import JobQueue
 import JobWorker
 import ModelStore
@@ -105,13 +106,21 @@ public struct TrainJob: JobHandler {
         let maxEpochs = Double(config.maxEpochs)
         let start = ContinuousClock.now
         let result: TrainingResult
+        // The epochs run on a compute thread, outside this task: a cancel or a timeout reaches them through this
+        // flag, checked after every epoch, so the thread is freed instead of training on for nothing.
+        let stop = Mutex(false)
         do {
-            result = try await classifying {
-                try await environment.executor.run { [validation] in
-                    try MLPTrainer.train(train, validation: validation, config: config) { epoch in
-                        continuation.yield(0.05 + 0.85 * Double(epoch.epoch) / maxEpochs)
+            result = try await withTaskCancellationHandler {
+                try await classifying {
+                    try await environment.executor.run { [validation] in
+                        try MLPTrainer.train(train, validation: validation, config: config) { epoch in
+                            if stop.withLock({ $0 }) { throw CancellationError() }
+                            continuation.yield(0.05 + 0.85 * Double(epoch.epoch) / maxEpochs)
+                        }
                     }
                 }
+            } onCancel: {
+                stop.withLock { $0 = true }
             }
         } catch {
             continuation.finish()

@@ -73,6 +73,28 @@ import Testing
         #expect(c.history != a.history)
     }
 
+    @Test func aThrowingProgressCallbackStopsTraining() throws {
+        var rng = SeededRandom(seed: 3)
+        var x: [Float] = [], y: [Int] = []
+        for i in 0..<100 {
+            for _ in 0..<3 { x.append(rng.nextUnitFloat()) }
+            y.append(i % 2)
+        }
+        let data = try LabeledDataset(features: x, labels: y, featureCount: 3)
+        var config = TrainingConfig()
+        config.hiddenSizes = [4]
+        config.maxEpochs = 50
+        struct Stop: Error {}
+        var seen: [Int] = []
+        #expect(throws: Stop.self) {
+            _ = try MLPTrainer.train(data, config: config) { epoch in
+                seen.append(epoch.epoch)
+                if epoch.epoch == 3 { throw Stop() }
+            }
+        }
+        #expect(seen == [1, 2, 3], "no epoch runs after the callback threw")
+    }
+
     @Test func separateValidationSetAndEarlyStopping() throws {
         var rng = SeededRandom(seed: 8)
         func blobs(_ n: Int) throws -> LabeledDataset {
