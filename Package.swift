@@ -52,7 +52,7 @@ let package = Package(
         ]),
         // ML job kinds: inference (dynamic batching), batch_analysis, quantize, validate, train.
         .target(name: "MLJobs", dependencies: [
-            "Compute", "COpenBLAS", "ModelStore", "JobWorker", "JobProtocol", "JobQueue", "RedisClient",
+            "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobQueue", "RedisClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The `jobfarm` command line.

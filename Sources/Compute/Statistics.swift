@@ -190,6 +190,27 @@ public enum Statistics {
         return Histogram(edges: edges, counts: counts)
     }
 
+    /// The column means of `data` (`rows × columns`, row-major) and `alpha · Σ (x − mean)(x − mean)ᵀ` in FP64
+    /// (`cblas_dsyrk`), `columns × columns`, both triangles filled. The covariance is this with
+    /// `alpha = 1/(rows − 1)`; streamed analyses take it per block with `alpha = 1` and merge the blocks.
+    public static func centredGram(_ data: [Float], rows: Int, columns: Int, alpha: Double = 1) throws
+        -> (means: [Double], gram: [Double])
+    {
+        try BLAS.checkInt32(rows, columns, columns * columns)
+        var means = [Double](repeating: 0, count: columns)
+        for r in 0..<rows { for c in 0..<columns { means[c] += Double(data[r * columns + c]) } }
+        for c in 0..<columns { means[c] /= Double(max(1, rows)) }
+        var centred = [Double](repeating: 0, count: rows * columns)
+        for r in 0..<rows { for c in 0..<columns { centred[r * columns + c] = Double(data[r * columns + c]) - means[c] } }
+        var gram = [Double](repeating: 0, count: columns * columns)
+        centred.withUnsafeBufferPointer { a in
+            gram.withUnsafeMutableBufferPointer { c in
+                BLAS.gramMatrix(a, rows: rows, cols: columns, alpha: alpha, into: c)
+            }
+        }
+        return (means, gram)
+    }
+
     /// Sample covariance matrix (n − 1), `columns × columns` row-major.
     public static func covariance(_ data: [Float], rows: Int, columns: Int) throws -> [Double] {
         try checkShape(data, rows: rows, columns: columns)
@@ -197,18 +218,7 @@ public enum Statistics {
         if let i = data.firstIndex(where: { !$0.isFinite }) {
             throw ComputeError.nonFiniteValue("row \(i / columns) column \(i % columns) is \(data[i])")
         }
-        try BLAS.checkInt32(rows, columns, columns * columns)
-        var means = [Double](repeating: 0, count: columns)
-        for r in 0..<rows { for c in 0..<columns { means[c] += Double(data[r * columns + c]) } }
-        for c in 0..<columns { means[c] /= Double(rows) }
-        var centred = [Double](repeating: 0, count: rows * columns)
-        for r in 0..<rows { for c in 0..<columns { centred[r * columns + c] = Double(data[r * columns + c]) - means[c] } }
-        var cov = [Double](repeating: 0, count: columns * columns)
-        centred.withUnsafeBufferPointer { a in
-            cov.withUnsafeMutableBufferPointer { c in
-                BLAS.gramMatrix(a, rows: rows, cols: columns, alpha: 1 / Double(rows - 1), into: c)
-            }
-        }
+        let cov = try centredGram(data, rows: rows, columns: columns, alpha: 1 / Double(rows - 1)).gram
         return cov
     }
 

@@ -1,4 +1,3 @@
-import COpenBLAS
 import Compute
 import Foundation
 import JobWorker
@@ -210,7 +209,7 @@ public struct BatchAnalysisJob: JobHandler {
             }
             await context.progress(0.8)
             if components > 0 {
-                let pca = try await classifying { try await executor.run { try principalComponents(cov, columns: columns, k: components) } }
+                let pca = try await classifying { try await executor.run { try Statistics.principalComponents(covariance: cov, columns: columns, components: components) } }
                 output.pca = PCAOutput(
                     explainedVariance: pca.variances, explainedVarianceRatio: pca.ratios,
                     components: try await matrix(pca.components.flatMap { $0 }, rows: components, columns: columns, name: "pca", context: context))
@@ -279,20 +278,7 @@ struct StreamingPass: Sendable {
             if let i = block.firstIndex(where: { !$0.isFinite }) {
                 throw JobError.nonRetryable("dataset \(source): row \(rows + i / columns) column \(i % columns) is \(block[i]) (covariance and PCA need finite values)")
             }
-            try BLASCheck.int32(n, columns, columns * columns)
-            var blockMean = [Double](repeating: 0, count: columns)
-            for r in 0..<n { for c in 0..<columns { blockMean[c] += Double(block[r * columns + c]) } }
-            for c in 0..<columns { blockMean[c] /= Double(n) }
-            var centred = [Double](repeating: 0, count: n * columns)
-            for r in 0..<n { for c in 0..<columns { centred[r * columns + c] = Double(block[r * columns + c]) - blockMean[c] } }
-            var gram = [Double](repeating: 0, count: columns * columns)
-            let cols = columns
-            centred.withUnsafeBufferPointer { a in
-                gram.withUnsafeMutableBufferPointer { g in
-                    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, Int32(cols), Int32(n), 1,
-                                a.baseAddress, Int32(cols), 0, g.baseAddress, Int32(cols))
-                }
-            }
+            let (blockMean, gram) = try Statistics.centredGram(block, rows: n, columns: columns)
             let na = Double(rows), nb = Double(n), total = na + nb
             let delta = (0..<columns).map { blockMean[$0] - means[$0] }
             let weight = na * nb / total
@@ -328,17 +314,4 @@ struct StreamingPass: Sendable {
         }
         return cov
     }
-}
-
-enum BLASCheck {
-    static func int32(_ values: Int...) throws {
-        if let v = values.first(where: { $0 > Int(Int32.max) }) {
-            throw ComputeError.invalidArgument("dimension \(v) exceeds the 32-bit BLAS interface")
-        }
-    }
-}
-
-/// Top-`k` principal components of a (streamed) covariance matrix: `Statistics.principalComponents`.
-func principalComponents(_ cov: [Double], columns n: Int, k: Int) throws -> (components: [[Double]], variances: [Double], ratios: [Double]) {
-    try Statistics.principalComponents(covariance: cov, columns: n, components: k)
 }
