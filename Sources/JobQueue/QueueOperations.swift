@@ -245,23 +245,6 @@ extension JobFarm {
         let next = values.count > 1 ? values[1].int ?? -1 : -1
         return (values.first?.int ?? 0, next >= 0 ? .milliseconds(next) : nil)
     }
-
-    /// Blocks until a job may be waiting in one of the queues, or `timeout` passes (BLPOP on wake-up tokens).
-    /// Returns the queue that was signalled, if any.
-    public func awaitWork(queues: [String], timeout: Duration, on client: RedisClient) async throws -> String? {
-        var command = RedisCommand("BLPOP")
-        for queue in queues { command.append(keys(queue).signal) }
-        let seconds = max(0.01, timeout.seconds)
-        command.append(String(format3(seconds)))
-        let reply = try await client.execute(command, blockingFor: timeout)
-        guard let items = reply.array, let key = items.first?.string else { return nil }
-        return queues.first { keys($0).signal == key }
-    }
-
-    /// Registers a queue name (what `enqueue` does), so workers without `--queues` find it.
-    public func register(queue: String) async throws {
-        _ = try await client.execute(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue))
-    }
 }
 
 /// A number with up to three decimals, no exponent.
