@@ -1,4 +1,6 @@
+import CComputeKernels
 import COpenBLAS
+import Synchronization
 
 /// Controls the number of threads OpenBLAS uses (process-wide).
 public enum BLASThreads {
@@ -32,6 +34,67 @@ extension String {
         while let f = s.first, f == " " || f == "\n" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\n" { s.removeLast() }
         return String(s)
+    }
+}
+
+/// When the farm's small-batch kernels (`ck_gemm_small_*`) beat OpenBLAS's `sgemm` on the inference shape.
+///
+/// `sgemm` packs the whole weight matrix before multiplying; for a few input rows the packing costs more than the
+/// product (measured here on a 4096 × 4096 layer: 12 ms at batch 2 where reading the weights once takes 3.3 ms).
+/// The small kernels read each weight once and reach 40–50 GFLOP/s on one core, below `sgemm`'s 60–90 for big
+/// batches, so they are used up to a batch limit that grows with the weight matrix (bigger matrices pay more for
+/// packing): 8 rows under 1 MiB of FP32 weights, 16 under 16 MiB, 32 above (8 whenever OpenBLAS runs more than one
+/// thread). A single row keeps `sgemv`.
+/// `jobfarm bench blas --only passes` shows the farm's path beside raw `sgemm` for each batch.
+public enum SmallBatchKernel {
+    /// Whether the vectorised kernels run on this CPU (AVX2 + FMA + F16C); without them `sgemm` is always used.
+    public static let accelerated = ck_gemm_small_accelerated() != 0
+
+    /// The largest batch the small kernel takes for a `rows × cols` weight matrix, run on `threads` threads.
+    /// `openBLASThreads` is the OpenBLAS setting sgemm would run with.
+    public static func batchLimit(rows: Int, cols: Int, threads: Int = 1, openBLASThreads: Int = BLASThreads.current) -> Int {
+        // With more than one OpenBLAS thread, sgemm splits the work across cores while a one-thread kernel runs on
+        // one: measured, sgemm wins from 16 rows there. Split across `threads` threads, the kernel keeps its lead
+        // up to about `threads` times the one-thread limit.
+        if threads <= 1 && openBLASThreads > 1 { return 8 }
+        let bytes = rows * cols * 4
+        let base = bytes < 1 << 20 ? 8 : bytes < 16 << 20 ? 16 : 32
+        return min(64, base * max(1, threads))
+    }
+
+    private static let enabled = Atomic<Bool>(true)
+
+    /// On by default; the benchmark turns it off to measure the plain `sgemm` path beside it.
+    public static var isEnabled: Bool {
+        get { enabled.load(ordering: .relaxed) }
+        set { enabled.store(newValue, ordering: .relaxed) }
+    }
+
+    /// True when a `batch`-row product with a `rows × cols` weight matrix should use the small kernel.
+    public static func preferred(batch: Int, rows: Int, cols: Int) -> Bool {
+        accelerated && batch >= 2 && batch <= batchLimit(rows: rows, cols: cols) && isEnabled
+    }
+
+    /// As `preferred(batch:rows:cols:)` for a product split across `threads` threads; a single row qualifies too
+    /// (split, it streams the weights with several cores where `sgemv` uses one).
+    public static func preferred(batch: Int, rows: Int, cols: Int, threads: Int) -> Bool {
+        guard threads > 1 else { return preferred(batch: batch, rows: rows, cols: cols) }
+        return accelerated && batch >= 1 && batch <= batchLimit(rows: rows, cols: cols, threads: threads) && isEnabled
+            && rows * cols >= 1 << 16  // below 256 KiB of weights, waking helpers costs more than it saves
+    }
+}
+
+/// Priority of compute threads: a forward pass should yield the core at once to the coordination around it.
+public enum ComputeThreadPriority {
+    /// Sets the calling thread's nice value (Linux: per thread). Returns false when the system refused.
+    @discardableResult
+    public static func setCurrentThread(nice: Int) -> Bool {
+        ck_set_thread_nice(Int32(clamping: nice)) == 0
+    }
+
+    /// The nice value the small-batch kernels' helper threads take when they start.
+    public static func setKernelHelpers(nice: Int) {
+        ck_compute_thread_nice(Int32(clamping: nice))
     }
 }
 
@@ -145,6 +208,8 @@ public enum BLAS {
         if batch == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(inFeatures), 1,
                         w, Int32(inFeatures), x, 1, beta, y, 1)
+        } else if SmallBatchKernel.preferred(batch: batch, rows: rows, cols: inFeatures) {
+            ck_gemm_small_f32(w, rows, inFeatures, x, inFeatures, batch, y, ldy)
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(inFeatures),
                         1, x, Int32(inFeatures), w, Int32(inFeatures), beta, y, Int32(ldy))

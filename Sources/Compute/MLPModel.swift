@@ -1,3 +1,4 @@
+import CComputeKernels
 import Foundation
 
 /// Numeric precision of a model's layer tensors.
@@ -170,7 +171,7 @@ public struct MLPModel: Sendable {
     /// Runs the network exactly as configured (every layer's activation applied).
     /// `rows` holds `batch × inputSize` values row-major; returns `batch × outputSize`.
     public func forward(rows: [Float], batch: Int) throws -> [Float] {
-        try run(rows, batch: batch, finalSoftmax: true)
+        try run(rows, batch: batch, finalSoftmax: true, threads: 1)
     }
 
     /// Runs the network on a `[batch, in]` (or `[in]`) tensor of any dtype; returns `[batch, out]` FP32.
@@ -184,13 +185,21 @@ public struct MLPModel: Sendable {
         guard input.rowLength == inputSize || (input.shape.count == 1 && input.count == inputSize) else {
             throw ComputeError.shapeMismatch("model takes \(inputSize) features per row, input shape is \(input.shape)")
         }
-        let out = try run(input.floats(), batch: batch, finalSoftmax: true)
+        let out = try run(input.floats(), batch: batch, finalSoftmax: true, threads: 1)
         return try Tensor(shape: [batch, outputSize], float32: out)
     }
 
     /// Logits: the network output with a final `softmax` activation (if configured) left out.
     public func logits(rows: [Float], batch: Int) throws -> [Float] {
-        try run(rows, batch: batch, finalSoftmax: false)
+        try run(rows, batch: batch, finalSoftmax: false, threads: 1)
+    }
+
+    /// Logits computed with up to `threads` threads of the farm's small-batch kernels (layers whose batch is under
+    /// `SmallBatchKernel`'s limit are split by weight rows, each thread streaming its own share of the weights;
+    /// bigger batches go to `sgemm` with OpenBLAS's own thread setting). Used by the dynamic batcher, which runs
+    /// one pass at a time across the cores.
+    public func logits(rows: [Float], batch: Int, threads: Int) throws -> [Float] {
+        try run(rows, batch: batch, finalSoftmax: false, threads: max(1, threads))
     }
 
     /// Softmax probabilities of the logits, `batch × outputSize`.
@@ -227,7 +236,7 @@ public struct MLPModel: Sendable {
         }
     }
 
-    private func run(_ rows: [Float], batch: Int, finalSoftmax: Bool) throws -> [Float] {
+    private func run(_ rows: [Float], batch: Int, finalSoftmax: Bool, threads: Int) throws -> [Float] {
         guard batch >= 1 else { throw ComputeError.invalidArgument("batch must be >= 1, got \(batch)") }
         let inSize = inputSize
         guard rows.count == batch * inSize else {
@@ -242,7 +251,7 @@ public struct MLPModel: Sendable {
         }
         for (i, layer) in layers.enumerated() {
             let skipSoftmax = !finalSoftmax && i == layers.count - 1 && layer.activation == .softmax
-            current = try layer.evaluate(current, batch: batch, applyActivation: !skipSoftmax)
+            current = try layer.evaluate(current, batch: batch, applyActivation: !skipSoftmax, threads: threads)
         }
         return current
     }
@@ -315,7 +324,7 @@ extension DenseLayer {
     }
 
     /// `activation(x · weightᵀ + bias)` for `batch` rows.
-    func evaluate(_ x: [Float], batch: Int, applyActivation: Bool) throws -> [Float] {
+    func evaluate(_ x: [Float], batch: Int, applyActivation: Bool, threads: Int = 1) throws -> [Float] {
         let out = outFeatures, inF = inFeatures
         try BLAS.checkInt32(batch, out, inF)
         let biasF32: [Float]? = bias?.floats()
@@ -323,7 +332,27 @@ extension DenseLayer {
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 withOptionalPointer(biasF32) { bp in
+                    let split = threads > 1 && SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads)
                     switch weight.storage {
+                    case .float32(let w) where split:
+                        preload(batch: batch, bias: bp, y: yp)
+                        w.withUnsafeBufferPointer { wp in
+                            ck_gemm_small_f32_mt(wp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
+                        }
+                    case .float16(let w) where split:
+                        preload(batch: batch, bias: bp, y: yp)
+                        w.withUnsafeBufferPointer { wp in
+                            wp.withMemoryRebound(to: UInt16.self) { bits in
+                                ck_gemm_small_f16_mt(bits.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
+                            }
+                        }
+                    case .int8(let q, let scales) where split:
+                        preload(batch: batch, bias: bp, y: yp)
+                        q.withUnsafeBufferPointer { qp in
+                            scales.withUnsafeBufferPointer { sp in
+                                ck_gemm_small_i8_mt(qp.baseAddress, sp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
+                            }
+                        }
                     case .float32(let w):
                         w.withUnsafeBufferPointer { wp in
                             BLAS.linear(x: xp.baseAddress, batch: batch, inFeatures: inF, w: wp.baseAddress,
@@ -335,6 +364,20 @@ extension DenseLayer {
                     case .int8(let q, let scales) where batch == 1:
                         preload(bias: bp, y: yp)
                         q.withUnsafeBufferPointer { qp in CompressedGEMV.i8(qp, scales: scales, rows: out, cols: inF, x: xp, y: yp) }
+                    case .float16(let w) where SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF):
+                        preload(batch: batch, bias: bp, y: yp)
+                        w.withUnsafeBufferPointer { wp in
+                            wp.withMemoryRebound(to: UInt16.self) { bits in
+                                ck_gemm_small_f16(bits.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out)
+                            }
+                        }
+                    case .int8(let q, let scales) where SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF):
+                        preload(batch: batch, bias: bp, y: yp)
+                        q.withUnsafeBufferPointer { qp in
+                            scales.withUnsafeBufferPointer { sp in
+                                ck_gemm_small_i8(qp.baseAddress, sp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out)
+                            }
+                        }
                     case .float16(let w):
                         w.withUnsafeBufferPointer { wp in
                             blocked(batch: batch, x: xp, bias: bp, y: yp) { r0, nr, scratch in
@@ -356,10 +399,13 @@ extension DenseLayer {
         return y
     }
 
-    /// y[0..<out] = bias (or 0), for the fused single-row kernels that accumulate into y.
-    private func preload(bias: UnsafePointer<Float>?, y: UnsafeMutableBufferPointer<Float>) {
+    /// Each of the `batch` rows of y = bias (or 0), for the fused kernels that accumulate into y.
+    private func preload(batch: Int = 1, bias: UnsafePointer<Float>?, y: UnsafeMutableBufferPointer<Float>) {
         guard let yp = y.baseAddress else { return }
-        if let bias { yp.update(from: bias, count: outFeatures) } else { yp.update(repeating: 0, count: outFeatures) }
+        for i in 0..<batch {
+            if let bias { (yp + i * outFeatures).update(from: bias, count: outFeatures) }
+            else { (yp + i * outFeatures).update(repeating: 0, count: outFeatures) }
+        }
     }
 
     private func blocked(batch: Int, x: UnsafeBufferPointer<Float>, bias: UnsafePointer<Float>?,

@@ -22,7 +22,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
-    @Option(help: "Sections to run: gemm,fp16,queue,train.") var only: String = "gemm,fp16,queue,train"
+    @Option(help: "Sections to run: gemm,fp16,passes,queue,train.") var only: String = "gemm,fp16,passes,queue,train"
     @Option(help: "Seconds per queue run.") var queueSeconds: Double = 3
     @Option(help: "Worker concurrency in the queue runs.") var clients: Int = 64
     @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1600,2000"
@@ -31,6 +31,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
     @Option(help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
     @Option(help: "Dynamic batching: most wait, in milliseconds.") var maxDelayMs: Double = 2
     @Option(help: "Dynamic batching: passes at once (0 = one per compute thread).") var passes: Int = 1
+    @Option(help: "Queue runs: off (no batching), on (dynamic batching), or both.") var batching: String = "off,on"
     @Option(help: "digits.csv path.") var digits: String = "data/digits/digits.csv"
 
     func run() async throws {
@@ -43,6 +44,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         print("FP32 peak: \(peak.description)\n")
         if sections.contains("gemm") { try gemm(peak: peak) }
         if sections.contains("fp16") { try fp16() }
+        if sections.contains("passes") { try passes(model: try queueModel()) }
         if sections.contains("queue") { try await queue() }
         if sections.contains("train") { try train() }
     }
@@ -141,24 +143,16 @@ struct BenchBLASCommand: AsyncParsableCommand {
     // MARK: Queue
 
     func queue() async throws {
-        let hiddenSizes = hidden.split(separator: ",").compactMap { Int($0) }
-        var rng = SeededRandom(seed: 2)
-        let sizes = [inputs] + hiddenSizes + [10]
-        var layers: [DenseLayerConfig] = []
-        var tensors: [String: Tensor] = [:]
-        for i in 0..<(sizes.count - 1) {
-            let scale = 1 / Float(sizes[i]).squareRoot()
-            tensors["\(i).weight"] = try Tensor(shape: [sizes[i + 1], sizes[i]], float32: (0..<(sizes[i] * sizes[i + 1])).map { _ in (rng.nextUnitFloat() - 0.5) * scale })
-            tensors["\(i).bias"] = try Tensor(shape: [sizes[i + 1]], float32: [Float](repeating: 0, count: sizes[i + 1]))
-            layers.append(DenseLayerConfig(weight: "\(i).weight", bias: "\(i).bias", activation: i == sizes.count - 2 ? .softmax : .relu))
-        }
-        let model = try MLPModel(config: ModelConfig(layers: layers), tensors: tensors)
+        let sizes = [inputs] + hidden.split(separator: ",").compactMap { Int($0) } + [10]
+        let model = try queueModel()
+        var rng = SeededRandom(seed: 4)
         let input = (0..<inputs).map { _ in Double(rng.nextUnitFloat()) }
         let payload = try JSONValue(encoding: BenchInferencePayload(model: "bench-mlp", inputs: [input], returnLogits: false))
         let offered = rates.split(separator: ",").compactMap { Double($0) }.sorted()
         print("Single-row inference through the queue: model \(sizes.map(String.init).joined(separator: "→")) fp32; open loop: jobs enqueued at a fixed rate for \(queueSeconds) s, latency = server time from enqueue to finish; worker concurrency \(clients), fetch batch 100")
         var best: [Double] = [], kept: [Double] = []
-        for batching in [false, true] {
+        let modes = batching.split(separator: ",").map { $0 == "on" }
+        for batching in modes {
             var configuration = try global.farmConfiguration()
             configuration.namespace = "bench-ml-\(UInt32.random(in: 0...UInt32.max))"
             let farm = try JobFarm(configuration: configuration, connections: 4)
@@ -191,8 +185,8 @@ struct BenchBLASCommand: AsyncParsableCommand {
                 let keptUp = run.throughput >= 0.95 * rate && run.failed == 0 && run.unfinished == 0
                 if keptUp { keptUpTo = max(keptUpTo, run.throughput) }
                 if keptUp && run.p99 < 0.020 { sustained = max(sustained, run.throughput) }
-                print(String(format: "    offered %6.0f/s → done %6.0f/s, p50 %6.1f ms, p99 %7.1f ms, %5d jobs, %d failed, %d unfinished, %.1f rows/pass%@",
-                             rate, run.throughput, run.p50 * 1000, run.p99 * 1000, run.completed, run.failed, run.unfinished,
+                print(String(format: "    offered %6.0f/s → done %6.0f/s, p50 %5.1f ms, p99 %6.1f ms (of which queue→lease p50 %4.1f, p99 %5.1f), %5d jobs, %d failed, %d unfinished, %.1f rows/pass%@",
+                             rate, run.throughput, run.p50 * 1000, run.p99 * 1000, run.waitP50 * 1000, run.waitP99 * 1000, run.completed, run.failed, run.unfinished,
                              passes > 0 ? Double(requests) / Double(passes) : 0, keptUp && run.p99 < 0.020 ? "" : "  (over: not kept up or p99 ≥ 20 ms)"))
                 if !keptUp { break }
             }
@@ -204,10 +198,53 @@ struct BenchBLASCommand: AsyncParsableCommand {
             try await BenchCleanup.removeNamespace(farm: farm)
         }
         let perRow = try singleRowMilliseconds(model)
-        print(String(format: "  speed-up with batching: %.2f× in requests/s kept up with, %.2f× at p99 < 20 ms (goal ≥ 5× at p99 < 20 ms)", kept[1] / max(1, kept[0]), best[1] / max(1, best[0])))
+        if modes == [false, true] {
+            print(String(format: "  speed-up with batching: %.2f× in requests/s kept up with, %.2f× at p99 < 20 ms (goal ≥ 5× at p99 < 20 ms)", kept[1] / max(1, kept[0]), best[1] / max(1, best[0])))
+        }
         print(String(format: "  ceiling: an unbatched forward pass costs %.3f ms per row → %.0f rows/s per core",
                      perRow, 1000 / perRow))
         print("")
+    }
+
+    /// Forward-pass time of the queue benchmark's model per batch size, with one BLAS thread and with all cores:
+    /// the ceiling of what batching can gain, measured without the queue.
+    func passes(model: MLPModel) throws {
+        print("Forward pass of the queue model (\(([model.inputSize] + hidden.split(separator: ",").compactMap { Int($0) } + [model.outputSize]).map(String.init).joined(separator: "→")) fp32), ms per pass and rows/s, best of 3 rounds")
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threadCounts = Array(Set([1, cores])).sorted()
+        print("ceiling: the same passes with every layer through raw cblas_sgemm/sgemv (the small-batch kernel off) with as many OpenBLAS threads; small-batch kernel vectorised: \(SmallBatchKernel.accelerated)")
+        print("batch " + threadCounts.map { String(format: "| %d thread(s): farm ms/pass  rows/s  raw-BLAS ms  ratio ", $0) }.joined())
+        var rng = SeededRandom(seed: 3)
+        for batch in [1, 2, 4, 8, 16, 32, 64] {
+            let x = (0..<(batch * model.inputSize)).map { _ in rng.nextUnitFloat() }
+            var line = String(format: "%5d ", batch)
+            for t in threadCounts {
+                let seconds = try BenchTiming.interleaved(rounds: 3, minTime: 0.15, [
+                    { BLASThreads.set(1); SmallBatchKernel.isEnabled = true; _ = try model.logits(rows: x, batch: batch, threads: t) },
+                    { BLASThreads.set(t); SmallBatchKernel.isEnabled = false; _ = try model.logits(rows: x, batch: batch) },
+                ])
+                SmallBatchKernel.isEnabled = true
+                line += String(format: "| %18.2f  %6.0f  %11.2f  %5.2f ", seconds[0] * 1000, Double(batch) / seconds[0], seconds[1] * 1000, seconds[1] / seconds[0])
+            }
+            print(line)
+        }
+        BLASThreads.set(threads)
+        print("")
+    }
+
+    func queueModel() throws -> MLPModel {
+        let hiddenSizes = hidden.split(separator: ",").compactMap { Int($0) }
+        var rng = SeededRandom(seed: 2)
+        let sizes = [inputs] + hiddenSizes + [10]
+        var layers: [DenseLayerConfig] = []
+        var tensors: [String: Tensor] = [:]
+        for i in 0..<(sizes.count - 1) {
+            let scale = 1 / Float(sizes[i]).squareRoot()
+            tensors["\(i).weight"] = try Tensor(shape: [sizes[i + 1], sizes[i]], float32: (0..<(sizes[i] * sizes[i + 1])).map { _ in (rng.nextUnitFloat() - 0.5) * scale })
+            tensors["\(i).bias"] = try Tensor(shape: [sizes[i + 1]], float32: [Float](repeating: 0, count: sizes[i + 1]))
+            layers.append(DenseLayerConfig(weight: "\(i).weight", bias: "\(i).bias", activation: i == sizes.count - 2 ? .softmax : .relu))
+        }
+        return try MLPModel(config: ModelConfig(layers: layers), tensors: tensors)
     }
 
     func singleRowMilliseconds(_ model: MLPModel) throws -> Double {
@@ -312,6 +349,9 @@ struct QueueRun: Sendable {
     var throughput: Double
     var p50: Double
     var p99: Double
+    /// Enqueue → lease (the queue's share of the latency).
+    var waitP50 = 0.0
+    var waitP99 = 0.0
 
     static func measure(farm: JobFarm, payload: JSONValue, clients: Int, seconds: Double) async throws -> QueueRun {
         let warmup = try await farm.enqueue(EnqueueRequest(kind: "inference", queue: "bench-inference", payload: payload))
@@ -370,7 +410,7 @@ extension QueueRun {
             rows = []
             for chunk in stride(from: 0, to: ids.count, by: 1000) {
                 let replies = try await client.send(ids[chunk..<min(ids.count, chunk + 1000)].map {
-                    RedisCommand("HMGET", keys.job($0), "state", "qt", "finished")
+                    RedisCommand("HMGET", keys.job($0), "state", "qt", "finished", "started")
                 })
                 rows += replies.map { $0.array ?? [] }
             }
@@ -378,15 +418,16 @@ extension QueueRun {
             if pending == 0 { break }
             try await Task.sleep(for: .milliseconds(100))
         } while BenchTiming.now() < deadline
-        var latencies: [Double] = []
+        var latencies: [Double] = [], waits: [Double] = []
         var failed = 0, unfinished = 0
         var firstQueued = Int.max, lastFinished = 0
         for row in rows {
-            guard row.count == 3, let state = row[0].string else { unfinished += 1; continue }
+            guard row.count == 4, let state = row[0].string else { unfinished += 1; continue }
             switch state {
             case "succeeded":
                 if let qt = row[1].int, let finished = row[2].int {
                     latencies.append(Double(finished - qt) / 1000)
+                    if let started = row[3].int { waits.append(Double(started - qt) / 1000) }
                     firstQueued = min(firstQueued, qt)
                     lastFinished = max(lastFinished, finished)
                 }
@@ -395,10 +436,12 @@ extension QueueRun {
             }
         }
         latencies.sort()
-        func quantile(_ q: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int((Double(latencies.count - 1) * q).rounded(.up)))] }
+        waits.sort()
+        func quantile(_ values: [Double], _ q: Double) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int((Double(values.count - 1) * q).rounded(.up)))] }
         let span = max(0.001, Double(lastFinished - firstQueued) / 1000)
         return QueueRun(completed: latencies.count, failed: failed, unfinished: unfinished,
-                        throughput: Double(latencies.count) / span, p50: quantile(0.5), p99: quantile(0.99))
+                        throughput: Double(latencies.count) / span, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99),
+                        waitP50: quantile(waits, 0.5), waitP99: quantile(waits, 0.99))
     }
 }
 

@@ -31,15 +31,21 @@ public final class DynamicBatcher: Sendable {
         /// Batched passes running at once (Triton's instance count); nil uses every compute thread. One leaves
         /// the other cores to the queue work around the passes and lets requests gather while a pass runs.
         public var maxConcurrentPasses: Int?
+        /// Threads each batched pass is split across (by weight rows, `MLPModel.logits(rows:batch:threads:)`); nil
+        /// gives each running pass an equal share of the compute threads. A batched pass of a large model is bound
+        /// by memory bandwidth and by FMA throughput: one pass over every core streams each weight once, where
+        /// two passes side by side stream it twice.
+        public var threadsPerPass: Int?
 
-        /// 64 rows, 2 ms, dispatch at once when idle, one pass at a time.
+        /// 64 rows, 2 ms, dispatch at once when idle, one pass at a time split across every compute thread.
         public init(enabled: Bool = true, maxBatch: Int = 64, maxDelay: Duration = .milliseconds(2), dispatchWhenIdle: Bool = true,
-                    maxConcurrentPasses: Int? = 1) {
+                    maxConcurrentPasses: Int? = 1, threadsPerPass: Int? = nil) {
             self.enabled = enabled
             self.maxBatch = max(1, maxBatch)
             self.maxDelay = maxDelay
             self.dispatchWhenIdle = dispatchWhenIdle
             self.maxConcurrentPasses = maxConcurrentPasses
+            self.threadsPerPass = threadsPerPass
         }
     }
 
@@ -91,6 +97,8 @@ public final class DynamicBatcher: Sendable {
     private let executor: ComputeExecutor
     /// Passes allowed at once: the compute threads.
     private let maxRunningPasses: Int
+    /// Threads each batched pass uses.
+    public let passThreads: Int
     private let state = Mutex(State())
     private let timers = DispatchQueue(label: "jobfarm.batcher.timers")
 
@@ -98,7 +106,9 @@ public final class DynamicBatcher: Sendable {
     public init(configuration: Configuration, executor: ComputeExecutor) {
         self.configuration = configuration
         self.executor = executor
-        self.maxRunningPasses = max(1, min(configuration.maxConcurrentPasses ?? executor.threadCount, executor.threadCount))
+        let passes = max(1, min(configuration.maxConcurrentPasses ?? executor.threadCount, executor.threadCount))
+        self.maxRunningPasses = passes
+        self.passThreads = max(1, configuration.threadsPerPass ?? executor.threadCount / passes)
     }
 
     /// Forward passes run so far (for tests and benchmarks).
@@ -211,7 +221,7 @@ public final class DynamicBatcher: Sendable {
             input.reserveCapacity(batch.rows * batch.model.inputSize)
             for item in batch.items { input.append(contentsOf: item.rows) }
             do {
-                let logits = try batch.model.logits(rows: input, batch: batch.rows)
+                let logits = try batch.model.logits(rows: input, batch: batch.rows, threads: self.passThreads)
                 let width = batch.model.outputSize
                 var offset = 0
                 for item in batch.items {

@@ -9,27 +9,68 @@ import Synchronization
 
 /// Runs blocking compute (BLAS forward passes, training, statistics) on threads of its own, never on Swift's
 /// cooperative pool, and awaits the result. Work goes to the lane with the fewest pending items.
+///
+/// Each lane is a dedicated thread, started with a `nice` value (5 by default) so that the worker's
+/// coordination — Redis replies, the cooperative pool, a Redis server on the same machine — preempts a running
+/// forward pass at once instead of waiting for the scheduler's time slice: on a machine whose cores are all
+/// computing, every hand-off of a job otherwise costs up to a few milliseconds. The helper threads of the
+/// small-batch kernels take the same value (`ComputeThreadPriority`).
 public final class ComputeExecutor: Sendable {
-    private let lanes: [DispatchQueue]
+    private final class Lane: @unchecked Sendable {
+        // Guarded by `condition`.
+        private var work: [@Sendable () -> Void] = []
+        private let condition = NSCondition()
+
+        init(name: String, nice: Int32) {
+            let thread = Thread { [self] in
+                ComputeThreadPriority.setCurrentThread(nice: Int(nice))
+                while true {
+                    condition.lock()
+                    while work.isEmpty { condition.wait() }
+                    let next = work.removeFirst()
+                    condition.unlock()
+                    next()
+                }
+            }
+            thread.name = name
+            thread.start()
+        }
+
+        func async(_ body: @escaping @Sendable () -> Void) {
+            condition.lock()
+            work.append(body)
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    private let lanes: [Lane]
     private let pending: Mutex<[Int]>
 
-    /// Creates `threads` serial lanes.
-    public init(threads: Int) {
+    /// Creates `threads` lanes whose threads run at `nice` (0 = the process's own priority). The threads live for
+    /// the process (a worker makes one executor).
+    public init(threads: Int, nice: Int = 5) {
         let count = max(1, threads)
-        lanes = (0..<count).map { DispatchQueue(label: "jobfarm.compute.\($0)", qos: .userInitiated) }
+        let niceValue = Int32(clamping: max(0, min(19, nice)))
+        ComputeThreadPriority.setKernelHelpers(nice: Int(niceValue))
+        lanes = (0..<count).map { Lane(name: "jobfarm.compute.\($0)", nice: niceValue) }
         pending = Mutex([Int](repeating: 0, count: count))
     }
 
     /// Number of lanes.
     public var threadCount: Int { lanes.count }
 
-    /// Runs `body` on a compute lane without waiting for it (the caller resumes whoever waits from `body`).
-    public func submit(_ body: @escaping @Sendable () -> Void) {
-        let lane = pending.withLock { counts -> Int in
+    private func pickLane() -> Int {
+        pending.withLock { counts -> Int in
             let index = counts.indices.min { counts[$0] < counts[$1] } ?? 0
             counts[index] += 1
             return index
         }
+    }
+
+    /// Runs `body` on a compute lane without waiting for it (the caller resumes whoever waits from `body`).
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        let lane = pickLane()
         lanes[lane].async {
             body()
             self.pending.withLock { $0[lane] -= 1 }
@@ -38,11 +79,7 @@ public final class ComputeExecutor: Sendable {
 
     /// Runs `body` on a compute lane and returns its result.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        let lane = pending.withLock { counts -> Int in
-            let index = counts.indices.min { counts[$0] < counts[$1] } ?? 0
-            counts[index] += 1
-            return index
-        }
+        let lane = pickLane()
         return try await withCheckedThrowingContinuation { continuation in
             lanes[lane].async {
                 let result = Result { try body() }

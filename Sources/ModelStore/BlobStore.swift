@@ -76,7 +76,7 @@ public struct BlobStore: Sendable {
         var offset = 0
         repeat {
             let end = min(bytes.count, offset + chunkSize)
-            let compressed = PayloadCompression.compress(Array(bytes[offset..<end]))
+            let compressed = PayloadCompression.compress(Array(bytes[offset..<end]), level: 6)  // stored for long: the default level
             var command = RedisCommand("HSET", key, "c:\(chunkCount)")
             command.append(bytes: compressed)
             commands.append(command)

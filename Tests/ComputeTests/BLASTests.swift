@@ -59,3 +59,59 @@ private func referenceLinear(_ x: [Float], batch: Int, _ w: [Float], out: Int, i
         #expect(BLASInfo.config.contains("OpenBLAS"))
     }
 }
+
+/// The small-batch kernels (`ck_gemm_small_*`, used below sgemm's crossover) and their split across threads give
+/// the same products as the naive reference, for shapes that exercise every tail: rows not a multiple of 4,
+/// columns not a multiple of 8 or of the 512-column block, batches not a multiple of 3 and over the 48-row sweep.
+@Suite struct SmallBatchKernelTests {
+    static let shapes: [(out: Int, inF: Int, batch: Int)] = [
+        (23, 37, 2), (4, 8, 3), (5, 7, 4), (130, 1029, 5), (67, 520, 8), (9, 3, 16), (33, 100, 50), (1, 1, 2),
+    ]
+
+    @Test(arguments: 0..<shapes.count)
+    func fp32MatchesReference(_ index: Int) throws {
+        let (out, inF, batch) = Self.shapes[index]
+        var rng = SeededRandom(seed: UInt64(index + 100))
+        let x = (0..<(batch * inF)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let w = (0..<(out * inF)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let bias = (0..<out).map { _ in rng.nextUnitFloat() }
+        let ref = referenceLinear(x, batch: batch, w, out: out, inF: inF, bias: bias)
+        let model = try MLPModel(
+            config: ModelConfig(layers: [DenseLayerConfig(weight: "w", bias: "b", activation: .none)]),
+            tensors: ["w": Tensor(shape: [out, inF], float32: w), "b": Tensor(shape: [out], float32: bias)])
+        for threads in [1, 2, 3] {
+            let y = try model.logits(rows: x, batch: batch, threads: threads)
+            #expect(maxNormRelativeError(y.map(Double.init), ref) < 1e-5, "threads \(threads)")
+        }
+    }
+
+    @Test func compressedWeightsMatchTheirFP32Expansion() throws {
+        var rng = SeededRandom(seed: 7)
+        let out = 70, inF = 530, batch = 7
+        let x = (0..<(batch * inF)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let w = (0..<(out * inF)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let model = try MLPModel(
+            config: ModelConfig(layers: [DenseLayerConfig(weight: "w", bias: nil, activation: .none)]),
+            tensors: ["w": Tensor(shape: [out, inF], float32: w)])
+        for precision in [Precision.fp16, .int8] {
+            let compressed = try Quantization.convert(model, to: precision).model
+            // The reference: the compressed weights expanded to FP32, multiplied in Double.
+            let expanded = compressed.layers[0].weight.floats()
+            let ref = referenceLinear(x, batch: batch, expanded, out: out, inF: inF, bias: nil)
+            #expect(SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF) == SmallBatchKernel.accelerated)
+            for threads in [1, 2] {
+                let y = try compressed.logits(rows: x, batch: batch, threads: threads)
+                #expect(maxNormRelativeError(y.map(Double.init), ref) < 1e-5, "\(precision) threads \(threads)")
+            }
+        }
+    }
+
+    @Test func batchLimitGrowsWithTheWeights() {
+        #expect(SmallBatchKernel.batchLimit(rows: 64, cols: 64, openBLASThreads: 1) == 8)
+        #expect(SmallBatchKernel.batchLimit(rows: 1024, cols: 1024, openBLASThreads: 1) == 16)
+        #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, openBLASThreads: 1) == 32)
+        #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, openBLASThreads: 2) == 8)  // sgemm runs on 2 cores
+        #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, threads: 2, openBLASThreads: 2) == 64)
+        #expect(!SmallBatchKernel.preferred(batch: 1, rows: 4096, cols: 4096))  // one row keeps sgemv
+    }
+}

@@ -102,6 +102,27 @@ struct EnvelopeTests {
         #expect(PayloadCompression.crc32(Array("123456789".utf8)) == 0xCBF4_3926)  // the CRC-32 check value
         #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress([1, 2, 3, 4]) }
     }
+
+    /// Sizes around the window-size steps and the output buffer's growth, random (incompressible) and repetitive
+    /// bytes; truncated streams and outputs over the limit are refused.
+    @Test func zlibSizesTruncationAndLimit() throws {
+        var random = FastRandom(seed: 42)
+        for size in [0, 1, 511, 512, 513, 4095, 4096, 4097, 40_000, 300_000] {
+            let noise = (0..<size).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            #expect(try PayloadCompression.decompress(PayloadCompression.compress(noise)) == noise, "random \(size)")
+            let text = Array(String(repeating: "{\"x\":[1.5,2.25]}", count: size / 16 + 1).utf8)
+            let packed = PayloadCompression.compress(text)
+            if text.count >= 256 { #expect(packed.count < text.count / 4) }
+            #expect(try PayloadCompression.decompress(packed) == text, "text \(size)")
+            // Any level inflates the same way.
+            #expect(try PayloadCompression.decompress(PayloadCompression.compress(text, level: 9)) == text)
+        }
+        let text = Array(String(repeating: "abcdefgh", count: 10_000).utf8)
+        let packed = PayloadCompression.compress(text)
+        #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress(Array(packed.prefix(packed.count / 2))) }
+        #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress(packed, limit: 1000) }
+        #expect(try PayloadCompression.decompress(packed, limit: text.count) == text)
+    }
 }
 
 @Suite("Policies")

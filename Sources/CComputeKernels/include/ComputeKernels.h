@@ -33,6 +33,30 @@ void ck_gemv_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, fl
 /// As ck_gemv_f16 for int8 weights with per-row scales: y[r] += scales[r] * sum_c q[r, c] * x[c].
 void ck_gemv_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, float *y);
 
+/// Small-batch products that read each weight once (OpenBLAS's sgemm packs the whole matrix first, which costs
+/// more than the product for a few rows): y[i*ldy + r] += sum_c W[r, c] * x[i*ldx + c] for r < rows, i < batch,
+/// `w` row-major rows x cols (PyTorch's [out, in]). AVX2+FMA(+F16C) when available, scalar otherwise.
+void ck_gemm_small_f32(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy);
+void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy);
+/// As above for int8 weights with per-row scales: y[i*ldy + r] += scales[r] * sum_c q[r, c] * x[i*ldx + c].
+void ck_gemm_small_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
+                      float *y, size_t ldy);
+/// The same split by weight rows across `threads` threads (the caller and a persistent pool of helpers; one call
+/// runs at a time). Each thread streams its own share of the weights, so a memory-bound pass gets the bandwidth of
+/// several cores without reading the weights twice.
+void ck_gemm_small_f32_mt(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy,
+                          size_t threads);
+void ck_gemm_small_f16_mt(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy,
+                          size_t threads);
+void ck_gemm_small_i8_mt(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
+                         float *y, size_t ldy, size_t threads);
+/// Sets the calling thread's nice value (Linux: per thread; elsewhere a no-op). Returns 0 on success.
+int ck_set_thread_nice(int nice);
+/// The nice value the small-batch kernels' helper threads take when they start (default 0).
+void ck_compute_thread_nice(int nice);
+/// 1 when the small-batch kernels run vectorised on this CPU.
+int ck_gemm_small_accelerated(void);
+
 #ifdef __cplusplus
 }
 #endif
