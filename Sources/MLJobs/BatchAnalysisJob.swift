@@ -189,7 +189,7 @@ public struct BatchAnalysisJob: JobHandler {
                             stdConvention: "sample (n-1), as numpy std(ddof=1)", summary: summary,
                             streaming: StreamingInfo(
                                 blockRows: data.blockRows, blocks: first.blocks, passes: bins > 0 && !first.retainedAll ? 2 : 1,
-                                source: data.inMemory ? "farm dataset, loaded whole and read in blocks" : "file, read in blocks",
+                                source: data.spooled ? "farm dataset, spooled to local disk and read in blocks" : "file, read in blocks",
                                 covarianceMethod: "per-block co-moment matrices (cblas_dsyrk on the block centred on its own mean) merged pairwise (Chan et al.); exact",
                                 pcaMethod: "eigen-decomposition (LAPACK dsyevd) of the streamed covariance; exact",
                                 quantileMethod: first.retainedAll
