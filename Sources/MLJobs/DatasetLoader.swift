@@ -33,11 +33,13 @@ struct Table: Sendable {
         return try LabeledDataset(features: features, labels: ints, featureCount: columns, featureNames: names)
     }
 
-    /// The held-out part (or the rest) of a stratified split, as in `train`'s `holdout`.
-    func split(_ holdout: Holdout?) throws -> (train: LabeledDataset, test: LabeledDataset?) {
-        let data = try labeled()
-        guard let holdout, holdout.fraction > 0 else { return (data, nil) }
-        let parts = try data.stratifiedSplit(testFraction: holdout.fraction, seed: holdout.seed ?? 0)
+}
+
+extension LabeledDataset {
+    /// The rest and the held-out part of a stratified split, as in `train`'s `holdout` (no holdout: all, nil).
+    func holdoutSplit(_ holdout: Holdout?) throws -> (train: LabeledDataset, test: LabeledDataset?) {
+        guard let holdout, holdout.fraction > 0 else { return (self, nil) }
+        let parts = try stratifiedSplit(testFraction: holdout.fraction, seed: holdout.seed ?? 0)
         return (parts.train, parts.test)
     }
 }
@@ -164,6 +166,37 @@ struct BlockedDataset: Sendable {
         } catch let error as ComputeError {
             throw JobError.nonRetryable("dataset \(source): \(error)")
         }
+    }
+
+    /// As `forEachBlock`, but each block keeps only the rows whose indices are in `selected` (sorted ascending, as
+    /// `LabeledDataset.stratifiedIndices` gives them); a block with none of them is passed with 0 rows.
+    func forEachBlock(selecting selected: [Int],
+                      _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
+        var firstRow = 0, next = 0
+        try forEachBlock { features, labels, n in
+            defer { firstRow += n }
+            var keep: [Int] = []
+            while next < selected.count, selected[next] < firstRow + n { keep.append(selected[next] - firstRow); next += 1 }
+            var x: [Float] = []
+            x.reserveCapacity(keep.count * columns)
+            for r in keep { x.append(contentsOf: features[(r * columns)..<((r + 1) * columns)]) }
+            try body(x, labels.map { l in keep.map { l[$0] } }, keep.count)
+        }
+    }
+
+    /// One pass that reads every label as a class (checked as `classes` does), keeping the features too while
+    /// `rows × columns × 4` bytes fit `budget`. Nil features: the dataset is larger than the budget (and only the
+    /// labels, 4 bytes a row, were kept).
+    func readClasses(keepingFeaturesWithin budget: Int) throws -> (classes: [Int32], features: [Float]?) {
+        var classes: [Int32] = []
+        var features: [Float]? = []
+        try forEachBlock { x, y, _ in
+            classes.append(contentsOf: try self.classes(y, firstRow: classes.count).map { Int32($0) })
+            if features != nil {
+                if classes.count * columns * MemoryLayout<Float>.size <= budget { features?.append(contentsOf: x) } else { features = nil }
+            }
+        }
+        return (classes, features)
     }
 
     /// Labels as non-negative integer classes (the same check as `Table.labeled()`); `firstRow` is for messages.

@@ -118,27 +118,19 @@ public struct ValidateJob: JobHandler {
         let metrics = try await classifying {
             try await environment.executor.run { () throws -> ValidationMetrics in
                 var metrics = ValidationMetrics(classes: candidate.outputSize)
-                var firstRow = 0, next = 0
-                try data.forEachBlock { features, y, n in
-                    defer { firstRow += n }
+                var firstRow = 0
+                // Every row, or only the held-out ones. `firstRow` numbers rows in messages; with a holdout the
+                // labels were all checked in the first pass.
+                func add(_ x: [Float], _ y: [Float]?, _ count: Int) throws {
                     metrics.blocks += 1
-                    var x = features, labels = hasLabels ? try data.classes(y, firstRow: firstRow) : nil, count = n
-                    if let rowsToUse {
-                        // Keep the block's rows that are in the (sorted) held-out index list.
-                        var keep: [Int] = []
-                        while next < rowsToUse.count, rowsToUse[next] < firstRow + n { keep.append(rowsToUse[next] - firstRow); next += 1 }
-                        let f = data.columns
-                        x = []
-                        x.reserveCapacity(keep.count * f)
-                        for r in keep { x.append(contentsOf: features[(r * f)..<((r + 1) * f)]) }
-                        labels = labels.map { l in keep.map { l[$0] } }
-                        count = keep.count
-                    }
+                    let labels = hasLabels ? try data.classes(y, firstRow: firstRow) : nil
+                    firstRow += count
                     guard count > 0 else { return }
                     let a = try candidate.logits(rows: x, batch: count)
                     let b = try referenceModel.map { try $0.logits(rows: x, batch: count) }
                     metrics.add(candidate: a, reference: b, labels: labels, rows: count)
                 }
+                if let rowsToUse { try data.forEachBlock(selecting: rowsToUse, add) } else { try data.forEachBlock(add) }
                 return metrics
             }
         }
