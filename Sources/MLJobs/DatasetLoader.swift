@@ -138,17 +138,28 @@ struct BlockedDataset: Sendable {
     let spooled: Bool
 
     /// Calls `body(features, labels, rows)` for each block in file order; blocks hold `blockRows` rows (the last may
-    /// hold fewer). Format errors become `JobError.nonRetryable` naming the dataset.
-    func forEachBlock(_ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
+    /// hold fewer). After each block, `progress` gets the share of the dataset read (rows of rows for `.npy`, bytes of
+    /// the file's size for CSV), and 1 at the end; throwing from it stops the pass (a cancelled job). Format errors
+    /// become `JobError.nonRetryable` naming the dataset.
+    func forEachBlock(progress: (Double) throws -> Void = { _ in },
+                      _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
         do {
             switch origin {
             case .csvFile(let url):
                 let reader = try CSVBlockReader(url: url, labelColumn: labelColumn, rowsPerBlock: blockRows)
-                while let block = try reader.next() { try body(block.features, block.labels, block.rowCount) }
+                while let block = try reader.next() {
+                    try body(block.features, block.labels, block.rowCount)
+                    try progress(reader.totalBytes.map { min(1, Double(reader.bytesConsumed) / Double(max(1, $0))) } ?? 0)
+                }
             case .npyFile(let url, let labelIndex):
                 let reader = try NpyRowReader(url: url, rowsPerBlock: blockRows)
+                let rows = Double(max(1, reader.rowCount))
                 while let block = try reader.next() {
-                    guard let labelIndex else { try body(block.values, nil, block.rowCount); continue }
+                    guard let labelIndex else {
+                        try body(block.values, nil, block.rowCount)
+                        try progress(Double(block.firstRow + block.rowCount) / rows)
+                        continue
+                    }
                     let width = reader.rowLength
                     var features = [Float]()
                     features.reserveCapacity(block.rowCount * (width - 1))
@@ -161,8 +172,10 @@ struct BlockedDataset: Sendable {
                         }
                     }
                     try body(features, labels, block.rowCount)
+                    try progress(Double(block.firstRow + block.rowCount) / rows)
                 }
             }
+            try progress(1)
         } catch let error as ComputeError {
             throw JobError.nonRetryable("dataset \(source): \(error)")
         }
@@ -170,10 +183,10 @@ struct BlockedDataset: Sendable {
 
     /// As `forEachBlock`, but each block keeps only the rows whose indices are in `selected` (sorted ascending, as
     /// `LabeledDataset.stratifiedIndices` gives them); a block with none of them is passed with 0 rows.
-    func forEachBlock(selecting selected: [Int],
+    func forEachBlock(selecting selected: [Int], progress: (Double) throws -> Void = { _ in },
                       _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
         var firstRow = 0, next = 0
-        try forEachBlock { features, labels, n in
+        try forEachBlock(progress: progress) { features, labels, n in
             defer { firstRow += n }
             var keep: [Int] = []
             while next < selected.count, selected[next] < firstRow + n { keep.append(selected[next] - firstRow); next += 1 }
@@ -187,10 +200,11 @@ struct BlockedDataset: Sendable {
     /// One pass that reads every label as a class (checked as `classes` does), keeping the features too while
     /// `rows × columns × 4` bytes fit `budget`. Nil features: the dataset is larger than the budget (and only the
     /// labels, 4 bytes a row, were kept).
-    func readClasses(keepingFeaturesWithin budget: Int) throws -> (classes: [Int32], features: [Float]?) {
+    func readClasses(keepingFeaturesWithin budget: Int, progress: (Double) throws -> Void = { _ in })
+        throws -> (classes: [Int32], features: [Float]?) {
         var classes: [Int32] = []
         var features: [Float]? = []
-        try forEachBlock { x, y, _ in
+        try forEachBlock(progress: progress) { x, y, _ in
             classes.append(contentsOf: try self.classes(y, firstRow: classes.count).map { Int32($0) })
             if features != nil {
                 if classes.count * columns * MemoryLayout<Float>.size <= budget { features?.append(contentsOf: x) } else { features = nil }

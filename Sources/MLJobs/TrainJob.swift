@@ -117,8 +117,9 @@ public struct TrainJob: JobHandler {
                                                     blockRows: parameters.blockRows ?? 65_536)
         let trained = try await withComputeProgress(context) { relay in
             // One pass: every label (checked), and the features while they fit the budget.
+            let labelPass = relay.phase(from: 0.01, to: 0.05)
             let first = try await classifying {
-                try await environment.executor.run { try data.readClasses(keepingFeaturesWithin: budget) }
+                try await environment.executor.run { try data.readClasses(keepingFeaturesWithin: budget, progress: labelPass) }
             }
             try relay.report(0.05)
             if let features = first.features {
@@ -236,12 +237,11 @@ public struct TrainJob: JobHandler {
         let seconds = (ContinuousClock.now - start).seconds
         var holdoutAccuracy: Double?
         if let heldOut, !heldOut.isEmpty {
-            let model = result.model
+            let model = result.model, holdoutPass = relay.phase(from: 0.9, to: 0.95)
             let correct = try await classifying {
                 try await environment.executor.run { () throws -> Int in
                     var correct = 0, seen = 0
-                    try data.forEachBlock(selecting: heldOut) { features, labels, rows in
-                        try relay.checkCancellation()
+                    try data.forEachBlock(selecting: heldOut, progress: holdoutPass) { features, labels, rows in
                         guard rows > 0 else { return }
                         let predicted = try model.predict(rows: features, batch: rows)
                         let truth = try data.classes(labels, firstRow: seen)
