@@ -83,6 +83,11 @@ public final class CSVBlockReader {
     public let labelColumn: String?
     /// Rows per block.
     public let rowsPerBlock: Int
+    /// Size of the input in bytes (the file's size when it was opened), for progress; nil when unknown.
+    public let totalBytes: Int?
+    /// Bytes of input parsed so far, up to the end of the last line read: `bytesConsumed / totalBytes` is the share
+    /// of the file read.
+    public var bytesConsumed: Int { discarded + pendingStart }
 
     private let source: ByteSource
     private let delimiter: UInt8
@@ -90,6 +95,8 @@ public final class CSVBlockReader {
     private var columnCount: Int
     private var pending: [UInt8] = []
     private var pendingStart = 0
+    /// Bytes dropped from the front of `pending` so far.
+    private var discarded = 0
     private var line = 0
     private var finished = false
 
@@ -99,20 +106,24 @@ public final class CSVBlockReader {
         do { handle = try FileHandle(forReadingFrom: url) } catch {
             throw ComputeError.io("cannot open CSV file \(url.path): \(error.localizedDescription)")
         }
-        try self.init(source: .file(handle), labelColumn: labelColumn, rowsPerBlock: rowsPerBlock, delimiter: delimiter)
+        let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? Int
+        try self.init(source: .file(handle), totalBytes: size, labelColumn: labelColumn, rowsPerBlock: rowsPerBlock,
+                      delimiter: delimiter)
     }
 
     /// Reads CSV from memory.
     public convenience init(data: Data, labelColumn: String? = nil, rowsPerBlock: Int = 4096, delimiter: Character = ",") throws {
-        try self.init(source: .memory(data), labelColumn: labelColumn, rowsPerBlock: rowsPerBlock, delimiter: delimiter)
+        try self.init(source: .memory(data), totalBytes: data.count, labelColumn: labelColumn, rowsPerBlock: rowsPerBlock,
+                      delimiter: delimiter)
     }
 
-    private init(source: ByteSource, labelColumn: String?, rowsPerBlock: Int, delimiter: Character) throws {
+    private init(source: ByteSource, totalBytes: Int?, labelColumn: String?, rowsPerBlock: Int, delimiter: Character) throws {
         guard rowsPerBlock >= 1 else { throw ComputeError.invalidArgument("rowsPerBlock must be >= 1, got \(rowsPerBlock)") }
         guard let d = delimiter.asciiValue, delimiter != "\n", delimiter != "\r" else {
             throw ComputeError.invalidArgument("CSV delimiter must be a single ASCII character other than a line break")
         }
         self.source = source
+        self.totalBytes = totalBytes
         self.delimiter = d
         self.rowsPerBlock = rowsPerBlock
         self.labelColumn = labelColumn
@@ -213,6 +224,7 @@ public final class CSVBlockReader {
             // Compact and refill.
             if pendingStart > 0 {
                 pending.removeSubrange(0..<pendingStart)
+                discarded += pendingStart
                 pendingStart = 0
             }
             let chunk = try source.read(1 << 20)

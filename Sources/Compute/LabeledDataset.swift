@@ -50,14 +50,15 @@ public struct LabeledDataset: Sendable, Equatable {
         return (subset(tr), subset(te))
     }
 
-    /// Index form of `stratifiedSplit`; both index lists are sorted.
-    public static func stratifiedIndices(labels: [Int], testFraction: Double, seed: UInt64) throws -> (train: [Int], test: [Int]) {
+    /// Index form of `stratifiedSplit`; both index lists are sorted. Takes any integer labels (a streamed dataset
+    /// keeps them as `[Int32]`), with the same result for the same values.
+    public static func stratifiedIndices<Label: BinaryInteger>(labels: [Label], testFraction: Double, seed: UInt64) throws -> (train: [Int], test: [Int]) {
         guard testFraction > 0, testFraction < 1 else {
             throw ComputeError.invalidArgument("test fraction must be in (0, 1), got \(testFraction)")
         }
         var rng = SeededRandom(seed: seed)
         var byClass: [Int: [Int]] = [:]
-        for (i, y) in labels.enumerated() { byClass[y, default: []].append(i) }
+        for (i, y) in labels.enumerated() { byClass[Int(y), default: []].append(i) }
         var train: [Int] = [], test: [Int] = []
         for y in byClass.keys.sorted() {
             var idx = byClass[y] ?? []

@@ -66,6 +66,65 @@ public struct TrainingResult: Sendable {
     public let stoppedEarly: Bool
 }
 
+/// Rows read block by block, in the same order on every pass (a file larger than memory, read `blockRows` rows at a
+/// time): what `MLPTrainer.train(streaming:…)` trains on. The labels are known up front, one compact integer per row
+/// (a first pass over the data collects them), so that splits can be drawn before any features are read.
+public struct RowBlockSource: Sendable {
+    /// Features per row.
+    public let featureCount: Int
+    /// The class of every row, in row order.
+    public let labels: [Int32]
+    private let read: @Sendable (_ body: (_ features: [Float], _ rows: Int) throws -> Void) throws -> Void
+
+    /// Creates a source.
+    /// - Parameter forEachBlock: one pass over the rows: calls `body(features, rows)` for each block in row order,
+    ///   `features` row-major `rows × featureCount`. Called once per pass; every pass must give the same rows.
+    public init(featureCount: Int, labels: [Int32],
+                forEachBlock: @escaping @Sendable (_ body: (_ features: [Float], _ rows: Int) throws -> Void) throws -> Void) {
+        self.featureCount = featureCount
+        self.labels = labels
+        self.read = forEachBlock
+    }
+
+    /// An in-memory dataset cut into blocks of `blockRows` rows (a validation set that fits in memory; tests).
+    public init(_ data: LabeledDataset, blockRows: Int) throws {
+        guard blockRows >= 1 else { throw ComputeError.invalidArgument("blockRows must be >= 1, got \(blockRows)") }
+        let labels = try data.labels.enumerated().map { row, label -> Int32 in
+            guard let value = Int32(exactly: label) else {
+                throw ComputeError.invalidArgument("label of row \(row) is \(label), beyond the 32-bit classes a block source holds")
+            }
+            return value
+        }
+        let f = data.featureCount, features = data.features, count = data.count
+        self.init(featureCount: f, labels: labels) { body in
+            var start = 0
+            while start < count {
+                let n = min(blockRows, count - start)
+                try body(Array(features[(start * f)..<((start + n) * f)]), n)
+                start += n
+            }
+        }
+    }
+
+    /// Number of rows.
+    public var rowCount: Int { labels.count }
+
+    /// One pass: `body(firstRow, features, rows)` per block; throws if the pass does not give `rowCount` rows.
+    func forEachBlock(_ body: (_ firstRow: Int, _ features: [Float], _ rows: Int) throws -> Void) throws {
+        var firstRow = 0
+        try read { features, rows in
+            guard features.count == rows * featureCount, firstRow + rows <= rowCount else {
+                throw ComputeError.shapeMismatch("a block of \(rows) rows with \(features.count) values after row \(firstRow) does not fit \(rowCount) rows × \(featureCount) features; did the dataset change between passes?")
+            }
+            try body(firstRow, features, rows)
+            firstRow += rows
+        }
+        guard firstRow == rowCount else {
+            throw ComputeError.shapeMismatch("a pass gave \(firstRow) rows, the first gave \(rowCount); did the dataset change between passes?")
+        }
+    }
+}
+
 /// Trains MLP classifiers (softmax cross-entropy) with BLAS GEMMs.
 public enum MLPTrainer {
     /// Trains a classifier on `data`.
@@ -111,68 +170,169 @@ public enum MLPTrainer {
             xVal = applyStandardization(xVal, cols: f, mean: m, std: s)
         }
 
-        var rng = SeededRandom(seed: config.seed)
-        var net = Network(sizes: [f] + config.hiddenSizes + [classes], activation: config.activation, rng: &rng)
-        var opt = OptimizerState(net: net, optimizer: config.optimizer, learningRate: config.learningRate)
-
-        var history: [EpochProgress] = []
-        var best = (accuracy: -Float.infinity, loss: Float.infinity, epoch: 0, net: net)
-        var sinceImprovement = 0
-        var stoppedEarly = false
+        var loop = TrainingLoop(featureCount: f, classes: classes, trainRows: train.count, config: config)
         var order = Array(0..<train.count)
-        let bs = min(config.batchSize, train.count)
-        var xb = [Float](repeating: 0, count: bs * f)
-        var yb = [Int](repeating: 0, count: bs)
-
         for epoch in 1...config.maxEpochs {
-            rng.shuffle(&order)
-            var lossSum: Double = 0
-            var start = 0
-            while start < order.count {
-                let n = min(bs, order.count - start)
-                if n != xb.count / f { xb = [Float](repeating: 0, count: n * f); yb = [Int](repeating: 0, count: n) }
-                xTrain.withUnsafeBufferPointer { src in
-                    xb.withUnsafeMutableBufferPointer { dst in
-                        for r in 0..<n {
-                            let i = order[start + r]
-                            (dst.baseAddress! + r * f).update(from: src.baseAddress! + i * f, count: f)
-                            yb[r] = train.labels[i]
-                        }
-                    }
+            loop.rng.shuffle(&order)
+            xTrain.withUnsafeBufferPointer { src in
+                for i in order { loop.add(row: src.baseAddress! + i * f, label: train.labels[i]) }
+            }
+            let loss = try loop.finishEpochTraining(epoch)
+            var validation: (accuracy: Float, loss: Float)?
+            if let val, val.count > 0 { validation = loop.net.evaluate(x: xVal, labels: val.labels) }
+            if try loop.endEpoch(epoch, loss: loss, validation: validation, progress: progress) { break }
+        }
+        return try loop.result(mean: mean, std: std)
+    }
+
+    /// Trains a classifier on rows read block by block from `source`, for datasets larger than memory. Holds one
+    /// block, the labels, a role byte per row and the network. On a single block its first epoch is exactly that of
+    /// `train(_:…)` on the same rows (same split, standardisation, initialisation, shuffle and mini-batches); later
+    /// epochs differ by their shuffle alone (the in-memory trainer reshuffles the previous epoch's order).
+    ///
+    /// What differs from the in-memory trainer:
+    /// - **Shuffling is within blocks.** Blocks are read in file order every epoch; each block's training rows are
+    ///   shuffled with the seeded generator and fed to mini-batches (a batch may span two blocks). A file sorted by
+    ///   class (or by anything the model should not learn from order) must be shuffled beforehand, or read with a
+    ///   `blockRows` large enough to mix it.
+    /// - **Standardisation** (population mean/std, as `fitStandardization`) is fitted in one pass over the training
+    ///   rows, merging per-block moments in Double (Chan et al.), so it agrees with the in-memory fit to rounding.
+    /// - **Validation rows** are kept in memory (standardised) when they fit `memoryBudgetBytes`, else every epoch
+    ///   evaluates them in a pass of their own.
+    ///
+    /// The validation split, when drawn from `source`, uses `LabeledDataset.stratifiedIndices` on the labels of the
+    /// rows not excluded, exactly as `train(_:…)` does on the same rows, so both pick the same validation rows.
+    /// - Parameters:
+    ///   - excluded: rows the trainer never reads (e.g. a held-out test split), one flag per row; nil uses all.
+    ///   - classCount: number of outputs; defaults to the largest label + 1 over training and validation rows.
+    ///   - validation: a separate validation set; when nil, `config.validationFraction` of the rows is split off.
+    ///   - memoryBudgetBytes: validation features kept in memory when `rows × features × 4` fits this.
+    ///   - progress: called after every epoch, as for `train(_:…)`; throwing from it stops training.
+    ///   - blockProgress: called after every block read with the share of the epochs done (0…1, assuming
+    ///     `maxEpochs`); throwing from it stops training too (a cancelled job stops within a block).
+    public static func train(streaming source: RowBlockSource, excluding excluded: [Bool]? = nil, classCount: Int? = nil,
+                             validation: RowBlockSource? = nil, memoryBudgetBytes: Int = 0, config: TrainingConfig,
+                             progress: (EpochProgress) throws -> Void = { _ in },
+                             blockProgress: (Double) throws -> Void = { _ in }) throws -> TrainingResult {
+        try validate(config)
+        let f = source.featureCount, rowCount = source.rowCount
+        guard f > 0 else { throw ComputeError.invalidArgument("featureCount must be > 0, got \(f)") }
+        if let excluded, excluded.count != rowCount {
+            throw ComputeError.shapeMismatch("\(excluded.count) exclusion flags for \(rowCount) rows")
+        }
+        if let v = validation, v.featureCount != f {
+            throw ComputeError.shapeMismatch("validation rows have \(v.featureCount) features, training rows \(f)")
+        }
+        // Role of each row: 0 not used, 1 training, 2 validation.
+        var roles = [UInt8](repeating: 1, count: rowCount)
+        var used: [Int] = []
+        for row in 0..<rowCount {
+            if excluded?[row] == true { roles[row] = 0 } else { used.append(row) }
+        }
+        guard !used.isEmpty else { throw ComputeError.invalidArgument("training set is empty") }
+        if let row = source.labels.firstIndex(where: { $0 < 0 }) {
+            throw ComputeError.invalidArgument("label of row \(row) is \(source.labels[row]); class labels must be >= 0")
+        }
+        let largest = max(used.lazy.map { Int(source.labels[$0]) }.max() ?? -1, Int(validation?.labels.max() ?? -1))
+        let classes = classCount ?? largest + 1
+        guard classes >= 2 else { throw ComputeError.invalidArgument("need at least 2 classes, got \(classes)") }
+        if let bad = used.lazy.map({ Int(source.labels[$0]) }).first(where: { $0 >= classes })
+            ?? validation?.labels.lazy.map(Int.init).first(where: { $0 >= classes }) {
+            throw ComputeError.invalidArgument("label \(bad) is out of range for \(classes) classes")
+        }
+        if validation == nil, config.validationFraction > 0 {
+            let split = try LabeledDataset.stratifiedIndices(
+                labels: used.map { source.labels[$0] }, testFraction: config.validationFraction, seed: config.seed ^ 0x5EED)
+            for i in split.test { roles[used[i]] = 2 }
+        }
+        used = []  // 8 bytes a row, needed only for the split
+        let trainRows = roles.lazy.filter { $0 == 1 }.count
+        let splitValidationRows = roles.lazy.filter { $0 == 2 }.count
+        let validationRows = validation?.rowCount ?? splitValidationRows
+        let validationInMemory = validationRows * f * MemoryLayout<Float>.size <= memoryBudgetBytes
+        let rowsAreSource = validation == nil
+        var reported = 0.0
+        func checkpoint() throws { try blockProgress(reported) }
+
+        // A first pass: the finite check, standardisation over the training rows, the validation rows kept in memory.
+        var fit = ColumnMoments(columns: f)
+        var xVal: [Float] = [], yVal: [Int] = []
+        try source.forEachBlock { first, features, n in
+            var block: [Float] = []
+            block.reserveCapacity(n * f)
+            for r in 0..<n where roles[first + r] != 0 {
+                let row = features[(r * f)..<((r + 1) * f)]
+                if let c = row.firstIndex(where: { !$0.isFinite }) {
+                    throw ComputeError.nonFiniteValue("training row \(first + r) feature \(c - r * f) is \(features[c])")
                 }
-                let (loss, grads) = net.lossAndGradients(x: xb, labels: yb, l2: config.l2)
-                lossSum += Double(loss) * Double(n)
-                opt.step(&net, grads)
-                start += n
-            }
-            let epochLoss = Float(lossSum / Double(order.count))
-            guard epochLoss.isFinite else {
-                throw ComputeError.nonFiniteValue("training loss diverged to \(epochLoss) at epoch \(epoch); lower the learning rate")
-            }
-            var valAcc: Float?
-            if let val, val.count > 0 {
-                let (acc, vloss) = net.evaluate(x: xVal, labels: val.labels)
-                valAcc = acc
-                if acc > best.accuracy || (acc == best.accuracy && vloss < best.loss) {
-                    best = (acc, vloss, epoch, net)
-                    sinceImprovement = 0
-                } else {
-                    sinceImprovement += 1
+                if roles[first + r] == 1 {
+                    block.append(contentsOf: row)
+                } else if validationInMemory {
+                    xVal.append(contentsOf: row)
+                    yVal.append(Int(source.labels[first + r]))
                 }
-            } else {
-                best = (0, epochLoss, epoch, net)
             }
-            let p = EpochProgress(epoch: epoch, loss: epochLoss, valAccuracy: valAcc)
-            history.append(p)
-            try progress(p)  // a callback that throws stops training (a cancelled or timed-out job)
-            if let patience = config.earlyStoppingPatience, valAcc != nil, sinceImprovement >= patience {
-                stoppedEarly = epoch < config.maxEpochs
-                break
+            if config.standardize { fit.add(block, rows: block.count / f) }
+            try checkpoint()
+        }
+        var mean: [Float]?, std: [Float]?
+        if config.standardize { (mean, std) = fit.standardization() }
+        if validationInMemory, let validation {
+            try validation.forEachBlock { first, features, n in
+                xVal.append(contentsOf: features)
+                yVal.append(contentsOf: validation.labels[first..<(first + n)].map(Int.init))
+                try checkpoint()
             }
         }
+        if let mean, let std, validationInMemory { xVal = applyStandardization(xVal, cols: f, mean: mean, std: std) }
 
-        let model = try best.net.model(mean: mean, std: std, classLabels: config.classLabels)
-        return TrainingResult(model: model, history: history, bestEpoch: best.epoch, stoppedEarly: stoppedEarly)
+        /// The rows of a block with role `role`, standardised, and their labels.
+        func rows(of features: [Float], first: Int, count n: Int, labels: [Int32], role: UInt8?) -> (x: [Float], y: [Int]) {
+            var x: [Float] = [], y: [Int] = []
+            x.reserveCapacity(n * f)
+            for r in 0..<n where role == nil || roles[first + r] == role {
+                x.append(contentsOf: features[(r * f)..<((r + 1) * f)])
+                y.append(Int(labels[first + r]))
+            }
+            if let mean, let std { x = applyStandardization(x, cols: f, mean: mean, std: std) }
+            return (x, y)
+        }
+
+        var loop = TrainingLoop(featureCount: f, classes: classes, trainRows: trainRows, config: config)
+        let epochs = Double(config.maxEpochs)
+        for epoch in 1...config.maxEpochs {
+            try source.forEachBlock { first, features, n in
+                let block = rows(of: features, first: first, count: n, labels: source.labels, role: 1)
+                var order = Array(0..<block.y.count)
+                loop.rng.shuffle(&order)
+                block.x.withUnsafeBufferPointer { src in
+                    for i in order { loop.add(row: src.baseAddress! + i * f, label: block.y[i]) }
+                }
+                reported = (Double(epoch - 1) + Double(first + n) / Double(rowCount)) / epochs
+                try checkpoint()
+            }
+            let loss = try loop.finishEpochTraining(epoch)
+            var result: (accuracy: Float, loss: Float)?
+            if validationRows > 0 {
+                if validationInMemory {
+                    result = loop.net.evaluate(x: xVal, labels: yVal)
+                } else {
+                    var correct = 0, lossSum = 0.0
+                    let net = loop.net
+                    let pass = validation ?? source
+                    try pass.forEachBlock { first, features, n in
+                        let block = rows(of: features, first: first, count: n, labels: pass.labels, role: rowsAreSource ? 2 : nil)
+                        let sums = net.evaluationSums(x: block.x, labels: block.y)
+                        correct += sums.correct
+                        lossSum += sums.loss
+                        try checkpoint()
+                    }
+                    result = (Float(correct) / Float(validationRows), Float(lossSum / Double(validationRows)))
+                }
+            }
+            if try loop.endEpoch(epoch, loss: loss, validation: result, progress: progress) { break }
+        }
+        return try loop.result(mean: mean, std: std)
     }
 
     private static func validate(_ c: TrainingConfig) throws {
@@ -208,6 +368,149 @@ public enum MLPTrainer {
         let inv = std.map { 1 / $0 }
         for i in 0..<out.count { let c = i % cols; out[i] = (out[i] - mean[c]) * inv[c] }
         return out
+    }
+}
+
+/// Per-column count, mean and sum of squared deviations, merged block by block in Double (Chan, Golub & LeVeque):
+/// the streaming form of `MLPTrainer.fitStandardization`. The first block is taken as `fitStandardization` takes the
+/// whole matrix (sum, mean, then squared deviations), so one block gives exactly its result.
+struct ColumnMoments {
+    let columns: Int
+    private(set) var count = 0
+    private var mean: [Double]
+    private var m2: [Double]
+
+    init(columns: Int) {
+        self.columns = columns
+        mean = [Double](repeating: 0, count: columns)
+        m2 = [Double](repeating: 0, count: columns)
+    }
+
+    /// Adds `rows` row-major rows.
+    mutating func add(_ x: [Float], rows: Int) {
+        guard rows > 0 else { return }
+        var sum = [Double](repeating: 0, count: columns), sq = [Double](repeating: 0, count: columns)
+        for r in 0..<rows { for c in 0..<columns { sum[c] += Double(x[r * columns + c]) } }
+        let blockMean = sum.map { $0 / Double(rows) }
+        for r in 0..<rows { for c in 0..<columns { let d = Double(x[r * columns + c]) - blockMean[c]; sq[c] += d * d } }
+        guard count > 0 else {
+            (count, mean, m2) = (rows, blockMean, sq)
+            return
+        }
+        let na = Double(count), nb = Double(rows), total = na + nb
+        for c in 0..<columns {
+            let delta = blockMean[c] - mean[c]
+            mean[c] += delta * nb / total
+            m2[c] += sq[c] + delta * delta * na * nb / total
+        }
+        count += rows
+    }
+
+    /// Mean and population std per column as `fitStandardization` gives them (a zero std becomes 1).
+    func standardization() -> (mean: [Float], std: [Float]) {
+        let std = m2.map { v -> Float in
+            let s = (v / Double(max(1, count))).squareRoot()
+            return s > 1e-12 ? Float(s) : 1
+        }
+        return (mean.map { Float($0) }, std)
+    }
+}
+
+/// What both trainers share: the network and optimizer state, mini-batches filled row by row (in the streaming
+/// trainer a batch may span two blocks), the epoch's mean loss, the best-validation weights, history, the progress
+/// callback and early stopping.
+struct TrainingLoop {
+    let config: TrainingConfig
+    let featureCount: Int
+    /// Initialises the network, then shuffles.
+    var rng: SeededRandom
+    var net: Network
+    private var optimizer: OptimizerState
+    private let batchSize: Int
+    private var xb: [Float]
+    private var yb: [Int]
+    private var filled = 0
+    private var lossSum: Double = 0
+    private var rowsSeen = 0
+    private(set) var history: [EpochProgress] = []
+    private var best: (accuracy: Float, loss: Float, epoch: Int, net: Network)
+    private var sinceImprovement = 0
+    private var stoppedEarly = false
+
+    init(featureCount f: Int, classes: Int, trainRows: Int, config: TrainingConfig) {
+        self.config = config
+        featureCount = f
+        rng = SeededRandom(seed: config.seed)
+        net = Network(sizes: [f] + config.hiddenSizes + [classes], activation: config.activation, rng: &rng)
+        optimizer = OptimizerState(net: net, optimizer: config.optimizer, learningRate: config.learningRate)
+        best = (-Float.infinity, Float.infinity, 0, net)
+        batchSize = max(1, min(config.batchSize, trainRows))
+        xb = [Float](repeating: 0, count: batchSize * f)
+        yb = [Int](repeating: 0, count: batchSize)
+    }
+
+    /// Adds one (standardised) row of `featureCount` values to the mini-batch; a full batch takes an optimizer step.
+    mutating func add(row: UnsafePointer<Float>, label: Int) {
+        let f = featureCount, offset = filled * f
+        xb.withUnsafeMutableBufferPointer { (($0.baseAddress! + offset)).update(from: row, count: f) }
+        yb[filled] = label
+        filled += 1
+        if filled == batchSize { step() }
+    }
+
+    private mutating func step() {
+        let n = filled
+        let (loss, grads) = n == batchSize
+            ? net.lossAndGradients(x: xb, labels: yb, l2: config.l2)
+            : net.lossAndGradients(x: Array(xb[0..<(n * featureCount)]), labels: Array(yb[0..<n]), l2: config.l2)
+        lossSum += Double(loss) * Double(n)
+        rowsSeen += n
+        optimizer.step(&net, grads)
+        filled = 0
+    }
+
+    /// Steps on the last, partial batch of the epoch and returns the epoch's mean training loss.
+    /// - Throws: `ComputeError.nonFiniteValue` when the loss diverged.
+    mutating func finishEpochTraining(_ epoch: Int) throws -> Float {
+        if filled > 0 { step() }
+        let loss = Float(lossSum / Double(max(1, rowsSeen)))
+        lossSum = 0
+        rowsSeen = 0
+        guard loss.isFinite else {
+            throw ComputeError.nonFiniteValue("training loss diverged to \(loss) at epoch \(epoch); lower the learning rate")
+        }
+        return loss
+    }
+
+    /// Records an epoch: keeps the best weights (highest validation accuracy, then lowest validation loss; the last
+    /// epoch's without validation), reports it, and says whether early stopping ends training.
+    /// - Returns: true when training should stop.
+    mutating func endEpoch(_ epoch: Int, loss: Float, validation: (accuracy: Float, loss: Float)?,
+                           progress: (EpochProgress) throws -> Void) throws -> Bool {
+        if let validation {
+            if validation.accuracy > best.accuracy || (validation.accuracy == best.accuracy && validation.loss < best.loss) {
+                best = (validation.accuracy, validation.loss, epoch, net)
+                sinceImprovement = 0
+            } else {
+                sinceImprovement += 1
+            }
+        } else {
+            best = (0, loss, epoch, net)
+        }
+        let p = EpochProgress(epoch: epoch, loss: loss, valAccuracy: validation?.accuracy)
+        history.append(p)
+        try progress(p)  // a callback that throws stops training (a cancelled or timed-out job)
+        if let patience = config.earlyStoppingPatience, validation != nil, sinceImprovement >= patience {
+            stoppedEarly = epoch < config.maxEpochs
+            return true
+        }
+        return false
+    }
+
+    /// The best weights as a model, and the run's history.
+    func result(mean: [Float]?, std: [Float]?) throws -> TrainingResult {
+        let model = try best.net.model(mean: mean, std: std, classLabels: config.classLabels)
+        return TrainingResult(model: model, history: history, bestEpoch: best.epoch, stoppedEarly: stoppedEarly)
     }
 }
 
@@ -333,6 +636,14 @@ struct Network: Sendable {
     func evaluate(x: [Float], labels: [Int]) -> (accuracy: Float, loss: Float) {
         let batch = labels.count
         guard batch > 0 else { return (0, 0) }
+        let sums = evaluationSums(x: x, labels: labels)
+        return (Float(sums.correct) / Float(batch), Float(sums.loss / Double(batch)))
+    }
+
+    /// Correct predictions and summed cross-entropy on a (standardised) set: `evaluate` over blocks adds these up.
+    func evaluationSums(x: [Float], labels: [Int]) -> (correct: Int, loss: Double) {
+        let batch = labels.count
+        guard batch > 0 else { return (0, 0) }
         let probs = forward(x, batch: batch).a[layerCount - 1]
         let classes = sizes[sizes.count - 1]
         var correct = 0
@@ -343,7 +654,7 @@ struct Network: Sendable {
             if best == labels[r] { correct += 1 }
             loss -= Foundation.log(max(Double(probs[r * classes + labels[r]]), 1e-30))
         }
-        return (Float(correct) / Float(batch), Float(loss / Double(batch)))
+        return (correct, loss)
     }
 
     /// The parameters as an inference model (final layer outputs logits; activation `none`).

@@ -120,62 +120,69 @@ public struct BatchAnalysisJob: JobHandler {
         // Rows kept for the quantiles: all of them when they fit the budget (exact), else a reservoir sample.
         let sampleCapacity = max(1, budget / max(1, columns * MemoryLayout<Float>.size))
         let executor = environment.executor
-        // Pass 1: running statistics, co-moments, quantile sample.
-        let first = try await classifying {
-            try await executor.run { () throws -> StreamingPass in
-                var pass = StreamingPass(columns: columns, coMoments: needCoMoments, sampleCapacity: sampleCapacity)
-                try data.forEachBlock { features, _, rows in try pass.add(features, rows: rows, source: data.source) }
-                return pass
+        // Progress is reported after every block of each pass (and a cancelled job stops at the next block).
+        let (first, histograms, quantiles) = try await withComputeProgress(context) { relay in
+            let firstPass = relay.phase(from: 0.05, to: 0.4), secondPass = relay.phase(from: 0.4, to: 0.6)
+            // Pass 1: running statistics, co-moments, quantile sample.
+            let first = try await classifying {
+                try await executor.run { () throws -> StreamingPass in
+                    var pass = StreamingPass(columns: columns, coMoments: needCoMoments, sampleCapacity: sampleCapacity)
+                    try data.forEachBlock(progress: firstPass) { features, _, rows in try pass.add(features, rows: rows, source: data.source) }
+                    return pass
+                }
             }
-        }
-        let rows = first.rows
-        guard rows >= 1 else { throw JobError.nonRetryable("dataset \(parameters.dataset) has no rows") }
-        await context.progress(0.4)
-        // Pass 2 (histograms need the range, known only after pass 1).
-        let stats = first.statistics
-        var histograms: [HistogramOutput?] = Array(repeating: nil, count: columns)
-        if bins > 0 {
-            histograms = try await classifying {
-                try await executor.run {
-                    let ranges: [ClosedRange<Double>?] = (0..<columns).map { c in
-                        stats.counts[c] > 0 ? stats.minimums[c]...stats.maximums[c] : nil
-                    }
-                    for c in 0..<columns where ranges[c] != nil {
-                        if !(ranges[c]!.lowerBound.isFinite && ranges[c]!.upperBound.isFinite) {
-                            throw ComputeError.nonFiniteValue("histogram range [\(ranges[c]!.lowerBound), \(ranges[c]!.upperBound)] is not finite")
+            let rows = first.rows
+            guard rows >= 1 else { throw JobError.nonRetryable("dataset \(parameters.dataset) has no rows") }
+            try relay.report(0.4)
+            // Pass 2 (histograms need the range, known only after pass 1).
+            let stats = first.statistics
+            var histograms: [HistogramOutput?] = Array(repeating: nil, count: columns)
+            if bins > 0 {
+                histograms = try await classifying {
+                    try await executor.run {
+                        let ranges: [ClosedRange<Double>?] = (0..<columns).map { c in
+                            stats.counts[c] > 0 ? stats.minimums[c]...stats.maximums[c] : nil
                         }
-                    }
-                    if first.retainedAll {
-                        return try (0..<columns).map { c in
-                            try ranges[c].map { range -> HistogramOutput in
-                                let h = try Statistics.histogram(first.columnValues(c), bins: bins, range: range)
-                                return HistogramOutput(edges: h.edges, counts: h.counts)
+                        for c in 0..<columns where ranges[c] != nil {
+                            if !(ranges[c]!.lowerBound.isFinite && ranges[c]!.upperBound.isFinite) {
+                                throw ComputeError.nonFiniteValue("histogram range [\(ranges[c]!.lowerBound), \(ranges[c]!.upperBound)] is not finite")
                             }
                         }
-                    }
-                    var counts = [[Int]](repeating: [Int](repeating: 0, count: bins), count: columns)
-                    var edges = [[Double]](repeating: [], count: columns)
-                    try data.forEachBlock { features, _, n in
-                        for c in 0..<columns {
-                            guard let range = ranges[c] else { continue }
-                            let h = try Statistics.histogram((0..<n).map { Double(features[$0 * columns + c]) }, bins: bins, range: range)
-                            edges[c] = h.edges
-                            for b in 0..<bins { counts[c][b] += h.counts[b] }
+                        if first.retainedAll {
+                            return try (0..<columns).map { c in
+                                try ranges[c].map { range -> HistogramOutput in
+                                    let h = try Statistics.histogram(first.columnValues(c), bins: bins, range: range)
+                                    return HistogramOutput(edges: h.edges, counts: h.counts)
+                                }
+                            }
                         }
+                        var counts = [[Int]](repeating: [Int](repeating: 0, count: bins), count: columns)
+                        var edges = [[Double]](repeating: [], count: columns)
+                        try data.forEachBlock(progress: secondPass) { features, _, n in
+                            for c in 0..<columns {
+                                guard let range = ranges[c] else { continue }
+                                let h = try Statistics.histogram((0..<n).map { Double(features[$0 * columns + c]) }, bins: bins, range: range)
+                                edges[c] = h.edges
+                                for b in 0..<bins { counts[c][b] += h.counts[b] }
+                            }
+                        }
+                        return (0..<columns).map { c in edges[c].isEmpty ? nil : HistogramOutput(edges: edges[c], counts: counts[c]) }
                     }
-                    return (0..<columns).map { c in edges[c].isEmpty ? nil : HistogramOutput(edges: edges[c], counts: counts[c]) }
                 }
             }
-        }
-        await context.progress(0.6)
-        let quantiles: [[Double]] = try await classifying {
-            try await executor.run {
-                try (0..<columns).map { c in
-                    let values = first.columnValues(c).filter { !$0.isNaN }
-                    return values.isEmpty ? levels.map { _ in Double.nan } : try Statistics.quantiles(values, levels: levels)
+            try relay.report(0.6)
+            let quantiles: [[Double]] = try await classifying {
+                try await executor.run {
+                    try (0..<columns).map { c in
+                        let values = first.columnValues(c).filter { !$0.isNaN }
+                        return values.isEmpty ? levels.map { _ in Double.nan } : try Statistics.quantiles(values, levels: levels)
+                    }
                 }
             }
+            return (first, histograms, quantiles)
         }
+        let rows = first.rows
+        let stats = first.statistics
         let stds = stats.standardDeviations
         let summary: [Column] = (0..<columns).map { c in
             let n = stats.counts[c]
@@ -189,7 +196,7 @@ public struct BatchAnalysisJob: JobHandler {
                             stdConvention: "sample (n-1), as numpy std(ddof=1)", summary: summary,
                             streaming: StreamingInfo(
                                 blockRows: data.blockRows, blocks: first.blocks, passes: bins > 0 && !first.retainedAll ? 2 : 1,
-                                source: data.inMemory ? "farm dataset, loaded whole and read in blocks" : "file, read in blocks",
+                                source: data.spooled ? "farm dataset, spooled to local disk and read in blocks" : "file, read in blocks",
                                 covarianceMethod: "per-block co-moment matrices (cblas_dsyrk on the block centred on its own mean) merged pairwise (Chan et al.); exact",
                                 pcaMethod: "eigen-decomposition (LAPACK dsyevd) of the streamed covariance; exact",
                                 quantileMethod: first.retainedAll

@@ -1,4 +1,7 @@
 import Compute
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import JobWorker
 import ModelStore
@@ -30,11 +33,13 @@ struct Table: Sendable {
         return try LabeledDataset(features: features, labels: ints, featureCount: columns, featureNames: names)
     }
 
-    /// The held-out part (or the rest) of a stratified split, as in `train`'s `holdout`.
-    func split(_ holdout: Holdout?) throws -> (train: LabeledDataset, test: LabeledDataset?) {
-        let data = try labeled()
-        guard let holdout, holdout.fraction > 0 else { return (data, nil) }
-        let parts = try data.stratifiedSplit(testFraction: holdout.fraction, seed: holdout.seed ?? 0)
+}
+
+extension LabeledDataset {
+    /// The rest and the held-out part of a stratified split, as in `train`'s `holdout` (no holdout: all, nil).
+    func holdoutSplit(_ holdout: Holdout?) throws -> (train: LabeledDataset, test: LabeledDataset?) {
+        guard let holdout, holdout.fraction > 0 else { return (self, nil) }
+        let parts = try stratifiedSplit(testFraction: holdout.fraction, seed: holdout.seed ?? 0)
         return (parts.train, parts.test)
     }
 }
@@ -49,96 +54,74 @@ public struct Holdout: Codable, Sendable, Equatable {
 }
 
 extension MLEnvironment {
-    /// Loads `reference` (`farm:NAME` or a file path; `.npy` by extension or magic, else CSV with a header row).
+    /// Loads `reference` whole (`farm:NAME`, spooled to the local cache first, or a file path; `.npy` by extension or
+    /// magic, else CSV with a header row), for code that needs every row in memory. Reads through `openBlocks`, so
+    /// the values are those the block readers give.
     func loadTable(_ reference: String, labelColumn: String?) async throws -> Table {
-        let bytes: Data
-        let isNpy: Bool
-        if reference.hasPrefix("farm:") {
-            let name = String(reference.dropFirst(5))
-            let (record, raw) = try await classifying("dataset \(reference)") { try await datasets.bytes(name) }
-            bytes = Data(raw)
-            isNpy = record.format == "npy"
-        } else {
-            var path = reference
-            if !path.hasPrefix("/"), let root = options.dataRoot { path = root + "/" + path }
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
-                throw JobError.nonRetryable("dataset path '\(path)' does not exist (give a file on a volume every worker sees, or push it with `jobfarm dataset push` and use farm:NAME)")
-            }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw JobError.nonRetryable("dataset path '\(path)' cannot be read")
-            }
-            bytes = data
-            isNpy = path.hasSuffix(".npy") || data.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59])
-        }
+        let data = try await openBlocks(reference, labelColumn: labelColumn, blockRows: 65_536)
         return try await executor.run {
-            do {
-                return try isNpy ? Self.npyTable(bytes, labelColumn: labelColumn, source: reference)
-                    : Self.csvTable(bytes, labelColumn: labelColumn, source: reference)
-            } catch let error as ComputeError {
-                throw JobError.nonRetryable("dataset \(reference): \(error)")
+            var features: [Float] = []
+            var labels: [Float]? = data.labelColumn == nil ? nil : []
+            var rows = 0
+            try data.forEachBlock { x, y, n in
+                features.append(contentsOf: x)
+                if let y { labels?.append(contentsOf: y) }
+                rows += n
             }
+            return Table(features: features, rows: rows, columns: data.columns, names: data.names, labels: labels,
+                         labelColumn: data.labelColumn, source: reference)
         }
     }
 
-    private static func csvTable(_ data: Data, labelColumn: String?, source: String) throws -> Table {
-        let reader = try CSVBlockReader(data: data, labelColumn: labelColumn, rowsPerBlock: 65_536)
-        var features: [Float] = []
-        var labels: [Float]? = labelColumn == nil ? nil : []
-        while let block = try reader.next() {
-            features.append(contentsOf: block.features)
-            if let l = block.labels { labels?.append(contentsOf: l) }
+    /// The local copy of farm dataset `reference` (`farm:NAME`), content-addressed:
+    /// `<spoolDirectory or the temporary directory>/jobfarm-datasets/<sha256>.<npy|csv>`.
+    ///
+    /// On first use the blob is streamed from Redis chunk by chunk (`DatasetStore.write`: inflated, hashed and
+    /// written as it arrives, size and SHA-256 checked at the end) into a temporary name in the same directory, then
+    /// renamed into place, so concurrent jobs and worker processes never see half a file. A copy already there (same
+    /// SHA-256, same size) is reused. Files are not evicted: delete them whenever no job is reading them.
+    func spoolFarmDataset(_ reference: String) async throws -> (url: URL, record: DatasetRecord) {
+        let name = String(reference.dropFirst(5))
+        let record = try await classifying("dataset \(reference)") { try await datasets.record(name) }
+        let directory = URL(fileURLWithPath: options.spoolDirectory ?? NSTemporaryDirectory())
+            .appendingPathComponent("jobfarm-datasets", isDirectory: true)
+        let url = directory.appendingPathComponent("\(record.sha256).\(record.format == "npy" ? "npy" : "csv")")
+        let fileManager = FileManager.default
+        if let size = (try? fileManager.attributesOfItem(atPath: url.path))?[.size] as? Int, size == record.bytes {
+            return (url, record)
         }
-        let names = reader.featureNames
-        guard !names.isEmpty else { throw JobError.nonRetryable("dataset \(source): no feature columns") }
-        return Table(features: features, rows: features.count / names.count, columns: names.count, names: names,
-                     labels: labels, labelColumn: labelColumn, source: source)
-    }
-
-    private static func npyTable(_ data: Data, labelColumn: String?, source: String) throws -> Table {
-        let array = try NpyArray(data: data)
-        let rows: Int, columns: Int
-        switch array.shape.count {
-        case 1: rows = array.shape[0]; columns = 1
-        case 2: rows = array.shape[0]; columns = array.shape[1]
-        default: throw JobError.nonRetryable("dataset \(source): .npy must be 1-D or 2-D, got shape \(array.shape)")
+        do {
+            try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw JobError.retryable("dataset \(reference): cannot create the spool directory \(directory.path) (\(error.localizedDescription)); set JOBFARM_SPOOL_DIR to a writable directory")
         }
-        let values = array.floats()
-        var names = (0..<columns).map { "col_\($0)" }
-        guard let labelColumn else {
-            return Table(features: values, rows: rows, columns: columns, names: names, labels: nil, labelColumn: nil, source: source)
+        let partial = directory.appendingPathComponent(".\(record.sha256).\(ProcessInfo.processInfo.processIdentifier).\(UUID().uuidString).partial")
+        do {
+            try await datasets.write(record, to: partial)
+        } catch ModelStoreError.corrupt(let message) {
+            throw JobError.nonRetryable("dataset \(reference): corrupt: \(message) (push the dataset again with `jobfarm dataset push`)")
+        } catch ModelStoreError.io(let message) {
+            throw JobError.retryable("dataset \(reference): cannot spool to \(directory.path): \(message) (free space there or set JOBFARM_SPOOL_DIR)")
+        } catch {
+            throw classify(error, "dataset \(reference)")
         }
-        // The label column of a .npy: `col_N`, `N`, or `last`.
-        let index: Int?
-        if labelColumn == "last" { index = columns - 1 }
-        else if let n = Int(labelColumn) { index = n < 0 ? columns + n : n }
-        else { index = names.firstIndex(of: labelColumn) }
-        guard let index, (0..<columns).contains(index), columns >= 2 else {
-            throw JobError.nonRetryable("dataset \(source): label column '\(labelColumn)' is not one of col_0…col_\(columns - 1) (or 'last')")
+        // rename(2) replaces atomically: a reader sees the old complete file or the new one, never a partial one.
+        guard rename(partial.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? fileManager.removeItem(at: partial)
+            throw JobError.retryable("dataset \(reference): cannot move the spooled copy into \(url.path): \(reason)")
         }
-        var features = [Float]()
-        features.reserveCapacity(rows * (columns - 1))
-        var labels = [Float]()
-        labels.reserveCapacity(rows)
-        for r in 0..<rows {
-            for c in 0..<columns {
-                if c == index { labels.append(values[r * columns + c]) } else { features.append(values[r * columns + c]) }
-            }
-        }
-        names.remove(at: index)
-        return Table(features: features, rows: rows, columns: columns - 1, names: names, labels: labels,
-                     labelColumn: "col_\(index)", source: source)
+        return (url, record)
     }
 }
 
-/// A dataset read in row blocks, so that `batch_analysis` and `validate` never hold more than one block of a file
-/// given by path. `farm:NAME` datasets are held in Redis and come back whole; they are loaded and then cut into the
-/// same blocks, so both kinds of reference go through one code path.
+/// A dataset read in row blocks from a file, so that `batch_analysis`, `validate` and `train` never hold more than
+/// one block of it. A `farm:NAME` dataset is read from its local spooled copy (`MLEnvironment.spoolFarmDataset`), so
+/// both kinds of reference go through one code path.
 struct BlockedDataset: Sendable {
     enum Origin: Sendable {
         case npyFile(URL, labelIndex: Int?)
         case csvFile(URL)
-        case table(Table)
     }
 
     let origin: Origin
@@ -151,29 +134,32 @@ struct BlockedDataset: Sendable {
     let names: [String]
     /// The label column's name, if one was given.
     let labelColumn: String?
-    /// Whether the whole dataset is in memory (farm datasets) rather than read from a file block by block.
-    var inMemory: Bool { if case .table = origin { return true } else { return false } }
+    /// Whether the file is the local spooled copy of a farm dataset.
+    let spooled: Bool
 
     /// Calls `body(features, labels, rows)` for each block in file order; blocks hold `blockRows` rows (the last may
-    /// hold fewer). Format errors become `JobError.nonRetryable` naming the dataset.
-    func forEachBlock(_ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
+    /// hold fewer). After each block, `progress` gets the share of the dataset read (rows of rows for `.npy`, bytes of
+    /// the file's size for CSV), and 1 at the end; throwing from it stops the pass (a cancelled job). Format errors
+    /// become `JobError.nonRetryable` naming the dataset.
+    func forEachBlock(progress: (Double) throws -> Void = { _ in },
+                      _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
         do {
             switch origin {
-            case .table(let table):
-                var start = 0
-                while start < table.rows {
-                    let n = min(blockRows, table.rows - start)
-                    try body(Array(table.features[(start * columns)..<((start + n) * columns)]),
-                             table.labels.map { Array($0[start..<(start + n)]) }, n)
-                    start += n
-                }
             case .csvFile(let url):
                 let reader = try CSVBlockReader(url: url, labelColumn: labelColumn, rowsPerBlock: blockRows)
-                while let block = try reader.next() { try body(block.features, block.labels, block.rowCount) }
+                while let block = try reader.next() {
+                    try body(block.features, block.labels, block.rowCount)
+                    try progress(reader.totalBytes.map { min(1, Double(reader.bytesConsumed) / Double(max(1, $0))) } ?? 0)
+                }
             case .npyFile(let url, let labelIndex):
                 let reader = try NpyRowReader(url: url, rowsPerBlock: blockRows)
+                let rows = Double(max(1, reader.rowCount))
                 while let block = try reader.next() {
-                    guard let labelIndex else { try body(block.values, nil, block.rowCount); continue }
+                    guard let labelIndex else {
+                        try body(block.values, nil, block.rowCount)
+                        try progress(Double(block.firstRow + block.rowCount) / rows)
+                        continue
+                    }
                     let width = reader.rowLength
                     var features = [Float]()
                     features.reserveCapacity(block.rowCount * (width - 1))
@@ -186,11 +172,45 @@ struct BlockedDataset: Sendable {
                         }
                     }
                     try body(features, labels, block.rowCount)
+                    try progress(Double(block.firstRow + block.rowCount) / rows)
                 }
             }
+            try progress(1)
         } catch let error as ComputeError {
             throw JobError.nonRetryable("dataset \(source): \(error)")
         }
+    }
+
+    /// As `forEachBlock`, but each block keeps only the rows whose indices are in `selected` (sorted ascending, as
+    /// `LabeledDataset.stratifiedIndices` gives them); a block with none of them is passed with 0 rows.
+    func forEachBlock(selecting selected: [Int], progress: (Double) throws -> Void = { _ in },
+                      _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
+        var firstRow = 0, next = 0
+        try forEachBlock(progress: progress) { features, labels, n in
+            defer { firstRow += n }
+            var keep: [Int] = []
+            while next < selected.count, selected[next] < firstRow + n { keep.append(selected[next] - firstRow); next += 1 }
+            var x: [Float] = []
+            x.reserveCapacity(keep.count * columns)
+            for r in keep { x.append(contentsOf: features[(r * columns)..<((r + 1) * columns)]) }
+            try body(x, labels.map { l in keep.map { l[$0] } }, keep.count)
+        }
+    }
+
+    /// One pass that reads every label as a class (checked as `classes` does), keeping the features too while
+    /// `rows × columns × 4` bytes fit `budget`. Nil features: the dataset is larger than the budget (and only the
+    /// labels, 4 bytes a row, were kept).
+    func readClasses(keepingFeaturesWithin budget: Int, progress: (Double) throws -> Void = { _ in })
+        throws -> (classes: [Int32], features: [Float]?) {
+        var classes: [Int32] = []
+        var features: [Float]? = []
+        try forEachBlock(progress: progress) { x, y, _ in
+            classes.append(contentsOf: try self.classes(y, firstRow: classes.count).map { Int32($0) })
+            if features != nil {
+                if classes.count * columns * MemoryLayout<Float>.size <= budget { features?.append(contentsOf: x) } else { features = nil }
+            }
+        }
+        return (classes, features)
     }
 
     /// Labels as non-negative integer classes (the same check as `Table.labeled()`); `firstRow` is for messages.
@@ -208,30 +228,35 @@ struct BlockedDataset: Sendable {
 }
 
 extension MLEnvironment {
-    /// Opens `reference` for block-wise reading: a path is streamed (`.npy` through `NpyRowReader`, CSV through
-    /// `CSVBlockReader`, `blockRows` rows at a time); `farm:NAME` is loaded whole and cut into blocks.
+    /// Opens `reference` for block-wise reading, `blockRows` rows at a time (`.npy` through `NpyRowReader`, CSV
+    /// through `CSVBlockReader`): a path as it is, `farm:NAME` from its local spooled copy (streamed from Redis on first
+    /// use, see `spoolFarmDataset`).
     func openBlocks(_ reference: String, labelColumn: String?, blockRows: Int) async throws -> BlockedDataset {
         guard blockRows >= 1, blockRows <= 16_777_216 else {
             throw JobError.nonRetryable("blockRows must be 1…16777216 (got \(blockRows))")
         }
-        if reference.hasPrefix("farm:") {
-            let table = try await loadTable(reference, labelColumn: labelColumn)
-            return BlockedDataset(origin: .table(table), source: reference, blockRows: blockRows, columns: table.columns,
-                                  names: table.names, labelColumn: table.labelColumn)
+        let url: URL
+        let isNpy: Bool
+        let spooled = reference.hasPrefix("farm:")
+        if spooled {
+            let (file, record) = try await spoolFarmDataset(reference)
+            url = file
+            isNpy = record.format == "npy"
+        } else {
+            var path = reference
+            if !path.hasPrefix("/"), let root = options.dataRoot { path = root + "/" + path }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                throw JobError.nonRetryable("dataset path '\(path)' does not exist (give a file on a volume every worker sees, or push it with `jobfarm dataset push` and use farm:NAME)")
+            }
+            url = URL(fileURLWithPath: path)
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw JobError.nonRetryable("dataset path '\(path)' cannot be read")
+            }
+            let magic = (try? handle.read(upToCount: 6)) ?? nil
+            try? handle.close()
+            isNpy = path.hasSuffix(".npy") || (magic.map { $0.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) } ?? false)
         }
-        var path = reference
-        if !path.hasPrefix("/"), let root = options.dataRoot { path = root + "/" + path }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw JobError.nonRetryable("dataset path '\(path)' does not exist (give a file on a volume every worker sees, or push it with `jobfarm dataset push` and use farm:NAME)")
-        }
-        let url = URL(fileURLWithPath: path)
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw JobError.nonRetryable("dataset path '\(path)' cannot be read")
-        }
-        let magic = (try? handle.read(upToCount: 6)) ?? nil
-        try? handle.close()
-        let isNpy = path.hasSuffix(".npy") || (magic.map { $0.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) } ?? false)
         return try await executor.run {
             do {
                 if isNpy {
@@ -243,18 +268,18 @@ extension MLEnvironment {
                     var names = (0..<width).map { "col_\($0)" }
                     guard let labelColumn else {
                         return BlockedDataset(origin: .npyFile(url, labelIndex: nil), source: reference, blockRows: blockRows,
-                                              columns: width, names: names, labelColumn: nil)
+                                              columns: width, names: names, labelColumn: nil, spooled: spooled)
                     }
                     let index = try npyLabelIndex(labelColumn, columns: width, source: reference)
                     names.remove(at: index)
                     return BlockedDataset(origin: .npyFile(url, labelIndex: index), source: reference, blockRows: blockRows,
-                                          columns: width - 1, names: names, labelColumn: "col_\(index)")
+                                          columns: width - 1, names: names, labelColumn: "col_\(index)", spooled: spooled)
                 }
                 let reader = try CSVBlockReader(url: url, labelColumn: labelColumn, rowsPerBlock: blockRows)
                 let names = reader.featureNames
                 guard !names.isEmpty else { throw JobError.nonRetryable("dataset \(reference): no feature columns") }
                 return BlockedDataset(origin: .csvFile(url), source: reference, blockRows: blockRows, columns: names.count,
-                                      names: names, labelColumn: labelColumn)
+                                      names: names, labelColumn: labelColumn, spooled: spooled)
             } catch let error as ComputeError {
                 throw JobError.nonRetryable("dataset \(reference): \(error)")
             }

@@ -160,7 +160,10 @@ func classify(_ error: Error, _ context: String = "") -> Error {
     let prefix = context.isEmpty ? "" : context + ": "
     switch error {
     case let error as ComputeError: return JobError.nonRetryable(prefix + error.description)
-    case let error as ModelStoreError: return JobError.nonRetryable(prefix + error.description)
+    case let error as ModelStoreError:
+        // A local disk problem (spooling a farm dataset) is the worker's, not the input's: another attempt may succeed.
+        if case .io = error { return JobError.retryable(prefix + error.description) }
+        return JobError.nonRetryable(prefix + error.description)
     case let error as RedisError where error.isConnectionError: return JobError.retryable(prefix + "\(error)")
     case let error as RedisError: return JobError.retryable(prefix + "\(error)")
     default: return error

@@ -23,6 +23,9 @@ public struct MLJobOptions: Sendable {
     public var referenceTTL: Duration
     /// Relative dataset paths are resolved against this directory (default: the working directory).
     public var dataRoot: String?
+    /// `farm:NAME` datasets are streamed from Redis into `<spoolDirectory>/jobfarm-datasets/<sha256>.<npy|csv>` and
+    /// read from there; nil: the system temporary directory.
+    public var spoolDirectory: String?
     /// Most rows one `inference` job may carry.
     public var maxInferenceRows: Int
     /// Matrices (covariance, correlation, PCA components) with more columns than this are stored as
@@ -30,12 +33,13 @@ public struct MLJobOptions: Sendable {
     public var maxEmbeddedMatrixColumns: Int
 
     /// The defaults, overridable from the environment: `JOBFARM_ML_MAX_BATCH`, `JOBFARM_ML_MAX_DELAY_MS`
-    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`.
+    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`,
+    /// `JOBFARM_SPOOL_DIR`.
     public init(
         batching: DynamicBatcher.Configuration = .init(), workerConcurrency: Int = 10, blasThreads: Int? = nil,
         computeThreads: Int? = nil, modelCacheBytes: Int = 512 << 20, modelIdleTimeout: Duration? = .seconds(600),
-        referenceTTL: Duration = .seconds(1), dataRoot: String? = nil, maxInferenceRows: Int = 4096,
-        maxEmbeddedMatrixColumns: Int = 32
+        referenceTTL: Duration = .seconds(1), dataRoot: String? = nil, spoolDirectory: String? = nil,
+        maxInferenceRows: Int = 4096, maxEmbeddedMatrixColumns: Int = 32
     ) {
         self.batching = batching
         self.workerConcurrency = workerConcurrency
@@ -45,6 +49,7 @@ public struct MLJobOptions: Sendable {
         self.modelIdleTimeout = modelIdleTimeout
         self.referenceTTL = referenceTTL
         self.dataRoot = dataRoot
+        self.spoolDirectory = spoolDirectory
         self.maxInferenceRows = maxInferenceRows
         self.maxEmbeddedMatrixColumns = maxEmbeddedMatrixColumns
     }
@@ -61,6 +66,7 @@ public struct MLJobOptions: Sendable {
         if let v = environment["JOBFARM_BLAS_THREADS"].flatMap(Int.init), v >= 1 { options.blasThreads = v }
         if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
         if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
+        if let v = environment["JOBFARM_SPOOL_DIR"], !v.isEmpty { options.spoolDirectory = v }
         return options
     }
 

@@ -49,6 +49,11 @@ public struct TrainJob: JobHandler {
         public var classLabels: [String]?
         /// Point this alias at the new version (e.g. `candidate`).
         public var alias: String?
+        /// Bytes of features the job may hold (default 256 MiB): a dataset whose `rows × features × 4` fits is trained
+        /// in memory, a larger one is streamed from its file block by block (see `MLPTrainer.train(streaming:…)`).
+        public var memoryBudgetBytes: Int?
+        /// Rows per block when reading the dataset (default 65536); when streaming, rows are shuffled within blocks.
+        public var blockRows: Int?
     }
 
     /// One epoch.
@@ -77,6 +82,20 @@ public struct TrainJob: JobHandler {
         public var seconds: Double
         /// The last 20 epochs (the whole history is short but bounded here).
         public var history: [Epoch]
+        /// Whether the dataset was larger than `memoryBudgetBytes` and streamed from its file every epoch.
+        public var streamed: Bool
+        /// Rows per block read, when streamed (shuffling was within blocks of this many rows).
+        public var blockRows: Int?
+    }
+
+    /// What either training path hands back.
+    private struct Trained: Sendable {
+        var result: TrainingResult
+        var trainRows: Int
+        var holdoutAccuracy: Double?
+        var holdoutRows: Int?
+        var seconds: Double
+        var streamed: Bool
     }
 
     let environment: MLEnvironment
@@ -91,57 +110,32 @@ public struct TrainJob: JobHandler {
         }
         let config = try trainingConfig(parameters)
         let labelColumn = parameters.labelColumn ?? "target"
+        let budget = parameters.memoryBudgetBytes ?? (256 << 20)
+        guard budget >= 0 else { throw JobError.nonRetryable("memoryBudgetBytes must be >= 0 (got \(budget))") }
         await context.progress(0.01)
-        let table = try await environment.loadTable(parameters.dataset, labelColumn: labelColumn)
-        let (train, holdout) = try await classifying { try table.split(parameters.holdout) }
-        var validation: LabeledDataset?
-        if let reference = parameters.validationDataset {
-            validation = try await classifying { try await environment.loadTable(reference, labelColumn: labelColumn).labeled() }
-        }
-        await context.progress(0.05)
-        let (stream, continuation) = AsyncStream<Double>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let reporter = Task {
-            for await fraction in stream { await context.progress(fraction) }
-        }
-        let maxEpochs = Double(config.maxEpochs)
-        let start = ContinuousClock.now
-        let result: TrainingResult
-        // The epochs run on a compute thread, outside this task: a cancel or a timeout reaches them through this
-        // flag, checked after every epoch, so the thread is freed instead of training on for nothing.
-        let stop = Mutex(false)
-        do {
-            result = try await withTaskCancellationHandler {
-                try await classifying {
-                    try await environment.executor.run { [validation] in
-                        try MLPTrainer.train(train, validation: validation, config: config) { epoch in
-                            if stop.withLock({ $0 }) { throw CancellationError() }
-                            continuation.yield(0.05 + 0.85 * Double(epoch.epoch) / maxEpochs)
-                        }
-                    }
-                }
-            } onCancel: {
-                stop.withLock { $0 = true }
+        let data = try await environment.openBlocks(parameters.dataset, labelColumn: labelColumn,
+                                                    blockRows: parameters.blockRows ?? 65_536)
+        let trained = try await withComputeProgress(context) { relay in
+            // One pass: every label (checked), and the features while they fit the budget.
+            let labelPass = relay.phase(from: 0.01, to: 0.05)
+            let first = try await classifying {
+                try await environment.executor.run { try data.readClasses(keepingFeaturesWithin: budget, progress: labelPass) }
             }
-        } catch {
-            continuation.finish()
-            await reporter.value
-            throw error
-        }
-        continuation.finish()
-        await reporter.value
-        let seconds = (ContinuousClock.now - start).seconds
-        var holdoutAccuracy: Double?
-        if let holdout {
-            let model = result.model
-            let predicted = try await classifying {
-                try await environment.executor.run { try model.predict(rows: holdout.features, batch: holdout.count) }
+            try relay.report(0.05)
+            if let features = first.features {
+                return try await trainInMemory(data, features: features, classes: first.classes, parameters: parameters,
+                                               config: config, relay: relay)
             }
-            holdoutAccuracy = Double(zip(predicted, holdout.labels).filter { $0 == $1 }.count) / Double(holdout.count)
+            return try await trainStreaming(data, classes: first.classes, parameters: parameters, config: config,
+                                            budget: budget, relay: relay)
         }
+        let result = trained.result
         var metadata = ["job": context.id, "kind": Self.kind, "dataset": parameters.dataset,
-                        "train_rows": String(train.count), "epochs": String(result.history.count)]
-        if let holdoutAccuracy { metadata["holdout_accuracy"] = String(format: "%.4f", holdoutAccuracy) }
+                        "train_rows": String(trained.trainRows), "epochs": String(result.history.count)]
+        if let accuracy = trained.holdoutAccuracy { metadata["holdout_accuracy"] = String(format: "%.4f", accuracy) }
         if let h = parameters.holdout { metadata["holdout"] = "fraction=\(h.fraction) seed=\(h.seed ?? 0)" }
+        let streamed = trained.streamed
+        if streamed { metadata["streamed"] = "blockRows=\(data.blockRows)" }
         let model = result.model
         let stored = try await classifying {
             try await environment.models.push(model: model, name: parameters.name, metadata: metadata)
@@ -151,12 +145,116 @@ public struct TrainJob: JobHandler {
         }
         await context.progress(1)
         return Output(
-            model: stored.reference, version: stored.version, sha256: stored.sha256, trainRows: train.count,
-            features: train.featureCount, classes: model.outputSize, epochs: result.history.count,
+            model: stored.reference, version: stored.version, sha256: stored.sha256, trainRows: trained.trainRows,
+            features: data.columns, classes: model.outputSize, epochs: result.history.count,
             bestEpoch: result.bestEpoch, stoppedEarly: result.stoppedEarly, finalLoss: result.history.last?.loss ?? 0,
-            validationAccuracy: result.history.last?.valAccuracy, holdoutAccuracy: holdoutAccuracy,
-            holdoutRows: holdout?.count, seconds: seconds,
-            history: result.history.suffix(20).map { Epoch(epoch: $0.epoch, loss: $0.loss, validationAccuracy: $0.valAccuracy) })
+            validationAccuracy: result.history.last?.valAccuracy, holdoutAccuracy: trained.holdoutAccuracy,
+            holdoutRows: trained.holdoutRows, seconds: trained.seconds,
+            history: result.history.suffix(20).map { Epoch(epoch: $0.epoch, loss: $0.loss, validationAccuracy: $0.valAccuracy) },
+            streamed: streamed, blockRows: streamed ? data.blockRows : nil)
+    }
+
+    /// The whole dataset fits the budget: the in-memory trainer on a `LabeledDataset`, as before streaming existed.
+    private func trainInMemory(_ data: BlockedDataset, features: [Float], classes: [Int32], parameters: Parameters,
+                               config: TrainingConfig, relay: ComputeProgress) async throws -> Trained {
+        let all = try await classifying {
+            try LabeledDataset(features: features, labels: classes.map(Int.init), featureCount: data.columns, featureNames: data.names)
+        }
+        let (train, holdout) = try await classifying { try all.holdoutSplit(parameters.holdout) }
+        var validation: LabeledDataset?
+        if let reference = parameters.validationDataset {
+            let labelColumn = data.labelColumn
+            validation = try await classifying { try await environment.loadTable(reference, labelColumn: labelColumn).labeled() }
+        }
+        let maxEpochs = Double(config.maxEpochs)
+        let start = ContinuousClock.now
+        // The epochs run on a compute thread, outside this task: a cancel or a timeout reaches them through the
+        // relay, checked after every epoch, so the thread is freed instead of training on for nothing.
+        let result = try await classifying {
+            try await environment.executor.run { [validation] in
+                try MLPTrainer.train(train, validation: validation, config: config) { epoch in
+                    try relay.report(0.05 + 0.85 * Double(epoch.epoch) / maxEpochs)
+                }
+            }
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        var holdoutAccuracy: Double?
+        if let holdout {
+            let model = result.model
+            let predicted = try await classifying {
+                try await environment.executor.run { try model.predict(rows: holdout.features, batch: holdout.count) }
+            }
+            holdoutAccuracy = Double(zip(predicted, holdout.labels).filter { $0 == $1 }.count) / Double(holdout.count)
+        }
+        return Trained(result: result, trainRows: train.count, holdoutAccuracy: holdoutAccuracy, holdoutRows: holdout?.count,
+                       seconds: seconds, streamed: false)
+    }
+
+    /// The dataset is larger than the budget: only its labels are held (4 bytes a row); the held-out rows are drawn
+    /// from them with the same stratified split as in memory (so `validate` with the same `holdout` sees the same
+    /// rows), and every epoch reads the file again, block by block (`MLPTrainer.train(streaming:…)`).
+    private func trainStreaming(_ data: BlockedDataset, classes: [Int32], parameters: Parameters, config: TrainingConfig,
+                                budget: Int, relay: ComputeProgress) async throws -> Trained {
+        var excluded: [Bool]?
+        var heldOut: [Int]?
+        if let holdout = parameters.holdout, holdout.fraction > 0 {
+            let test = try await classifying {
+                try LabeledDataset.stratifiedIndices(labels: classes, testFraction: holdout.fraction, seed: holdout.seed ?? 0).test
+            }
+            var mask = [Bool](repeating: false, count: classes.count)
+            for row in test { mask[row] = true }
+            excluded = mask
+            heldOut = test
+        }
+        let source = RowBlockSource(featureCount: data.columns, labels: classes) { body in
+            try data.forEachBlock { features, _, rows in try body(features, rows) }
+        }
+        // A separate validation set: its labels now; the trainer keeps its features in memory if they fit the
+        // budget (read once), else reads it every epoch.
+        var validation: RowBlockSource?
+        if let reference = parameters.validationDataset {
+            let other = try await environment.openBlocks(reference, labelColumn: data.labelColumn, blockRows: data.blockRows)
+            let labels = try await classifying {
+                try await environment.executor.run { try other.readClasses(keepingFeaturesWithin: 0).classes }
+            }
+            validation = RowBlockSource(featureCount: other.columns, labels: labels) { body in
+                try other.forEachBlock { features, _, rows in try body(features, rows) }
+            }
+        }
+        let maxEpochs = Double(config.maxEpochs)
+        let training = relay.phase(from: 0.05, to: 0.9)
+        let start = ContinuousClock.now
+        let result = try await classifying {
+            try await environment.executor.run { [validation, excluded] in
+                try MLPTrainer.train(streaming: source, excluding: excluded, validation: validation, memoryBudgetBytes: budget,
+                                     config: config) { epoch in
+                    try training(Double(epoch.epoch) / maxEpochs)
+                } blockProgress: { fraction in
+                    try training(fraction)
+                }
+            }
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        var holdoutAccuracy: Double?
+        if let heldOut, !heldOut.isEmpty {
+            let model = result.model, holdoutPass = relay.phase(from: 0.9, to: 0.95)
+            let correct = try await classifying {
+                try await environment.executor.run { () throws -> Int in
+                    var correct = 0, seen = 0
+                    try data.forEachBlock(selecting: heldOut, progress: holdoutPass) { features, labels, rows in
+                        guard rows > 0 else { return }
+                        let predicted = try model.predict(rows: features, batch: rows)
+                        let truth = try data.classes(labels, firstRow: seen)
+                        correct += zip(predicted, truth).filter { $0 == $1 }.count
+                        seen += rows
+                    }
+                    return correct
+                }
+            }
+            holdoutAccuracy = Double(correct) / Double(heldOut.count)
+        }
+        return Trained(result: result, trainRows: classes.count - (heldOut?.count ?? 0), holdoutAccuracy: holdoutAccuracy,
+                       holdoutRows: heldOut?.count, seconds: seconds, streamed: true)
     }
 
     private func trainingConfig(_ p: Parameters) throws -> TrainingConfig {

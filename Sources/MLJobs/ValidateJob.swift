@@ -99,47 +99,47 @@ public struct ValidateJob: JobHandler {
         if !hasLabels, parameters.holdout != nil {
             throw JobError.nonRetryable("holdout needs labels for its stratified split; give labelColumn")
         }
-        // A held-out split needs every label first (one pass reading labels; features are not kept).
-        var selected: [Int]?
-        if let holdout = parameters.holdout, holdout.fraction > 0 {
-            selected = try await classifying {
-                try await environment.executor.run {
-                    var labels: [Int] = []
-                    try data.forEachBlock { _, y, _ in labels.append(contentsOf: try data.classes(y, firstRow: labels.count)) }
-                    return try LabeledDataset.stratifiedIndices(labels: labels, testFraction: holdout.fraction, seed: holdout.seed ?? 0).test
+        let referenceModel = reference
+        // Progress is reported after every block of each pass (and a cancelled job stops at the next block).
+        let metrics = try await withComputeProgress(context) { relay in
+            // A held-out split needs every label first (one pass reading labels; features are not kept).
+            var selected: [Int]?
+            if let holdout = parameters.holdout, holdout.fraction > 0 {
+                let labelPass = relay.phase(from: 0.1, to: 0.3)
+                selected = try await classifying {
+                    try await environment.executor.run {
+                        let labels = try data.readClasses(keepingFeaturesWithin: 0, progress: labelPass).classes
+                        return try LabeledDataset.stratifiedIndices(labels: labels, testFraction: holdout.fraction, seed: holdout.seed ?? 0).test
+                    }
                 }
             }
-        }
-        guard data.columns == candidate.inputSize else {
-            throw JobError.nonRetryable("shape mismatch: dataset \(parameters.dataset) has \(data.columns) feature columns, model \(candidateVersion.reference) takes \(candidate.inputSize)")
-        }
-        await context.progress(0.3)
-        let rowsToUse = selected, referenceModel = reference
-        let metrics = try await classifying {
-            try await environment.executor.run { () throws -> ValidationMetrics in
-                var metrics = ValidationMetrics(classes: candidate.outputSize)
-                var firstRow = 0, next = 0
-                try data.forEachBlock { features, y, n in
-                    defer { firstRow += n }
-                    metrics.blocks += 1
-                    var x = features, labels = hasLabels ? try data.classes(y, firstRow: firstRow) : nil, count = n
-                    if let rowsToUse {
-                        // Keep the block's rows that are in the (sorted) held-out index list.
-                        var keep: [Int] = []
-                        while next < rowsToUse.count, rowsToUse[next] < firstRow + n { keep.append(rowsToUse[next] - firstRow); next += 1 }
-                        let f = data.columns
-                        x = []
-                        x.reserveCapacity(keep.count * f)
-                        for r in keep { x.append(contentsOf: features[(r * f)..<((r + 1) * f)]) }
-                        labels = labels.map { l in keep.map { l[$0] } }
-                        count = keep.count
+            guard data.columns == candidate.inputSize else {
+                throw JobError.nonRetryable("shape mismatch: dataset \(parameters.dataset) has \(data.columns) feature columns, model \(candidateVersion.reference) takes \(candidate.inputSize)")
+            }
+            try relay.report(0.3)
+            let rowsToUse = selected, metricsPass = relay.phase(from: 0.3, to: 0.8)
+            return try await classifying {
+                try await environment.executor.run { () throws -> ValidationMetrics in
+                    var metrics = ValidationMetrics(classes: candidate.outputSize)
+                    var firstRow = 0
+                    // Every row, or only the held-out ones. `firstRow` numbers rows in messages; with a holdout the
+                    // labels were all checked in the first pass.
+                    func add(_ x: [Float], _ y: [Float]?, _ count: Int) throws {
+                        metrics.blocks += 1
+                        let labels = hasLabels ? try data.classes(y, firstRow: firstRow) : nil
+                        firstRow += count
+                        guard count > 0 else { return }
+                        let a = try candidate.logits(rows: x, batch: count)
+                        let b = try referenceModel.map { try $0.logits(rows: x, batch: count) }
+                        metrics.add(candidate: a, reference: b, labels: labels, rows: count)
                     }
-                    guard count > 0 else { return }
-                    let a = try candidate.logits(rows: x, batch: count)
-                    let b = try referenceModel.map { try $0.logits(rows: x, batch: count) }
-                    metrics.add(candidate: a, reference: b, labels: labels, rows: count)
+                    if let rowsToUse {
+                        try data.forEachBlock(selecting: rowsToUse, progress: metricsPass, add)
+                    } else {
+                        try data.forEachBlock(progress: metricsPass, add)
+                    }
+                    return metrics
                 }
-                return metrics
             }
         }
         let rows = metrics.rows

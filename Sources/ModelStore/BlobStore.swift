@@ -13,6 +13,8 @@ public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible
     case invalidArgument(String)
     /// The bytes are not a usable model (bad safetensors header, unsupported dtype, config mismatch).
     case invalidModel(String)
+    /// A local file could not be written (spooling a blob to disk).
+    case io(String)
 
     public var description: String {
         switch self {
@@ -20,6 +22,7 @@ public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible
         case .corrupt(let m): return "corrupt: \(m)"
         case .invalidArgument(let m): return "invalid argument: \(m)"
         case .invalidModel(let m): return "invalid model: \(m)"
+        case .io(let m): return "i/o error: \(m)"
         }
     }
 }
@@ -100,6 +103,52 @@ public struct BlobStore: Sendable {
     /// Loads and verifies a blob. Throws `ModelStoreError.notFound` or `.corrupt` (checksum mismatch,
     /// missing chunk, chunk that does not inflate).
     public func get(_ sha256: String) async throws -> [UInt8] {
+        var output = [UInt8]()
+        try await forEachChunk(sha256) { size in
+            output.reserveCapacity(size)
+        } body: { chunk in
+            output.append(contentsOf: chunk)
+        }
+        return output
+    }
+
+    /// Streams a blob into the file at `url` (created, or truncated if it exists) without holding it whole: chunks
+    /// are fetched 16 per pipelined round trip, as `get` does, and each is inflated, hashed (SHA-256, incrementally)
+    /// and appended to the file. The size and checksum are verified at the end; on any error the file is removed, so
+    /// callers write to a temporary name and rename it once this returns.
+    /// - Returns: the number of bytes written.
+    /// - Throws: `ModelStoreError.notFound` or `.corrupt` with the messages of `get`; `ModelStoreError.io` when the
+    ///   file cannot be written.
+    @discardableResult
+    public func write(_ sha256: String, to url: URL) async throws -> Int {
+        func ioError(_ error: Error) -> ModelStoreError {
+            ModelStoreError.io("writing blob \(sha256) to \(url.path): \(error.localizedDescription)")
+        }
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw ModelStoreError.io("cannot create \(url.path) to write blob \(sha256) into")
+        }
+        var written = 0
+        do {
+            let handle: FileHandle
+            do { handle = try FileHandle(forWritingTo: url) } catch { throw ioError(error) }
+            defer { try? handle.close() }
+            try await forEachChunk(sha256) { _ in } body: { chunk in
+                do { try handle.write(contentsOf: chunk) } catch { throw ioError(error) }
+                written += chunk.count
+            }
+            do { try handle.synchronize() } catch { throw ioError(error) }
+        } catch {
+            try? FileManager.default.removeItem(at: url)
+            throw error
+        }
+        return written
+    }
+
+    /// Reads blob `sha256` chunk by chunk (16 per pipelined round trip) and hands each inflated chunk to `body`, in
+    /// order, after `start` got the blob's size; hashes as it goes and checks size and SHA-256 at the end.
+    private func forEachChunk(
+        _ sha256: String, start: (_ size: Int) throws -> Void, body: ([UInt8]) throws -> Void
+    ) async throws {
         let key = key(sha256)
         let meta = try await client.execute(RedisCommand("HMGET", key, "complete", "size", "chunks")).array ?? []
         guard meta.count == 3, meta[0].string == "1" else {
@@ -108,30 +157,37 @@ public struct BlobStore: Sendable {
         guard let size = meta[1].int, let chunks = meta[2].int, size >= 0, size <= Self.maxBytes, chunks >= 1 else {
             throw ModelStoreError.corrupt("blob \(sha256) has unreadable size/chunk fields")
         }
-        var output = [UInt8]()
-        output.reserveCapacity(size)
-        for start in stride(from: 0, to: chunks, by: 16) {
-            let indices = start..<min(chunks, start + 16)
+        try start(size)
+        var hasher = SHA256()
+        var total = 0
+        for first in stride(from: 0, to: chunks, by: 16) {
+            let indices = first..<min(chunks, first + 16)
             let replies = try await client.send(indices.map { RedisCommand("HGET", key, "c:\($0)") })
             for (index, reply) in zip(indices, replies) {
                 guard let compressed = reply.bytes else {
                     throw ModelStoreError.corrupt("blob \(sha256): chunk \(index) of \(chunks) is missing")
                 }
+                let chunk: [UInt8]
                 do {
-                    output.append(contentsOf: try PayloadCompression.decompress(compressed, limit: max(chunkSize, size)))
+                    chunk = try PayloadCompression.decompress(compressed, limit: max(chunkSize, size))
                 } catch {
                     throw ModelStoreError.corrupt("blob \(sha256): chunk \(index) of \(chunks) does not inflate (\(error))")
                 }
+                total += chunk.count
+                guard total <= size else {
+                    throw ModelStoreError.corrupt("blob \(sha256): more than the expected \(size) bytes after inflating chunk \(index) of \(chunks)")
+                }
+                hasher.update(data: chunk)
+                try body(chunk)
             }
         }
-        guard output.count == size else {
-            throw ModelStoreError.corrupt("blob \(sha256): \(output.count) bytes after inflating, expected \(size)")
+        guard total == size else {
+            throw ModelStoreError.corrupt("blob \(sha256): \(total) bytes after inflating, expected \(size)")
         }
-        let actual = sha256Hex(output)
+        let actual = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         guard actual == sha256 else {
             throw ModelStoreError.corrupt("checksum mismatch for blob \(sha256): the stored bytes hash to \(actual)")
         }
-        return output
     }
 }
 

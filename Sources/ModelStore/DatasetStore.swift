@@ -29,11 +29,11 @@ public struct DatasetStore: Sendable {
     /// The blob storage under `<ns>:datasets:blob:`.
     public let blobs: BlobStore
 
-    /// Creates a store over an existing client.
-    public init(client: RedisClient, namespace: String) {
+    /// Creates a store over an existing client; `chunkSize` is the uncompressed bytes per stored chunk.
+    public init(client: RedisClient, namespace: String, chunkSize: Int = 512 * 1024) {
         self.client = client
         self.namespace = namespace
-        self.blobs = BlobStore(client: client, prefix: "\(namespace):datasets:blob:")
+        self.blobs = BlobStore(client: client, prefix: "\(namespace):datasets:blob:", chunkSize: chunkSize)
     }
 
     var namesKey: String { "\(namespace):datasets:names" }
@@ -84,6 +84,19 @@ public struct DatasetStore: Sendable {
             return (record, try await blobs.get(record.sha256))
         } catch let error as ModelStoreError {
             if case .corrupt(let message) = error { throw ModelStoreError.corrupt("dataset '\(name)': \(message)") }
+            throw error
+        }
+    }
+
+    /// Streams the bytes of the dataset `record` describes into the file at `url` (see `BlobStore.write`): never
+    /// held whole in memory, size and checksum verified, the file removed on error.
+    /// - Returns: the number of bytes written.
+    @discardableResult
+    public func write(_ record: DatasetRecord, to url: URL) async throws -> Int {
+        do {
+            return try await blobs.write(record.sha256, to: url)
+        } catch let error as ModelStoreError {
+            if case .corrupt(let message) = error { throw ModelStoreError.corrupt("dataset '\(record.name)': \(message)") }
             throw error
         }
     }

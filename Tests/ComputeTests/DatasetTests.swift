@@ -115,6 +115,25 @@ import Testing
         #expect(stats.maximums[1] == Double(rows - 1) * 0.25)
     }
 
+    @Test func reportsBytesConsumedForProgress() throws {
+        // Lines of known length: after each block the reader has consumed exactly the header and those rows.
+        var text = "a,b\n"
+        for i in 0..<30_000 { text += String(format: "%05d,%05d\n", i, i) }
+        let url = temporaryURL(".csv")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        for reader in [try CSVBlockReader(url: url, rowsPerBlock: 7_000), try CSVBlockReader(data: Data(text.utf8), rowsPerBlock: 7_000)] {
+            #expect(reader.totalBytes == text.utf8.count)
+            #expect(reader.bytesConsumed == 4, "the header line")
+            var rows = 0
+            while let block = try reader.next() {
+                rows += block.rowCount
+                #expect(reader.bytesConsumed == 4 + rows * 12, "after \(rows) rows")
+            }
+            #expect(reader.bytesConsumed == reader.totalBytes)
+        }
+    }
+
     @Test func digitsLoads() throws {
         let d = try digitsDataset(from: Fixtures.digitsCSV)
         #expect(d.count == 1797 && d.featureCount == 64)

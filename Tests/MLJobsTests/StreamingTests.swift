@@ -3,6 +3,7 @@ import Foundation
 import JobFarmTesting
 import JobProtocol
 import MLJobs
+import RedisClient
 import Testing
 
 /// `batch_analysis` and `validate` read datasets in row blocks (`blockRows`); on data that fits in memory the
@@ -115,7 +116,7 @@ struct StreamingTests {
         }
     }
 
-    @Test("batch_analysis on a .npy path (label column 'last') in 7-row blocks equals the farm dataset loaded whole")
+    @Test("batch_analysis on a .npy path (label column 'last') in 7-row blocks equals the farm dataset (read from its spooled copy) in one block")
     func npyBlocksMatchFarmDataset() async throws {
         let farm = try mlTestFarm()
         let digits = try digitsDataset(from: PackagePaths.digits)
@@ -138,6 +139,33 @@ struct StreamingTests {
             #expect(streamed["streaming"]?.text("source")?.hasPrefix("file") == true)
             #expect(loaded["streaming"]?.text("source")?.hasPrefix("farm") == true)
             sameAnalysis(streamed, loaded, "npy 7 vs farm")
+        }
+    }
+
+    @Test("batch_analysis on a farm: CSV dataset (spooled to the local cache) equals the same file by path; the copy is reused")
+    func farmCSVMatchesFile() async throws {
+        let farm = try mlTestFarm()
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-spool-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: spool) }
+        var spooling = options()
+        spooling.spoolDirectory = spool.path
+        try await withMLWorker(farm: farm, options: spooling) { environment in
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: PackagePaths.digits)))
+            let record = try await environment.datasets.push(name: "digits-csv", bytes: bytes)
+            let payload = #"{"dataset": "DS", "labelColumn": "target", "pcaComponents": 3, "histogramBins": 17, "blockRows": 100}"#
+            let fromFarm = try await succeed(farm, "batch_analysis", payload.replacingOccurrences(of: "DS", with: "farm:digits-csv"))
+            let fromFile = try await succeed(farm, "batch_analysis", payload.replacingOccurrences(of: "DS", with: "data/digits/digits.csv"))
+            #expect(fromFarm["streaming"]?.text("source")?.hasPrefix("farm dataset, spooled") == true)
+            #expect(fromFarm["streaming"]?.number("blocks") == 18)
+            sameAnalysis(fromFarm, fromFile, "farm vs file")
+            let copy = spool.appendingPathComponent("jobfarm-datasets/\(record.sha256).csv")
+            #expect(try [UInt8](Data(contentsOf: copy)) == bytes, "the spooled copy is the dataset, byte for byte")
+            // With the blob gone from Redis, the record still names the spooled copy, which is reused.
+            _ = try await environment.datasets.client.execute(RedisCommand("DEL", environment.datasets.blobs.key(record.sha256)))
+            let again = try await succeed(farm, "batch_analysis", payload.replacingOccurrences(of: "DS", with: "farm:digits-csv"))
+            sameAnalysis(again, fromFile, "cached copy vs file")
+            let names = try FileManager.default.contentsOfDirectory(atPath: spool.appendingPathComponent("jobfarm-datasets").path)
+            #expect(names == ["\(record.sha256).csv"], "one content-addressed file, no partial leftovers: \(names)")
         }
     }
 
