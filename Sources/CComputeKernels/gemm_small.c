@@ -238,8 +238,8 @@ static int ck_pool_nice = 0;
 void ck_compute_thread_nice(int nice) { __atomic_store_n(&ck_pool_nice, nice, __ATOMIC_RELAXED); }
 
 /*
- * A small persistent pool: helper threads park on a condition variable and wake per call, the caller runs the
- * first share itself. One call at a time (a mutex serialises callers); the farm runs one batched pass at a time, so
+ * A small persistent pool: helper threads park on a condition variable and wake per call; the caller works too,
+ * and every thread claims chunks of weight rows until none is left. One call at a time (a mutex serialises callers); the farm runs one batched pass at a time, so
  * callers rarely wait. Threads are created on first use and live for the process.
  */
 #define CK_POOL_MAX 64
@@ -251,17 +251,25 @@ struct ck_job {
     size_t rows, cols, ldx, batch, ldy;
     const float *x;
     float *y;
-    size_t parts;
+    size_t parts;       /* chunks of weight rows */
+    size_t threads;     /* threads taking part (the caller and threads - 1 helpers) */
 };
+
+/* Chunks are claimed from a shared counter, so a thread the scheduler preempts (the compute threads run niced, and
+ * the worker's own threads take the core whenever they wake) does not hold the pass up: the others take its share,
+ * and the caller waits for chunks, not for helpers (a helper that wakes late finds nothing left). */
 
 static pthread_mutex_t ck_pool_call = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t ck_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ck_pool_wake = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t ck_pool_done = PTHREAD_COND_INITIALIZER;
 static size_t ck_pool_threads = 0;   /* helpers started */
-static unsigned long ck_pool_generation = 0;
-static size_t ck_pool_pending = 0;   /* helper shares not yet finished */
+static uint32_t ck_pool_generation = 0;
 static struct ck_job ck_pool_job;
+/* (generation << 32) | next chunk: a helper that wakes late, after its call has ended, cannot claim a chunk of the
+ * next call with the old call's pointers, because the generation no longer matches. */
+static uint64_t ck_pool_claim;
+static size_t ck_pool_finished;      /* chunks finished in this call, guarded by ck_pool_lock */
 
 static void ck_run_part(const struct ck_job *job, size_t part) {
     /* Rows split in multiples of 4 so every share keeps the 4-row micro-kernel. */
@@ -277,9 +285,31 @@ static void ck_run_part(const struct ck_job *job, size_t part) {
     }
 }
 
+/* Claims and runs chunks of call `generation` until none is left; returns how many this thread ran. */
+static size_t ck_run_chunks(const struct ck_job *job, uint32_t generation) {
+    size_t ran = 0;
+    for (;;) {
+        uint64_t claim = __atomic_load_n(&ck_pool_claim, __ATOMIC_ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(claim >> 32) != generation || (claim & 0xffffffffu) >= job->parts) return ran;
+            if (__atomic_compare_exchange_n(&ck_pool_claim, &claim, claim + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        ck_run_part(job, (size_t)(claim & 0xffffffffu));
+        ran++;
+    }
+}
+
+static void ck_finish_chunks(size_t ran, size_t parts) {
+    if (ran == 0) return;
+    pthread_mutex_lock(&ck_pool_lock);
+    ck_pool_finished += ran;
+    if (ck_pool_finished == parts) pthread_cond_signal(&ck_pool_done);
+    pthread_mutex_unlock(&ck_pool_lock);
+}
+
 static void *ck_pool_main(void *arg) {
-    size_t index = (size_t)arg;  /* helper i runs share i + 1 */
-    unsigned long seen = 0;
+    (void)arg;
+    uint32_t seen = 0;
     int nice = __atomic_load_n(&ck_pool_nice, __ATOMIC_RELAXED);
     if (nice > 0) ck_set_thread_nice(nice);
     pthread_mutex_lock(&ck_pool_lock);
@@ -287,11 +317,9 @@ static void *ck_pool_main(void *arg) {
         while (ck_pool_generation == seen) pthread_cond_wait(&ck_pool_wake, &ck_pool_lock);
         seen = ck_pool_generation;
         struct ck_job job = ck_pool_job;
-        if (index + 1 >= job.parts) continue;  /* not needed for this call */
         pthread_mutex_unlock(&ck_pool_lock);
-        ck_run_part(&job, index + 1);
+        ck_finish_chunks(ck_run_chunks(&job, seen), job.parts);
         pthread_mutex_lock(&ck_pool_lock);
-        if (--ck_pool_pending == 0) pthread_cond_signal(&ck_pool_done);
     }
     return NULL;
 }
@@ -300,41 +328,47 @@ static void ck_parallel(struct ck_job job, size_t threads) {
     size_t quads = (job.rows + 3) / 4;
     if (threads > CK_POOL_MAX) threads = CK_POOL_MAX;
     if (threads > quads) threads = quads;
-    if (threads <= 1) { job.parts = 1; ck_run_part(&job, 0); return; }
+    if (threads <= 1) { job.parts = 1; job.threads = 1; ck_run_part(&job, 0); return; }
     pthread_mutex_lock(&ck_pool_call);
     pthread_mutex_lock(&ck_pool_lock);
     while (ck_pool_threads + 1 < threads) {
         pthread_t thread;
-        if (pthread_create(&thread, NULL, ck_pool_main, (void *)ck_pool_threads) != 0) break;
+        if (pthread_create(&thread, NULL, ck_pool_main, NULL) != 0) break;
         pthread_detach(thread);
         ck_pool_threads++;
     }
     if (threads > ck_pool_threads + 1) threads = ck_pool_threads + 1;
-    job.parts = threads;
+    job.threads = threads;
+    /* About 8 chunks per thread, each at least 16 rows (4 micro-kernel blocks), at least one per thread. */
+    job.parts = threads * 8;
+    if (job.parts > quads / 4) job.parts = quads / 4 > threads ? quads / 4 : threads;
+    uint32_t generation = ++ck_pool_generation;
     ck_pool_job = job;
-    ck_pool_pending = threads - 1;
-    ck_pool_generation++;
+    ck_pool_finished = 0;
+    __atomic_store_n(&ck_pool_claim, (uint64_t)generation << 32, __ATOMIC_RELEASE);
+    /* Wakes every helper; with more helpers than this call uses (an earlier call asked for more), the extra ones
+     * find nothing to claim once the chunks are gone. */
     pthread_cond_broadcast(&ck_pool_wake);
     pthread_mutex_unlock(&ck_pool_lock);
-    ck_run_part(&job, 0);
+    ck_finish_chunks(ck_run_chunks(&job, generation), job.parts);
     pthread_mutex_lock(&ck_pool_lock);
-    while (ck_pool_pending > 0) pthread_cond_wait(&ck_pool_done, &ck_pool_lock);
+    while (ck_pool_finished < job.parts) pthread_cond_wait(&ck_pool_done, &ck_pool_lock);
     pthread_mutex_unlock(&ck_pool_lock);
     pthread_mutex_unlock(&ck_pool_call);
 }
 
 void ck_gemm_small_f32_mt(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy, size_t threads) {
-    struct ck_job job = {0, w, NULL, rows, cols, ldx, batch, ldy, x, y, 1};
+    struct ck_job job = {0, w, NULL, rows, cols, ldx, batch, ldy, x, y, 1, 1};
     ck_parallel(job, threads);
 }
 
 void ck_gemm_small_f16_mt(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy, size_t threads) {
-    struct ck_job job = {1, w, NULL, rows, cols, ldx, batch, ldy, x, y, 1};
+    struct ck_job job = {1, w, NULL, rows, cols, ldx, batch, ldy, x, y, 1, 1};
     ck_parallel(job, threads);
 }
 
 void ck_gemm_small_i8_mt(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
                          float *y, size_t ldy, size_t threads) {
-    struct ck_job job = {2, w, scales, rows, cols, ldx, batch, ldy, x, y, 1};
+    struct ck_job job = {2, w, scales, rows, cols, ldx, batch, ldy, x, y, 1, 1};
     ck_parallel(job, threads);
 }

@@ -31,6 +31,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
     @Option(help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
     @Option(help: "Dynamic batching: most wait, in milliseconds.") var maxDelayMs: Double = 2
     @Option(help: "Dynamic batching: passes at once (0 = one per compute thread).") var passes: Int = 1
+    @Option(help: "Nice value of the compute threads in the queue runs.") var computeNice: Int = 5
     @Option(help: "Queue runs: off (no batching), on (dynamic batching), or both.") var batching: String = "off,on"
     @Option(help: "digits.csv path.") var digits: String = "data/digits/digits.csv"
 
@@ -159,7 +160,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
             var options = MLJobOptions(
                 batching: .init(enabled: batching, maxBatch: maxBatch, maxDelay: .microseconds(Int64(maxDelayMs * 1000)),
                                 maxConcurrentPasses: passes > 0 ? passes : nil),
-                workerConcurrency: clients, blasThreads: 1)
+                workerConcurrency: clients, blasThreads: 1, computeNice: computeNice)
             options.referenceTTL = .seconds(60)
             var registry = HandlerRegistry()
             var logger = Logger(label: "bench.ml")
@@ -179,6 +180,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
             print("  \(label):")
             var sustained = 0.0, keptUpTo = 0.0
             for rate in offered {
+                _ = environment.batcher.takeSamples()
                 let passesBefore = environment.batcher.passes, requestsBefore = environment.batcher.requests
                 let run = try await QueueRun.openLoop(farm: farm, payload: payload, rate: rate, seconds: queueSeconds)
                 let passes = environment.batcher.passes - passesBefore, requests = environment.batcher.requests - requestsBefore
@@ -188,6 +190,14 @@ struct BenchBLASCommand: AsyncParsableCommand {
                 print(String(format: "    offered %6.0f/s → done %6.0f/s, p50 %5.1f ms, p99 %6.1f ms (of which queue→lease p50 %4.1f, p99 %5.1f), %5d jobs, %d failed, %d unfinished, %.1f rows/pass%@",
                              rate, run.throughput, run.p50 * 1000, run.p99 * 1000, run.waitP50 * 1000, run.waitP99 * 1000, run.completed, run.failed, run.unfinished,
                              passes > 0 ? Double(requests) / Double(passes) : 0, keptUp && run.p99 < 0.020 ? "" : "  (over: not kept up or p99 ≥ 20 ms)"))
+                let samples = environment.batcher.takeSamples()
+                if batching, !samples.passes.isEmpty {
+                    let waits = samples.waits.sorted(), passTimes = samples.passes.map(\.seconds).sorted()
+                    func q(_ v: [Double], _ p: Double) -> Double { v.isEmpty ? 0 : v[min(v.count - 1, Int(Double(v.count - 1) * p))] * 1000 }
+                    print(String(format: "        in the batcher: wait for a pass p50 %.1f ms, p99 %.1f ms; pass p50 %.1f ms, p99 %.1f ms, %d passes, busy %.0f%% of the run",
+                                 q(waits, 0.5), q(waits, 0.99), q(passTimes, 0.5), q(passTimes, 0.99), passTimes.count,
+                                 100 * passTimes.reduce(0, +) / queueSeconds))
+                }
                 if !keptUp { break }
             }
             print(String(format: "    → highest load kept up with: %.0f requests/s; at p99 < 20 ms: %.0f requests/s", keptUpTo, sustained))

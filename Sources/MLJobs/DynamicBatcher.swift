@@ -1,6 +1,7 @@
 import Compute
 import Dispatch
 import Foundation
+import JobQueue
 import Synchronization
 
 /// Triton-style dynamic batching of inference requests within one worker process.
@@ -84,6 +85,26 @@ public final class DynamicBatcher: Sendable {
         var running = 0
         var passes = 0
         var requests = 0
+        var samples = Samples()
+    }
+
+    /// Recent timings, for benchmarks: how long requests waited in the batcher and how long passes ran.
+    public struct Samples: Sendable {
+        /// Seconds from `submit` to the start of the request's pass (last 100,000).
+        public var waits: [Double] = []
+        /// Seconds each pass ran (last 100,000), with its rows.
+        public var passes: [(seconds: Double, rows: Int)] = []
+
+        mutating func add(wait: Double) { if waits.count < 100_000 { waits.append(wait) } }
+        mutating func add(pass: Double, rows: Int) { if passes.count < 100_000 { passes.append((pass, rows)) } }
+    }
+
+    /// Takes the timings recorded since the last call.
+    public func takeSamples() -> Samples {
+        state.withLock { state in
+            defer { state.samples = Samples() }
+            return state.samples
+        }
     }
 
     /// What a locked decision asks the caller to do once the lock is released.
@@ -217,6 +238,7 @@ public final class DynamicBatcher: Sendable {
     /// Runs one pass on a compute thread, which answers every request and starts whatever became ready.
     private func run(_ batch: Batch) {
         executor.submit {
+            let started = ContinuousClock.now
             var input = [Float]()
             input.reserveCapacity(batch.rows * batch.model.inputSize)
             for item in batch.items { input.append(contentsOf: item.rows) }
@@ -232,8 +254,11 @@ public final class DynamicBatcher: Sendable {
             } catch {
                 for item in batch.items { item.continuation.resume(throwing: error) }
             }
+            let seconds = (ContinuousClock.now - started).seconds
             let next = self.state.withLock { state -> Actions in
                 state.running -= 1
+                state.samples.add(pass: seconds, rows: batch.rows)
+                for item in batch.items { state.samples.add(wait: (started - item.enqueuedAt).seconds) }
                 return self.readyBatches(&state, now: .now)
             }
             self.perform(next)

@@ -119,7 +119,7 @@ public final class MLEnvironment: Sendable {
             client: RedisClient(configuration: farm.configuration.redis, name: "ml-datasets"),
             namespace: farm.configuration.namespace)
         cache = ModelCache(capacityBytes: options.modelCacheBytes, idleTimeout: options.modelIdleTimeout)
-        executor = ComputeExecutor(threads: options.resolvedComputeThreads())
+        executor = ComputeExecutor(threads: options.resolvedComputeThreads(), nice: options.computeNice)
         batcher = DynamicBatcher(configuration: options.batching, executor: executor)
     }
 

@@ -15,6 +15,9 @@ public struct MLJobOptions: Sendable {
     /// Dedicated compute threads that run forward passes and training (never the cooperative pool);
     /// nil chooses `cores / blasThreads` (at least 1).
     public var computeThreads: Int?
+    /// Nice value of the compute threads (0…19): above 0, the worker's coordination threads and a Redis server on
+    /// the same machine preempt a forward pass at once. Default 5.
+    public var computeNice: Int
     /// Bytes of model tensors cached per process.
     public var modelCacheBytes: Int
     /// Cached models unused this long are dropped.
@@ -33,11 +36,11 @@ public struct MLJobOptions: Sendable {
     public var maxEmbeddedMatrixColumns: Int
 
     /// The defaults, overridable from the environment: `JOBFARM_ML_MAX_BATCH`, `JOBFARM_ML_MAX_DELAY_MS`
-    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`,
+    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_COMPUTE_NICE`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`,
     /// `JOBFARM_SPOOL_DIR`.
     public init(
         batching: DynamicBatcher.Configuration = .init(), workerConcurrency: Int = 10, blasThreads: Int? = nil,
-        computeThreads: Int? = nil, modelCacheBytes: Int = 512 << 20, modelIdleTimeout: Duration? = .seconds(600),
+        computeThreads: Int? = nil, computeNice: Int = 5, modelCacheBytes: Int = 512 << 20, modelIdleTimeout: Duration? = .seconds(600),
         referenceTTL: Duration = .seconds(1), dataRoot: String? = nil, spoolDirectory: String? = nil,
         maxInferenceRows: Int = 4096, maxEmbeddedMatrixColumns: Int = 32
     ) {
@@ -45,6 +48,7 @@ public struct MLJobOptions: Sendable {
         self.workerConcurrency = workerConcurrency
         self.blasThreads = blasThreads
         self.computeThreads = computeThreads
+        self.computeNice = computeNice
         self.modelCacheBytes = modelCacheBytes
         self.modelIdleTimeout = modelIdleTimeout
         self.referenceTTL = referenceTTL
@@ -64,6 +68,7 @@ public struct MLJobOptions: Sendable {
         }
         if let v = environment["JOBFARM_ML_CONCURRENCY"].flatMap(Int.init), v >= 1 { options.workerConcurrency = v }
         if let v = environment["JOBFARM_BLAS_THREADS"].flatMap(Int.init), v >= 1 { options.blasThreads = v }
+        if let v = environment["JOBFARM_COMPUTE_NICE"].flatMap(Int.init), (0...19).contains(v) { options.computeNice = v }
         if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
         if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
         if let v = environment["JOBFARM_SPOOL_DIR"], !v.isEmpty { options.spoolDirectory = v }
@@ -97,10 +102,11 @@ public func registerMLJobs(
     BLASThreads.set(options.resolvedBLASThreads())
     logger.info("ML kinds ready", metadata: [
         "blas_core": "\(BLASInfo.coreName)", "blas_threads": "\(BLASThreads.current)",
-        "compute_threads": "\(options.resolvedComputeThreads())",
+        "compute_threads": "\(options.resolvedComputeThreads())", "compute_nice": "\(options.computeNice)",
+        "small_batch_kernels": "\(SmallBatchKernel.accelerated ? "avx2" : "off (no AVX2/FMA/F16C)")",
         "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",
         "f16c": "\(FP16Conversion.hardwareAccelerated)",
-        "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay)" : "off")",
+        "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay) passThreads=\(environment.batcher.passThreads)" : "off")",
     ])
     registry.register(InferenceJob(environment: environment))
     registry.register(BatchAnalysisJob(environment: environment))
