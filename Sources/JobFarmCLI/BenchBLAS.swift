@@ -23,9 +23,10 @@ struct BenchBLASCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
     @Option(help: "Sections to run: gemm,fp16,passes,queue,train.") var only: String = "gemm,fp16,passes,queue,train"
-    @Option(help: "Seconds per queue run.") var queueSeconds: Double = 3
+    @Option(help: "Seconds per queue run.") var queueSeconds: Double = 5
     @Option(help: "Worker concurrency in the queue runs.") var clients: Int = 64
-    @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1600,2000"
+    @Option(help: "Jobs per fetch in the queue runs.") var fetchBatch: Int = 100
+    @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1400,1600,2000"
     @Option(help: "Inputs per row of the queue benchmark model.") var inputs: Int = 64
     @Option(help: "Hidden layer widths of the queue benchmark model (10 classes out).") var hidden: String = "4096,4096"
     @Option(help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
@@ -150,7 +151,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         let input = (0..<inputs).map { _ in Double(rng.nextUnitFloat()) }
         let payload = try JSONValue(encoding: BenchInferencePayload(model: "bench-mlp", inputs: [input], returnLogits: false))
         let offered = rates.split(separator: ",").compactMap { Double($0) }.sorted()
-        print("Single-row inference through the queue: model \(sizes.map(String.init).joined(separator: "→")) fp32; open loop: jobs enqueued at a fixed rate for \(queueSeconds) s, latency = server time from enqueue to finish; worker concurrency \(clients), fetch batch 100")
+        print("Single-row inference through the queue: model \(sizes.map(String.init).joined(separator: "→")) fp32; open loop: jobs enqueued at a fixed rate for \(queueSeconds) s, latency = server time from enqueue to finish; worker concurrency \(clients), fetch batch \(fetchBatch)")
         var best: [Double] = [], kept: [Double] = []
         let modes = batching.split(separator: ",").map { $0 == "on" }
         for batching in modes {
@@ -168,7 +169,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
             let environment = registerMLJobs(into: &registry, farm: farm, options: options, logger: logger)
             _ = try await environment.models.push(model: model, name: "bench-mlp")
             let worker = Worker(farm: farm, registry: registry,
-                                configuration: WorkerConfiguration(queues: ["bench-inference"], concurrency: clients, fetchBatch: 100, shutdownGrace: .seconds(5)),
+                                configuration: WorkerConfiguration(queues: ["bench-inference"], concurrency: clients, fetchBatch: fetchBatch, shutdownGrace: .seconds(5)),
                                 logger: logger)
             let workerTask = Task { try await worker.run() }
             // Warm-up: the first job loads the model into the worker's cache.
