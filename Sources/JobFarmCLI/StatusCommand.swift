@@ -12,6 +12,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Wait until the job is final, with a progress bar.") var wait = false
     @Option(help: "Seconds to wait at most.") var timeout: Double = 3600
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Print the whole result (by default a long result is cut at 800 characters; --json prints it whole too).") var fullResult = false
 
     func run() async throws {
         let farm = try global.makeFarm()
@@ -50,7 +51,15 @@ struct StatusCommand: AsyncParsableCommand {
         print("finished:  \(isoTime(status.finishedAt))")
         if let progress = status.progress { print("progress:  \(Int(progress * 100))%") }
         if let worker = status.worker { print("worker:    \(worker)") }
-        if let result = status.result { print("result:    \(result.jsonText)") }
+        if let result = status.result {
+            let text = result.jsonText
+            if fullResult || text.count <= 800 {
+                print("result:    \(text)")
+            } else {
+                print("result:    \(text.prefix(800))…")
+                print("           (\(text.utf8.count) bytes in all: `jobfarm status \(id) --full-result` or `--json` prints it whole)")
+            }
+        }
         if let error = status.error { print("error:     \(error)") }
         if let reason = status.reason { print("reason:    \(reason)") }
         for record in status.history {
