@@ -32,6 +32,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
     @Option(help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
     @Option(help: "Dynamic batching: most wait, in milliseconds.") var maxDelayMs: Double = 2
     @Option(help: "Dynamic batching: passes at once (0 = one per compute thread).") var passes: Int = 1
+    @Option(help: "Dynamic batching: start a pass at once when none runs (true), or always wait for maxDelay/maxBatch (false, Triton's rule).") var dispatchWhenIdle: Bool = true
     @Option(help: "Nice value of the compute threads in the queue runs.") var computeNice: Int = 5
     @Option(help: "Queue runs: off (no batching), on (dynamic batching), or both.") var batching: String = "off,on"
     @Option(help: "digits.csv path.") var digits: String = "data/digits/digits.csv"
@@ -160,7 +161,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
             let farm = try JobFarm(configuration: configuration, connections: 4)
             var options = MLJobOptions(
                 batching: .init(enabled: batching, maxBatch: maxBatch, maxDelay: .microseconds(Int64(maxDelayMs * 1000)),
-                                maxConcurrentPasses: passes > 0 ? passes : nil),
+                                dispatchWhenIdle: dispatchWhenIdle, maxConcurrentPasses: passes > 0 ? passes : nil),
                 workerConcurrency: clients, blasThreads: 1, computeNice: computeNice)
             options.referenceTTL = .seconds(60)
             var registry = HandlerRegistry()
