@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 
 /// A block of parsed CSV rows from `CSVBlockReader`.
@@ -106,7 +109,9 @@ public final class CSVBlockReader {
         do { handle = try FileHandle(forReadingFrom: url) } catch {
             throw ComputeError.io("cannot open CSV file \(url.path): \(error.localizedDescription)")
         }
-        let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? Int
+        // The size of the file opened, not of whatever the path names (a `/proc/self/fd/N` link, a file replaced since).
+        var info = stat()
+        let size = fstat(handle.fileDescriptor, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? Int(info.st_size) : nil
         try self.init(source: .file(handle), totalBytes: size, labelColumn: labelColumn, rowsPerBlock: rowsPerBlock,
                       delimiter: delimiter)
     }

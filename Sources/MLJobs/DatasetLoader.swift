@@ -74,22 +74,35 @@ extension MLEnvironment {
     }
 
     /// The local copy of farm dataset `reference` (`farm:NAME`), content-addressed:
-    /// `<spoolDirectory or the temporary directory>/jobfarm-datasets/<sha256>.<npy|csv>`.
+    /// `<spoolDirectory or the temporary directory>/jobfarm-datasets/<sha256>.<npy|csv>`, opened and leased: while
+    /// the returned lease lives, no trim of this process deletes the file, and reads go through its descriptor.
     ///
     /// On first use the blob is streamed from Redis chunk by chunk (`DatasetStore.write`: inflated, hashed and
     /// written as it arrives, size and SHA-256 checked at the end) into a temporary name in the same directory, then
     /// renamed into place, so concurrent jobs and worker processes never see half a file. A copy already there (same
-    /// SHA-256, same size) is reused. Files are not evicted: delete them whenever no job is reading them.
-    func spoolFarmDataset(_ reference: String) async throws -> (url: URL, record: DatasetRecord) {
+    /// SHA-256, same size) is reused, and its modification time set to now (its recency for the LRU).
+    ///
+    /// After a new file is spooled the directory is trimmed (`SpoolCache.trim`): least recently used complete copies
+    /// are deleted until they fit `spoolCacheBytes`, never the one just written nor one a job of this process has
+    /// open, and `.partial` files older than an hour (left by a worker that died) go too. The first use of the
+    /// directory by a process deletes those stale partials as well.
+    func spoolFarmDataset(_ reference: String) async throws -> (url: URL, record: DatasetRecord, lease: SpoolLease) {
         let name = String(reference.dropFirst(5))
         let record = try await classifying("dataset \(reference)") { try await datasets.record(name) }
         let directory = URL(fileURLWithPath: options.spoolDirectory ?? NSTemporaryDirectory())
             .appendingPathComponent("jobfarm-datasets", isDirectory: true)
         let url = directory.appendingPathComponent("\(record.sha256).\(record.format == "npy" ? "npy" : "csv")")
-        let fileManager = FileManager.default
-        if let size = (try? fileManager.attributesOfItem(atPath: url.path))?[.size] as? Int, size == record.bytes {
-            return (url, record)
+        let spool = SpoolCache.shared
+        spool.sweepOnFirstUse(directory)
+        // Open first, then check: a copy found is held from that moment, whatever another trim does next.
+        if let lease = spool.lease(url) {
+            if lease.bytes == record.bytes {
+                lease.touch()
+                return (url, record, lease)
+            }
+            // Not the dataset's size (written by something else): spooled again below, renamed over it.
         }
+        let fileManager = FileManager.default
         do {
             try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
         } catch {
@@ -105,13 +118,20 @@ extension MLEnvironment {
         } catch {
             throw classify(error, "dataset \(reference)")
         }
+        // Leased before the rename, so the file is held from the moment it is visible under its name.
+        guard let lease = spool.lease(partial, cachedAs: url) else {
+            let reason = String(cString: strerror(errno))
+            try? fileManager.removeItem(at: partial)
+            throw JobError.retryable("dataset \(reference): cannot open the spooled copy \(partial.path): \(reason)")
+        }
         // rename(2) replaces atomically: a reader sees the old complete file or the new one, never a partial one.
         guard rename(partial.path, url.path) == 0 else {
             let reason = String(cString: strerror(errno))
             try? fileManager.removeItem(at: partial)
             throw JobError.retryable("dataset \(reference): cannot move the spooled copy into \(url.path): \(reason)")
         }
-        return (url, record)
+        spool.trim(directory, limit: options.spoolCacheBytes, keep: lease.id)
+        return (url, record, lease)
     }
 }
 
@@ -136,6 +156,12 @@ struct BlockedDataset: Sendable {
     let labelColumn: String?
     /// Whether the file is the local spooled copy of a farm dataset.
     let spooled: Bool
+    /// For a spooled copy: the open file that keeps it from being evicted while this dataset (any copy of it) lives,
+    /// and through which every pass reads it.
+    var lease: SpoolLease? = nil
+
+    /// Where a pass opens `url`: through the lease's descriptor for a spooled copy, else the path.
+    private func readable(_ url: URL) -> URL { lease?.readableURL ?? url }
 
     /// Calls `body(features, labels, rows)` for each block in file order; blocks hold `blockRows` rows (the last may
     /// hold fewer). After each block, `progress` gets the share of the dataset read (rows of rows for `.npy`, bytes of
@@ -146,13 +172,13 @@ struct BlockedDataset: Sendable {
         do {
             switch origin {
             case .csvFile(let url):
-                let reader = try CSVBlockReader(url: url, labelColumn: labelColumn, rowsPerBlock: blockRows)
+                let reader = try CSVBlockReader(url: readable(url), labelColumn: labelColumn, rowsPerBlock: blockRows)
                 while let block = try reader.next() {
                     try body(block.features, block.labels, block.rowCount)
                     try progress(reader.totalBytes.map { min(1, Double(reader.bytesConsumed) / Double(max(1, $0))) } ?? 0)
                 }
             case .npyFile(let url, let labelIndex):
-                let reader = try NpyRowReader(url: url, rowsPerBlock: blockRows)
+                let reader = try NpyRowReader(url: readable(url), rowsPerBlock: blockRows)
                 let rows = Double(max(1, reader.rowCount))
                 while let block = try reader.next() {
                     guard let labelIndex else {
@@ -237,11 +263,13 @@ extension MLEnvironment {
         }
         let url: URL
         let isNpy: Bool
+        var lease: SpoolLease?
         let spooled = reference.hasPrefix("farm:")
         if spooled {
-            let (file, record) = try await spoolFarmDataset(reference)
+            let (file, record, held) = try await spoolFarmDataset(reference)
             url = file
             isNpy = record.format == "npy"
+            lease = held
         } else {
             var path = reference
             if !path.hasPrefix("/"), let root = options.dataRoot { path = root + "/" + path }
@@ -257,10 +285,13 @@ extension MLEnvironment {
             try? handle.close()
             isNpy = path.hasSuffix(".npy") || (magic.map { $0.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) } ?? false)
         }
-        return try await executor.run {
+        // The spooled copy is read through the lease's descriptor, which the dataset keeps (and so the file) for as
+        // long as the job holds it.
+        let readable = lease?.readableURL ?? url
+        return try await executor.run { [lease] in
             do {
                 if isNpy {
-                    let reader = try NpyRowReader(url: url, rowsPerBlock: blockRows)
+                    let reader = try NpyRowReader(url: readable, rowsPerBlock: blockRows)
                     guard reader.shape.count <= 2 else {
                         throw JobError.nonRetryable("dataset \(reference): .npy must be 1-D or 2-D, got shape \(reader.shape)")
                     }
@@ -268,18 +299,18 @@ extension MLEnvironment {
                     var names = (0..<width).map { "col_\($0)" }
                     guard let labelColumn else {
                         return BlockedDataset(origin: .npyFile(url, labelIndex: nil), source: reference, blockRows: blockRows,
-                                              columns: width, names: names, labelColumn: nil, spooled: spooled)
+                                              columns: width, names: names, labelColumn: nil, spooled: spooled, lease: lease)
                     }
                     let index = try npyLabelIndex(labelColumn, columns: width, source: reference)
                     names.remove(at: index)
                     return BlockedDataset(origin: .npyFile(url, labelIndex: index), source: reference, blockRows: blockRows,
-                                          columns: width - 1, names: names, labelColumn: "col_\(index)", spooled: spooled)
+                                          columns: width - 1, names: names, labelColumn: "col_\(index)", spooled: spooled, lease: lease)
                 }
-                let reader = try CSVBlockReader(url: url, labelColumn: labelColumn, rowsPerBlock: blockRows)
+                let reader = try CSVBlockReader(url: readable, labelColumn: labelColumn, rowsPerBlock: blockRows)
                 let names = reader.featureNames
                 guard !names.isEmpty else { throw JobError.nonRetryable("dataset \(reference): no feature columns") }
                 return BlockedDataset(origin: .csvFile(url), source: reference, blockRows: blockRows, columns: names.count,
-                                      names: names, labelColumn: labelColumn, spooled: spooled)
+                                      names: names, labelColumn: labelColumn, spooled: spooled, lease: lease)
             } catch let error as ComputeError {
                 throw JobError.nonRetryable("dataset \(reference): \(error)")
             }

@@ -29,6 +29,10 @@ public struct MLJobOptions: Sendable {
     /// `farm:NAME` datasets are streamed from Redis into `<spoolDirectory>/jobfarm-datasets/<sha256>.<npy|csv>` and
     /// read from there; nil: the system temporary directory.
     public var spoolDirectory: String?
+    /// Bytes of complete copies the spool directory may hold: after each new file is spooled, least recently used
+    /// copies (by modification time, refreshed on reuse) are deleted until they fit, never the one just written nor
+    /// one a job of this process has open (so a single dataset larger than the bound is still spooled and read).
+    public var spoolCacheBytes: Int
     /// Most rows one `inference` job may carry.
     public var maxInferenceRows: Int
     /// Matrices (covariance, correlation, PCA components) with more columns than this are stored as
@@ -36,13 +40,13 @@ public struct MLJobOptions: Sendable {
     public var maxEmbeddedMatrixColumns: Int
 
     /// The defaults, overridable from the environment: `JOBFARM_ML_MAX_BATCH`, `JOBFARM_ML_MAX_DELAY_MS`
-    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_COMPUTE_NICE`, `JOBFARM_ML_CACHE_MB`, `JOBFARM_DATA_ROOT`,
-    /// `JOBFARM_SPOOL_DIR`.
+    /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_COMPUTE_NICE`, `JOBFARM_ML_CACHE_MB`,
+    /// `JOBFARM_DATA_ROOT`, `JOBFARM_SPOOL_DIR`, `JOBFARM_SPOOL_CACHE_MB`.
     public init(
         batching: DynamicBatcher.Configuration = .init(), workerConcurrency: Int = 10, blasThreads: Int? = nil,
         computeThreads: Int? = nil, computeNice: Int = 5, modelCacheBytes: Int = 512 << 20, modelIdleTimeout: Duration? = .seconds(600),
         referenceTTL: Duration = .seconds(1), dataRoot: String? = nil, spoolDirectory: String? = nil,
-        maxInferenceRows: Int = 4096, maxEmbeddedMatrixColumns: Int = 32
+        spoolCacheBytes: Int = 4 << 30, maxInferenceRows: Int = 4096, maxEmbeddedMatrixColumns: Int = 32
     ) {
         self.batching = batching
         self.workerConcurrency = workerConcurrency
@@ -54,6 +58,7 @@ public struct MLJobOptions: Sendable {
         self.referenceTTL = referenceTTL
         self.dataRoot = dataRoot
         self.spoolDirectory = spoolDirectory
+        self.spoolCacheBytes = spoolCacheBytes
         self.maxInferenceRows = maxInferenceRows
         self.maxEmbeddedMatrixColumns = maxEmbeddedMatrixColumns
     }
@@ -72,6 +77,7 @@ public struct MLJobOptions: Sendable {
         if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
         if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
         if let v = environment["JOBFARM_SPOOL_DIR"], !v.isEmpty { options.spoolDirectory = v }
+        if let v = environment["JOBFARM_SPOOL_CACHE_MB"].flatMap(Int.init), v >= 0, v <= Int.max >> 20 { options.spoolCacheBytes = v << 20 }
         return options
     }
 
