@@ -73,7 +73,7 @@ let package = Package(
             "JobFarmTesting",
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
         ]),
-        .testTarget(name: "ComputeTests", dependencies: ["Compute"], exclude: ["Fixtures"]),
+        .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
             "JobFarmTesting",
             "MLJobs", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",

@@ -18,7 +18,7 @@
 #endif
 
 #define CK_COLS 512      /* columns per block: 4 rows x 512 x 4 B = 8 KiB of weights, L1-resident */
-#define CK_BATCH 48      /* input rows per sweep over the weights (the accumulators live on the stack) */
+#define CK_BATCH 64      /* input rows per sweep over the weights (the accumulators, 8 KiB, live on the stack) */
 
 /* ---------- portable scalar version ---------- */
 
@@ -239,8 +239,9 @@ void ck_compute_thread_nice(int nice) { __atomic_store_n(&ck_pool_nice, nice, __
 
 /*
  * A small persistent pool: helper threads park on a condition variable and wake per call; the caller works too,
- * and every thread claims chunks of weight rows until none is left. One call at a time (a mutex serialises callers); the farm runs one batched pass at a time, so
- * callers rarely wait. Threads are created on first use and live for the process.
+ * and every thread claims chunks of weight rows until none is left. One call at a time (a mutex serialises callers):
+ * split passes run one layer at a time across the pool, which is why the batcher splits only when it runs one pass
+ * at a time. Threads are created on first use and live for the process.
  */
 #define CK_POOL_MAX 64
 
@@ -308,15 +309,16 @@ static void ck_finish_chunks(size_t ran, size_t parts) {
 }
 
 static void *ck_pool_main(void *arg) {
-    (void)arg;
+    size_t index = (size_t)(uintptr_t)arg;  /* helper i takes part in calls of more than i + 1 threads */
     uint32_t seen = 0;
-    int nice = __atomic_load_n(&ck_pool_nice, __ATOMIC_RELAXED);
-    if (nice > 0) ck_set_thread_nice(nice);
+    /* A new thread inherits its creator's nice value (a compute lane's): set the pool's own explicitly. */
+    ck_set_thread_nice(__atomic_load_n(&ck_pool_nice, __ATOMIC_RELAXED));
     pthread_mutex_lock(&ck_pool_lock);
     for (;;) {
         while (ck_pool_generation == seen) pthread_cond_wait(&ck_pool_wake, &ck_pool_lock);
         seen = ck_pool_generation;
         struct ck_job job = ck_pool_job;
+        if (index + 1 >= job.threads) continue;  /* this call asked for fewer threads */
         pthread_mutex_unlock(&ck_pool_lock);
         ck_finish_chunks(ck_run_chunks(&job, seen), job.parts);
         pthread_mutex_lock(&ck_pool_lock);
@@ -333,7 +335,7 @@ static void ck_parallel(struct ck_job job, size_t threads) {
     pthread_mutex_lock(&ck_pool_lock);
     while (ck_pool_threads + 1 < threads) {
         pthread_t thread;
-        if (pthread_create(&thread, NULL, ck_pool_main, NULL) != 0) break;
+        if (pthread_create(&thread, NULL, ck_pool_main, (void *)(uintptr_t)ck_pool_threads) != 0) break;
         pthread_detach(thread);
         ck_pool_threads++;
     }
@@ -346,8 +348,7 @@ static void ck_parallel(struct ck_job job, size_t threads) {
     ck_pool_job = job;
     ck_pool_finished = 0;
     __atomic_store_n(&ck_pool_claim, (uint64_t)generation << 32, __ATOMIC_RELEASE);
-    /* Wakes every helper; with more helpers than this call uses (an earlier call asked for more), the extra ones
-     * find nothing to claim once the chunks are gone. */
+    /* Wakes every helper; those beyond this call's thread count go back to sleep. */
     pthread_cond_broadcast(&ck_pool_wake);
     pthread_mutex_unlock(&ck_pool_lock);
     ck_finish_chunks(ck_run_chunks(&job, generation), job.parts);

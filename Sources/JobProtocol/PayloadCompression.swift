@@ -13,6 +13,9 @@ public enum PayloadCompression {
 
     /// zlib (RFC 1950) compression at `level` (1 fastest … 9 smallest; any level inflates the same way).
     public static func compress(_ input: [UInt8], level: Int32 = payloadLevel) -> [UInt8] {
+        // Level 0 (stored) is refused: zlib 1.2.13's deflateBound is one byte short for it with a non-default
+        // window, and a stored payload is no use here.
+        let level = min(9, max(1, level))
         // A window and hash table sized to the input: `compress2` always sets up a 32 KiB window and a 64 KiB hash
         // table and clears them, which for a 2 KiB payload costs more than compressing it. The stream is standard
         // zlib (its header records the window size), so any inflater reads it.
@@ -24,7 +27,7 @@ public enum PayloadCompression {
                                    ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         precondition(status == Z_OK, "zlib deflateInit2 failed with \(status)")  // only on out-of-memory
         defer { deflateEnd(&stream) }
-        let bound = Int(deflateBound(&stream, uLong(input.count)))
+        let bound = max(Int(deflateBound(&stream, uLong(input.count))), Int(compressBound(uLong(input.count))))
         let output = [UInt8](unsafeUninitializedCapacity: bound) { out, initialized in
             input.withUnsafeBufferPointer { inp in
                 stream.next_in = UnsafeMutablePointer(mutating: inp.baseAddress)
@@ -41,6 +44,7 @@ public enum PayloadCompression {
 
     /// Inflates zlib data of unknown size, refusing outputs over `limit` bytes (a zip bomb guard).
     public static func decompress(_ input: [UInt8], limit: Int = 256 << 20) throws -> [UInt8] {
+        let limit = max(0, min(limit, Int.max - 1))  // so `limit + 1` below cannot overflow
         var stream = z_stream()
         guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw EnvelopeError.corruptPayload("zlib inflateInit failed")

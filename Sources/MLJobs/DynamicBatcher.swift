@@ -33,7 +33,8 @@ public final class DynamicBatcher: Sendable {
         /// the other cores to the queue work around the passes and lets requests gather while a pass runs.
         public var maxConcurrentPasses: Int?
         /// Threads each batched pass is split across (by weight rows, `MLPModel.logits(rows:batch:threads:)`); nil
-        /// gives each running pass an equal share of the compute threads. A batched pass of a large model is bound
+        /// uses every compute thread. Only with one pass at a time (`maxConcurrentPasses` 1): with several, each
+        /// pass runs on one thread. A batched pass of a large model is bound
         /// by memory bandwidth and by FMA throughput: one pass over every core streams each weight once, where
         /// two passes side by side stream it twice.
         public var threadsPerPass: Int?
@@ -86,23 +87,25 @@ public final class DynamicBatcher: Sendable {
         var passes = 0
         var requests = 0
         var samples = Samples()
+        var sampling = false
     }
 
     /// Recent timings, for benchmarks: how long requests waited in the batcher and how long passes ran.
     public struct Samples: Sendable {
-        /// Seconds from `submit` to the start of the request's pass (last 100,000).
+        /// Seconds from `submit` to the start of the request's pass.
         public var waits: [Double] = []
-        /// Seconds each pass ran (last 100,000), with its rows.
+        /// Seconds each pass ran, with its rows.
         public var passes: [(seconds: Double, rows: Int)] = []
 
         mutating func add(wait: Double) { if waits.count < 100_000 { waits.append(wait) } }
         mutating func add(pass: Double, rows: Int) { if passes.count < 100_000 { passes.append((pass, rows)) } }
     }
 
-    /// Takes the timings recorded since the last call.
+    /// Takes the timings recorded since the last call (the first 100,000 of each). Recording starts with the
+    /// first call, so a worker that never asks keeps none.
     public func takeSamples() -> Samples {
         state.withLock { state in
-            defer { state.samples = Samples() }
+            defer { state.samples = Samples(); state.sampling = true }
             return state.samples
         }
     }
@@ -129,7 +132,9 @@ public final class DynamicBatcher: Sendable {
         self.executor = executor
         let passes = max(1, min(configuration.maxConcurrentPasses ?? executor.threadCount, executor.threadCount))
         self.maxRunningPasses = passes
-        self.passThreads = max(1, configuration.threadsPerPass ?? executor.threadCount / passes)
+        // Split passes share one pool of kernel threads, one layer at a time: with several passes at once each
+        // pass runs on its own lane instead.
+        self.passThreads = passes > 1 ? 1 : max(1, configuration.threadsPerPass ?? executor.threadCount)
     }
 
     /// Forward passes run so far (for tests and benchmarks).
@@ -257,8 +262,10 @@ public final class DynamicBatcher: Sendable {
             let seconds = (ContinuousClock.now - started).seconds
             let next = self.state.withLock { state -> Actions in
                 state.running -= 1
-                state.samples.add(pass: seconds, rows: batch.rows)
-                for item in batch.items { state.samples.add(wait: (started - item.enqueuedAt).seconds) }
+                if state.sampling {
+                    state.samples.add(pass: seconds, rows: batch.rows)
+                    for item in batch.items { state.samples.add(wait: (started - item.enqueuedAt).seconds) }
+                }
                 return self.readyBatches(&state, now: .now)
             }
             self.perform(next)

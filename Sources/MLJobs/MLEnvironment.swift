@@ -19,14 +19,19 @@ public final class ComputeExecutor: Sendable {
     private final class Lane: @unchecked Sendable {
         // Guarded by `condition`.
         private var work: [@Sendable () -> Void] = []
+        private var stopping = false
         private let condition = NSCondition()
 
         init(name: String, nice: Int32) {
             let thread = Thread { [self] in
-                ComputeThreadPriority.setCurrentThread(nice: Int(nice))
+                if nice != 0 { ComputeThreadPriority.setCurrentThread(nice: Int(nice)) }
                 while true {
                     condition.lock()
-                    while work.isEmpty { condition.wait() }
+                    while work.isEmpty && !stopping { condition.wait() }
+                    if work.isEmpty {  // stopping, and nothing left to run
+                        condition.unlock()
+                        return
+                    }
                     let next = work.removeFirst()
                     condition.unlock()
                     next()
@@ -42,19 +47,32 @@ public final class ComputeExecutor: Sendable {
             condition.signal()
             condition.unlock()
         }
+
+        /// Lets the thread end once its queue is empty.
+        func stop() {
+            condition.lock()
+            stopping = true
+            condition.signal()
+            condition.unlock()
+        }
     }
 
     private let lanes: [Lane]
     private let pending: Mutex<[Int]>
 
-    /// Creates `threads` lanes whose threads run at `nice` (0 = the process's own priority). The threads live for
-    /// the process (a worker makes one executor).
+    /// Creates `threads` lanes whose threads run at `nice` (0 = the process's own priority). The threads end when
+    /// the executor is released, after the work already submitted.
     public init(threads: Int, nice: Int = 5) {
         let count = max(1, threads)
         let niceValue = Int32(clamping: max(0, min(19, nice)))
         ComputeThreadPriority.setKernelHelpers(nice: Int(niceValue))
-        lanes = (0..<count).map { Lane(name: "jobfarm.compute.\($0)", nice: niceValue) }
+        // Linux thread names hold 15 bytes.
+        lanes = (0..<count).map { Lane(name: "jf.compute.\($0)", nice: niceValue) }
         pending = Mutex([Int](repeating: 0, count: count))
+    }
+
+    deinit {
+        for lane in lanes { lane.stop() }
     }
 
     /// Number of lanes.

@@ -60,9 +60,9 @@ private func referenceLinear(_ x: [Float], batch: Int, _ w: [Float], out: Int, i
     }
 }
 
-/// The small-batch kernels (`ck_gemm_small_*`, used below sgemm's crossover) and their split across threads give
-/// the same products as the naive reference, for shapes that exercise every tail: rows not a multiple of 4,
-/// columns not a multiple of 8 or of the 512-column block, batches not a multiple of 3 and over the 48-row sweep.
+/// Models whose layers go through the small-batch kernels (`ck_gemm_small_*`, below sgemm's crossover) give the
+/// naive reference's products, with and without the split across threads. The kernels' every tail is covered by
+/// `SmallBatchKernelCTests`, which calls the C entry points directly.
 @Suite struct SmallBatchKernelTests {
     static let shapes: [(out: Int, inF: Int, batch: Int)] = [
         (23, 37, 2), (4, 8, 3), (5, 7, 4), (130, 1029, 5), (67, 520, 8), (9, 3, 16), (33, 100, 50), (1, 1, 2),

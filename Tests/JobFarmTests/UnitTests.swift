@@ -122,6 +122,14 @@ struct EnvelopeTests {
         #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress(Array(packed.prefix(packed.count / 2))) }
         #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress(packed, limit: 1000) }
         #expect(try PayloadCompression.decompress(packed, limit: text.count) == text)
+        // Levels outside 1…9 are clamped (zlib 1.2.13's bound is short for level 0 on tiny inputs).
+        for size in 0..<8 {
+            let bytes = [UInt8](repeating: 7, count: size)
+            #expect(try PayloadCompression.decompress(PayloadCompression.compress(bytes, level: 0)) == bytes)
+            #expect(try PayloadCompression.decompress(PayloadCompression.compress(bytes, level: 42)) == bytes)
+        }
+        #expect(try PayloadCompression.decompress(packed, limit: .max) == text)
+        #expect(throws: EnvelopeError.self) { try PayloadCompression.decompress(packed, limit: -1) }
     }
 }
 
