@@ -18,7 +18,12 @@ import RedisClient
 struct BenchBLASCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blas", abstract: "Compute benchmarks: GEMM, FP16 conversion, batched inference through the queue, training.",
-        discussion: "OpenBLAS picks its kernels when it loads: compare runs with OPENBLAS_CORETYPE=SkylakeX in the environment.")
+        discussion: """
+            Runs the worker's OpenBLAS kernel chooser first and, like the worker, re-executes itself with the faster \
+            kernels (OPENBLAS_CORETYPE), so the figures are those of the kernels a worker on this machine runs; the \
+            first line says which and why. Compare kernels by hand with OPENBLAS_CORETYPE=SkylakeX (or \
+            JOBFARM_BLAS_AUTOTUNE=0 for the library's own pick) in the environment.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
@@ -39,8 +44,11 @@ struct BenchBLASCommand: AsyncParsableCommand {
 
     func run() async throws {
         global.bootstrapLogging()
+        // Before anything is printed: this may re-execute the process with OPENBLAS_CORETYPE set.
+        let choice = BLASKernelSelection.run(logger: Logger(label: "jobfarm.blas"))
         let sections = Set(only.split(separator: ",").map(String.init))
         BLASThreads.set(threads)
+        print("kernel choice (the worker's chooser, docs/JOBS.md): \(BLASInfo.coreName) — \(choice)")
         print("OpenBLAS \(BLASInfo.config)")
         print("kernels: \(BLASInfo.coreName)   OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(unset)")   BLAS threads: \(BLASThreads.current)   F16C: \(FP16Conversion.hardwareAccelerated)")
         let peak = CPUPeak.read()

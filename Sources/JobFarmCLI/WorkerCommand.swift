@@ -23,6 +23,10 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
         guard fetchBatch >= 1 else { throw ValidationError("--fetch-batch must be at least 1") }
+        global.bootstrapLogging()
+        // First, before any connection: the OpenBLAS kernel choice may re-execute this process with
+        // OPENBLAS_CORETYPE set (the library reads it only when it loads). See BLASKernelSelection.
+        let blasChoice = BLASKernelSelection.run(logger: Logger(label: "jobfarm.blas"))
         let farm = try global.makeFarm()
         var queueNames: [String]?
         var tiersByQueue: [String: [String]] = [:]
@@ -43,6 +47,7 @@ struct WorkerCommand: AsyncParsableCommand {
         // The ML kinds size their BLAS threads so that BLAS threads × concurrency does not oversubscribe the cores.
         var ml = MLJobOptions.fromEnvironment()
         ml.workerConcurrency = concurrency
+        ml.blasChoice = blasChoice
         let registry = makeRegistry(farm: farm, mlOptions: ml)
         let worker = Worker(
             farm: farm, registry: registry,

@@ -38,6 +38,11 @@ public struct MLJobOptions: Sendable {
     /// Matrices (covariance, correlation, PCA components) with more columns than this are stored as
     /// farm datasets and referenced from the result instead of embedded.
     public var maxEmbeddedMatrixColumns: Int
+    /// How the OpenBLAS kernels were chosen, for the start log (`blas_choice`); `jobfarm worker` sets it from its
+    /// kernel chooser: "measured: Zen 81.1 vs Haswell 83.3 GFLOP/s (geomean b=64,512; within 5%, the library's own
+    /// kept); cached", "only candidate", "set by the environment (OPENBLAS_CORETYPE=SkylakeX)". Nil: no chooser ran
+    /// in this process.
+    public var blasChoice: String?
 
     /// The defaults, overridable from the environment: `JOBFARM_ML_MAX_BATCH`, `JOBFARM_ML_MAX_DELAY_MS`
     /// (0 disables batching), `JOBFARM_ML_CONCURRENCY`, `JOBFARM_BLAS_THREADS`, `JOBFARM_COMPUTE_NICE`, `JOBFARM_ML_CACHE_MB`,
@@ -97,7 +102,7 @@ public struct MLJobOptions: Sendable {
 /// Registers `inference`, `batch_analysis`, `quantize`, `validate` and `train` for a worker of `farm`.
 ///
 /// Sets the process's OpenBLAS thread count from `options` (BLAS threads × compute threads ≤ cores) and logs it
-/// with the kernel family OpenBLAS chose.
+/// with the kernel family OpenBLAS runs and how it was chosen (`options.blasChoice`).
 /// - Returns: the shared environment (model cache, batcher), for tests and benchmarks.
 @discardableResult
 public func registerMLJobs(
@@ -108,6 +113,7 @@ public func registerMLJobs(
     BLASThreads.set(options.resolvedBLASThreads())
     logger.info("ML kinds ready", metadata: [
         "blas_core": "\(BLASInfo.coreName)", "blas_threads": "\(BLASThreads.current)",
+        "blas_choice": "\"\(options.blasChoice ?? "not measured (no kernel chooser in this process)")\"",
         "compute_threads": "\(options.resolvedComputeThreads())", "compute_nice": "\(options.computeNice)",
         "small_batch_kernels": "\(SmallBatchKernel.accelerated ? "avx2" : "off (no AVX2/FMA/F16C)")",
         "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",

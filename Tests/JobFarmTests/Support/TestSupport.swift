@@ -43,11 +43,15 @@ final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var captured = Data()
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// `environment` is added to the test's own; `unset` names variables to leave out. The OpenBLAS kernel chooser
+    /// is off unless `environment` turns it on: worker tests neither measure kernels nor write to ~/.cache.
+    init(_ arguments: [String], environment: [String: String] = [:], unset: [String] = []) throws {
         process.executableURL = URL(fileURLWithPath: PackagePaths.jobfarm)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
+        env["JOBFARM_BLAS_AUTOTUNE"] = "0"
         for (key, value) in environment { env[key] = value }
+        for key in unset { env.removeValue(forKey: key) }
         process.environment = env
         process.standardOutput = output
         process.standardError = output
