@@ -2,10 +2,7 @@
 
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CK_X86 1
-#endif
+#include "cpu_dispatch.h"
 
 /* ---------- portable scalar conversions (bit exact with F16C, RNE) ---------- */
 

@@ -12,10 +12,7 @@
  * 12 accumulators in registers, the partial sums of each (weight row, input row) pair kept across column blocks.
  */
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CK_X86 1
-#endif
+#include "cpu_dispatch.h"
 
 #define CK_COLS 512      /* columns per block: 4 rows x 512 x 4 B = 8 KiB of weights, L1-resident */
 #define CK_BATCH 64      /* input rows per sweep over the weights (the accumulators, 8 KiB, live on the stack) */
@@ -34,13 +31,6 @@ static void ck_small_scalar_block(const float *w, size_t ldw, size_t nrows, size
 }
 
 #ifdef CK_X86
-__attribute__((target("avx2,fma")))
-static inline float ck_small_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* acc[i * 4 + k] += W row k (of 4, stride ldw) . x row i over n columns (n % 8 == 0). */
 __attribute__((target("avx2,fma")))
@@ -135,7 +125,7 @@ static void ck_small_avx2(enum ck_weight_kind kind, const void *w, const float *
             }
             for (size_t i = 0; i < nb; i++) {
                 for (int k = 0; k < 4; k++) {
-                    float s = ck_small_hsum(acc[i * 4 + k]);
+                    float s = ck_hsum(acc[i * 4 + k]);
                     for (size_t c = 0; c < nt; c++) s += tail[k][c] * xb[i * ldx + cv + c];
                     yb[i * ldy + r + k] += scales ? s * scales[r + k] : s;
                 }
@@ -158,22 +148,11 @@ static void ck_small_avx2(enum ck_weight_kind kind, const void *w, const float *
     }
 }
 
-static int ck_small_state = -1; /* racy init is benign (idempotent) */
-
-static int ck_small_has_avx2(void) {
-    int s = __atomic_load_n(&ck_small_state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        __builtin_cpu_init();
-        s = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && ck_cpu_has_f16c()) ? 1 : 0;
-        __atomic_store_n(&ck_small_state, s, __ATOMIC_RELAXED);
-    }
-    return s;
-}
 #endif
 
 int ck_gemm_small_accelerated(void) {
 #ifdef CK_X86
-    return ck_small_has_avx2();
+    return ck_cpu_has_avx2_fma();
 #else
     return 0;
 #endif
@@ -181,14 +160,14 @@ int ck_gemm_small_accelerated(void) {
 
 void ck_gemm_small_f32(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_small_has_avx2()) { ck_small_avx2(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
+    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
 #endif
     ck_small_scalar_block(w, cols, rows, cols, x, ldx, batch, y, ldy, NULL);
 }
 
 void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_small_has_avx2()) { ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
+    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
 #endif
     float row[256];
     for (size_t r = 0; r < rows; r++) {
@@ -203,7 +182,7 @@ void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float 
 void ck_gemm_small_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
                       float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_small_has_avx2()) { ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return; }
+    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return; }
 #endif
     for (size_t r = 0; r < rows; r++) {
         for (size_t i = 0; i < batch; i++) {

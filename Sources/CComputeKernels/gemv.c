@@ -1,9 +1,5 @@
 #include "ComputeKernels.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CK_X86 1
-#endif
+#include "cpu_dispatch.h"
 
 /* ---------- portable scalar versions ---------- */
 
@@ -32,13 +28,6 @@ static void ck_gemv_i8_scalar(const int8_t *w, const float *scales, size_t rows,
 /* ---------- AVX2 + FMA + F16C versions: 4 rows at a time, 8 columns per step ---------- */
 
 #ifdef CK_X86
-__attribute__((target("avx2,fma")))
-static inline float ck_hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 #define CK_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define CK_LOAD_I8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
@@ -99,7 +88,7 @@ static void ck_gemv_i8_avx2(const int8_t *w, const float *scales, size_t rows, s
 
 static int ck_avx2_fma_state = -1; /* racy init is benign (idempotent) */
 
-static int ck_cpu_has_avx2_fma(void) {
+int ck_cpu_has_avx2_fma(void) {
     int s = __atomic_load_n(&ck_avx2_fma_state, __ATOMIC_RELAXED);
     if (s < 0) {
         __builtin_cpu_init();
