@@ -43,8 +43,9 @@ extension String {
 /// product (measured here on a 4096 × 4096 layer: 12 ms at batch 2 where reading the weights once takes 3.3 ms).
 /// The small kernels read each weight once and reach 40–50 GFLOP/s on one core, below `sgemm`'s 60–90 for big
 /// batches, so they are used up to a batch limit that grows with the weight matrix (bigger matrices pay more for
-/// packing): 8 rows under 1 MiB of FP32 weights, 16 under 16 MiB, 32 above (8 whenever OpenBLAS runs more than one
-/// thread). A single row keeps `sgemv`.
+/// packing): measured here, 8 rows under 1 MiB of FP32 weights, 16 under 16 MiB, 32 above (8 whenever OpenBLAS
+/// runs more than one thread). A worker re-measures these limits on its own machine at start (`calibrate()`), since
+/// they move with the CPU and the OpenBLAS kernels in use. A single row keeps `sgemv`.
 /// `jobfarm bench blas --only passes` shows the farm's path beside raw `sgemm` for each batch.
 public enum SmallBatchKernel {
     /// Whether the vectorised kernels run on this CPU (AVX2 + FMA + F16C); without them `sgemm` is always used.
@@ -56,10 +57,133 @@ public enum SmallBatchKernel {
         // With more than one OpenBLAS thread, sgemm splits the work across cores while a one-thread kernel runs on
         // one: measured, sgemm wins from 16 rows there. Split across `threads` threads, the kernel keeps its lead
         // up to about `threads` times the one-thread limit.
-        if threads <= 1 && openBLASThreads > 1 { return 8 }
-        let bytes = rows * cols * 4
-        let base = bytes < 1 << 20 ? 8 : bytes < 16 << 20 ? 16 : 32
+        if threads <= 1 && openBLASThreads > 1 { return min(8, limit(.small)) }
+        let base = limit(SizeClass(rows: rows, cols: cols))
         return min(64, base * max(1, threads))
+    }
+
+    /// Weight matrices by FP32 size: what sets where `sgemm`'s packing stops costing more than it saves.
+    public enum SizeClass: Int, Sendable, CaseIterable, CustomStringConvertible {
+        /// Under 1 MiB.
+        case small
+        /// 1 MiB to 16 MiB.
+        case medium
+        /// 16 MiB and more.
+        case large
+
+        /// The class of a `rows × cols` FP32 matrix.
+        public init(rows: Int, cols: Int) {
+            let bytes = rows * cols * 4
+            self = bytes < 1 << 20 ? .small : bytes < 16 << 20 ? .medium : .large
+        }
+
+        /// The matrix the calibration times for this class.
+        public var calibrationShape: (rows: Int, cols: Int) {
+            switch self {
+            case .small: return (256, 512)
+            case .medium: return (1024, 1024)
+            case .large: return (2048, 2560)
+            }
+        }
+
+        public var description: String { ["under 1 MiB", "1–16 MiB", "16 MiB and more"][rawValue] }
+    }
+
+    /// The limits in force, per size class: measured on the project's AVX2 machines until `calibrate()` runs.
+    public static let defaultLimits = [8, 16, 32]
+    private static let smallLimit = Atomic<Int>(8)
+    private static let mediumLimit = Atomic<Int>(16)
+    private static let largeLimit = Atomic<Int>(32)
+
+    /// The one-thread batch limit of a size class.
+    public static func limit(_ sizeClass: SizeClass) -> Int {
+        switch sizeClass {
+        case .small: return smallLimit.load(ordering: .relaxed)
+        case .medium: return mediumLimit.load(ordering: .relaxed)
+        case .large: return largeLimit.load(ordering: .relaxed)
+        }
+    }
+
+    /// Sets the one-thread batch limit of a size class (2…64).
+    public static func setLimit(_ value: Int, for sizeClass: SizeClass) {
+        let v = min(64, max(2, value))
+        switch sizeClass {
+        case .small: smallLimit.store(v, ordering: .relaxed)
+        case .medium: mediumLimit.store(v, ordering: .relaxed)
+        case .large: largeLimit.store(v, ordering: .relaxed)
+        }
+    }
+
+    /// What `calibrate()` found for one size class.
+    public struct Calibration: Sendable, CustomStringConvertible {
+        public let sizeClass: SizeClass
+        /// The largest batch at which the small kernel was at least as fast as `sgemm` (every smaller batch too).
+        public let limit: Int
+        /// (batch, small-kernel seconds, sgemm seconds) per batch timed.
+        public let timings: [(batch: Int, small: Double, sgemm: Double)]
+
+        public var description: String {
+            "\(sizeClass): up to \(limit) rows (" + timings.map { String(format: "%d: %.2fx", $0.batch, $0.sgemm / max($0.small, 1e-12)) }.joined(separator: ", ") + " sgemm/kernel)"
+        }
+    }
+
+    /// Times the small kernel against `sgemm` (with the OpenBLAS thread setting in force: set 1 first, as workers
+    /// do) for batches 2…64 on one matrix per size class, and sets each class's limit to the largest batch up to
+    /// which the kernel never lost. About 0.3 s of one core. Without the vectorised kernels it changes nothing.
+    @discardableResult
+    public static func calibrate(batches: [Int] = [2, 4, 8, 12, 16, 24, 32, 48, 64], minTime: Double = 0.004) -> [Calibration] {
+        guard accelerated else { return [] }
+        var results: [Calibration] = []
+        var rng = SeededRandom(seed: 11)
+        for sizeClass in SizeClass.allCases {
+            let (rows, cols) = sizeClass.calibrationShape
+            let w = (0..<(rows * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let xMax = (0..<(64 * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+            var y = [Float](repeating: 0, count: 64 * rows)
+            var timings: [(batch: Int, small: Double, sgemm: Double)] = []
+            w.withUnsafeBufferPointer { wp in
+                xMax.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        for batch in batches {
+                            let small = bestTime(minTime) {
+                                ck_gemm_small_f32(wp.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows)
+                            }
+                            let gemm = bestTime(minTime) {
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(cols),
+                                            1, xp.baseAddress, Int32(cols), wp.baseAddress, Int32(cols), 1, yp.baseAddress, Int32(rows))
+                            }
+                            timings.append((batch, small, gemm))
+                        }
+                    }
+                }
+            }
+            // The limit is the last batch of the leading run of wins.
+            var lead = 1
+            for t in timings { if t.small <= t.sgemm { lead = t.batch } else { break } }
+            let limit = max(2, lead)
+            setLimit(limit, for: sizeClass)
+            results.append(Calibration(sizeClass: sizeClass, limit: limit, timings: timings))
+        }
+        return results
+    }
+
+    /// The best of three rounds of `body`, each repeated for at least `minTime` seconds.
+    private static func bestTime(_ minTime: Double, _ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity
+        for _ in 0..<3 {
+            var calls = 0
+            let start = ContinuousClock.now
+            var elapsed = 0.0
+            repeat {
+                body()
+                calls += 1
+                let d = ContinuousClock.now - start
+                elapsed = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+            } while elapsed < minTime
+            best = min(best, elapsed / Double(calls))
+        }
+        return best
     }
 
     private static let enabled = Atomic<Bool>(true)

@@ -232,6 +232,10 @@ struct BenchBLASCommand: AsyncParsableCommand {
         print("Forward pass of the queue model (\(([model.inputSize] + hidden.split(separator: ",").compactMap { Int($0) } + [model.outputSize]).map(String.init).joined(separator: "→")) fp32), ms per pass and rows/s, best of 3 rounds")
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let threadCounts = Array(Set([1, cores])).sorted()
+        BLASThreads.set(1)
+        let calibration = SmallBatchKernel.calibrate()
+        print("small-batch kernel limits measured on this machine (as a worker does at start), 1 thread, speed-up of the kernel over sgemm per batch:")
+        for result in calibration { print("  \(result)") }
         print("ceiling: the same passes with every layer through raw cblas_sgemm/sgemv (the small-batch kernel off) with as many OpenBLAS threads; small-batch kernel vectorised: \(SmallBatchKernel.accelerated)")
         print("batch " + threadCounts.map { String(format: "| %d thread(s): farm ms/pass  rows/s  raw-BLAS ms  ratio ", $0) }.joined())
         var rng = SeededRandom(seed: 3)

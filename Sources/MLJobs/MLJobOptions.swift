@@ -18,6 +18,10 @@ public struct MLJobOptions: Sendable {
     /// Nice value of the compute threads (0…19): above 0, the worker's coordination threads and a Redis server on
     /// the same machine preempt a forward pass at once. Default 5.
     public var computeNice: Int
+    /// Re-measure the small-batch kernels' batch limits against `sgemm` on this machine, in the background at start
+    /// (`SmallBatchKernel.calibrate()`, ~0.3 s of one core). On in `fromEnvironment()` (what `jobfarm worker` uses)
+    /// unless `JOBFARM_KERNEL_CALIBRATION=0`; off by default otherwise (tests, embedders).
+    public var calibrateKernels: Bool = false
     /// Bytes of model tensors cached per process.
     public var modelCacheBytes: Int
     /// Cached models unused this long are dropped.
@@ -79,6 +83,7 @@ public struct MLJobOptions: Sendable {
         if let v = environment["JOBFARM_ML_CONCURRENCY"].flatMap(Int.init), v >= 1 { options.workerConcurrency = v }
         if let v = environment["JOBFARM_BLAS_THREADS"].flatMap(Int.init), v >= 1 { options.blasThreads = v }
         if let v = environment["JOBFARM_COMPUTE_NICE"].flatMap(Int.init), (0...19).contains(v) { options.computeNice = v }
+        options.calibrateKernels = !["0", "false", "off", "no"].contains(environment["JOBFARM_KERNEL_CALIBRATION"]?.lowercased() ?? "")
         if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
         if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
         if let v = environment["JOBFARM_SPOOL_DIR"], !v.isEmpty { options.spoolDirectory = v }
@@ -120,6 +125,21 @@ public func registerMLJobs(
         "f16c": "\(FP16Conversion.hardwareAccelerated)",
         "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay) passThreads=\(environment.batcher.passThreads)" : "off")",
     ])
+    if options.calibrateKernels && SmallBatchKernel.accelerated {
+        // In the background, at the compute threads' priority: the worker serves meanwhile with the default limits.
+        let nice = options.computeNice
+        let thread = Thread {
+            if nice != 0 { ComputeThreadPriority.setCurrentThread(nice: nice) }
+            let before = SmallBatchKernel.SizeClass.allCases.map { SmallBatchKernel.limit($0) }
+            let results = SmallBatchKernel.calibrate()
+            logger.info("small-batch kernel limits measured", metadata: [
+                "limits": "\(results.map { String($0.limit) }.joined(separator: "/")) rows (defaults \(before.map(String.init).joined(separator: "/")))",
+                "detail": "\"\(results.map(\.description).joined(separator: "; "))\"",
+            ])
+        }
+        thread.name = "jf.calibrate"
+        thread.start()
+    }
     registry.register(InferenceJob(environment: environment))
     registry.register(BatchAnalysisJob(environment: environment))
     registry.register(QuantizeJob(environment: environment))

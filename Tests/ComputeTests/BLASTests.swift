@@ -107,11 +107,42 @@ private func referenceLinear(_ x: [Float], batch: Int, _ w: [Float], out: Int, i
     }
 
     @Test func batchLimitGrowsWithTheWeights() {
+        for (sizeClass, value) in zip(SmallBatchKernel.SizeClass.allCases, SmallBatchKernel.defaultLimits) {
+            SmallBatchKernel.setLimit(value, for: sizeClass)
+        }
         #expect(SmallBatchKernel.batchLimit(rows: 64, cols: 64, openBLASThreads: 1) == 8)
         #expect(SmallBatchKernel.batchLimit(rows: 1024, cols: 1024, openBLASThreads: 1) == 16)
         #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, openBLASThreads: 1) == 32)
         #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, openBLASThreads: 2) == 8)  // sgemm runs on 2 cores
         #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, threads: 2, openBLASThreads: 2) == 64)
         #expect(!SmallBatchKernel.preferred(batch: 1, rows: 4096, cols: 4096))  // one row keeps sgemv
+    }
+}
+
+/// The worker's start-up measurement of where the small-batch kernel stops beating `sgemm`.
+@Suite struct SmallBatchCalibrationTests {
+    @Test func calibrationMeasuresEveryClassAndSetsItsLimit() throws {
+        try #require(SmallBatchKernel.accelerated, "no AVX2/FMA/F16C: nothing to calibrate")
+        defer {
+            for (sizeClass, value) in zip(SmallBatchKernel.SizeClass.allCases, SmallBatchKernel.defaultLimits) {
+                SmallBatchKernel.setLimit(value, for: sizeClass)
+            }
+        }
+        let previous = BLASThreads.current
+        BLASThreads.set(1)
+        defer { BLASThreads.set(previous) }
+        let results = SmallBatchKernel.calibrate(batches: [2, 4, 8, 16], minTime: 0.001)
+        #expect(results.map(\.sizeClass) == SmallBatchKernel.SizeClass.allCases)
+        for result in results {
+            #expect((2...16).contains(result.limit))
+            #expect(SmallBatchKernel.limit(result.sizeClass) == result.limit)
+            #expect(result.timings.map(\.batch) == [2, 4, 8, 16])
+            #expect(result.timings.allSatisfy { $0.small > 0 && $0.sgemm > 0 })
+            // The limit is the end of the leading run of batches where the kernel was not slower.
+            let lead = result.timings.prefix { $0.small <= $0.sgemm }.last?.batch ?? 1
+            #expect(result.limit == max(2, lead))
+        }
+        // Who wins is not asserted: it is what is being measured, and a debug build compiles the kernels at -O0
+        // (there sgemm wins everywhere and every limit falls to 2; release builds measure 8–32 on this project's VMs).
     }
 }
