@@ -161,9 +161,11 @@ struct BenchQueueCommand: AsyncParsableCommand {
                 "worker", "--redis-url", global.resolvedRedisURL, "--namespace", configuration.namespace, "--queues", "bench",
                 "--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch), "--exit-when-empty", "--log-level", "error",
             ]
-            // No-op jobs never call OpenBLAS: keep a first-ever kernel measurement (~1 s) out of the timed drain.
+            // No-op jobs never call OpenBLAS: keep a first-ever kernel measurement (~1 s) and the small-batch
+            // kernel calibration (~0.3 s of a core) out of the timed drain.
             var environment = ProcessInfo.processInfo.environment
             environment["JOBFARM_BLAS_AUTOTUNE"] = "0"
+            environment["JOBFARM_KERNEL_CALIBRATION"] = "0"
             process.environment = environment
             try process.run()
             children.append(process)

@@ -44,12 +44,14 @@ final class ChildProcess: @unchecked Sendable {
     private var captured = Data()
 
     /// `environment` is added to the test's own; `unset` names variables to leave out. The OpenBLAS kernel chooser
-    /// is off unless `environment` turns it on: worker tests neither measure kernels nor write to ~/.cache.
+    /// and the small-batch kernel calibration are off unless `environment` turns them on: worker tests neither
+    /// measure kernels (seconds of CPU in a debug build, beside timing-sensitive tests) nor write to ~/.cache.
     init(_ arguments: [String], environment: [String: String] = [:], unset: [String] = []) throws {
         process.executableURL = URL(fileURLWithPath: PackagePaths.jobfarm)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["JOBFARM_BLAS_AUTOTUNE"] = "0"
+        env["JOBFARM_KERNEL_CALIBRATION"] = "0"
         for (key, value) in environment { env[key] = value }
         for key in unset { env.removeValue(forKey: key) }
         process.environment = env
