@@ -7,9 +7,9 @@ import Synchronization
 /// Triton-style dynamic batching of inference requests within one worker process.
 ///
 /// Concurrent requests for the same model and precision (the same `key`) are queued; a queue is run as one
-/// forward pass (one GEMM per layer) when it holds `maxBatch` rows or when its oldest request has waited
-/// `maxDelay`, and only while a compute thread is free (as Triton hands a batch only to a free model instance), so
-/// requests gather into bigger batches while every thread is busy. Each request gets its own rows of the output.
+/// forward pass (one product per layer, split across the compute threads) when it holds `maxBatch` rows or when
+/// its oldest request has waited `maxDelay`, and only while a pass slot is free (as Triton hands a batch only to a
+/// free model instance), so requests gather into bigger batches while a pass runs. Each request gets its own rows of the output.
 /// A request of `maxBatch` rows or more runs alone. Requests are checked (shape, finite values) before they join a
 /// batch, so one bad request cannot fail others.
 ///
@@ -34,9 +34,9 @@ public final class DynamicBatcher: Sendable {
         public var maxConcurrentPasses: Int?
         /// Threads each batched pass is split across (by weight rows, `MLPModel.logits(rows:batch:threads:)`); nil
         /// uses every compute thread. Only with one pass at a time (`maxConcurrentPasses` 1): with several, each
-        /// pass runs on one thread. A batched pass of a large model is bound
-        /// by memory bandwidth and by FMA throughput: one pass over every core streams each weight once, where
-        /// two passes side by side stream it twice.
+        /// pass runs on one thread. A batched pass of a large model is bound by memory bandwidth and by FMA
+        /// throughput: one pass over every core streams each weight once, where two passes side by side stream it
+        /// twice.
         public var threadsPerPass: Int?
 
         /// 64 rows, 2 ms, dispatch at once when idle, one pass at a time split across every compute thread.
@@ -90,7 +90,7 @@ public final class DynamicBatcher: Sendable {
         var sampling = false
     }
 
-    /// Recent timings, for benchmarks: how long requests waited in the batcher and how long passes ran.
+    /// Timings, for benchmarks: how long requests waited in the batcher and how long passes ran.
     public struct Samples: Sendable {
         /// Seconds from `submit` to the start of the request's pass.
         public var waits: [Double] = []
