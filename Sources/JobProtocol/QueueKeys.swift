@@ -26,8 +26,12 @@ public struct QueueKeys: Sendable, Hashable {
     public var deadEntries: String { prefix + "dead:entries" }
     /// HASH id → the dead job's envelope (or the raw garbage), byte for byte.
     public var deadEnvelopes: String { prefix + "dead:env" }
-    /// LIST of wake-up tokens that idle workers block on.
+    /// LIST of wake-up tokens that idle workers block on, for foreign clients that do not know tiers (workers
+    /// block on it besides their tiers' lists).
     public var signal: String { prefix + "signal" }
+    /// LIST holding at most one wake-up token for `tier`: the scripts push it when a job becomes ready in that tier,
+    /// and idle workers block on the lists of the tiers they serve.
+    public func signal(tier: String) -> String { prefix + "signal:" + tier }
     /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued.
     public var stats: String { prefix + "stats" }
     /// STRING idempotency key → job id, with a TTL.

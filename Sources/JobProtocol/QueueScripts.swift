@@ -11,9 +11,15 @@ public enum QueueScripts {
         local T = redis.call('TIME')
         local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
         local function jobkey(id) return P .. 'job:' .. id end
-        local function wake()
-          redis.call('LPUSH', P .. 'signal', '1')
-          redis.call('LTRIM', P .. 'signal', 0, 0)
+        -- One wake-up token per tier (a list of at most one element): idle workers block on the tiers they serve,
+        -- so a worker that cannot take a job never swallows the token meant for one that can.
+        local WOKEN = {}
+        local function wake(tier)
+          tier = tier or 'standard'
+          if WOKEN[tier] then return end
+          WOKEN[tier] = true
+          redis.call('LPUSH', P .. 'signal:' .. tier, '1')
+          redis.call('LTRIM', P .. 'signal:' .. tier, 0, 0)
         end
         -- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free.
         local LISTENING = nil
@@ -106,15 +112,14 @@ public enum QueueScripts {
             out[#out + 1] = id
           end
         end
-        local any = false
         for tier, ids in pairs(ready) do
-          any = true
           for s = 1, #ids, 1000 do
             redis.call('LPUSH', P .. 't:' .. tier, unpack(ids, s, math.min(s + 999, #ids)))
           end
+          wake(tier)
         end
         if added > 0 then redis.call('HINCRBY', P .. 'stats', 'enqueued', added) end
-        if any then wake() end
+
         return out
         """#)
 
@@ -203,7 +208,7 @@ public enum QueueScripts {
         end
         if got >= want then
           for _, tier in ipairs(order) do
-            if redis.call('LLEN', P .. 't:' .. tier) > 0 then wake(); break end
+            if redis.call('LLEN', P .. 't:' .. tier) > 0 then wake(tier) end
           end
         end
         return out
@@ -262,7 +267,7 @@ public enum QueueScripts {
               else
                 redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
                 redis.call('LPUSH', P .. 't:' .. (r[5] or 'standard'), id)
-                wake()
+                wake(r[5])
               end
               redis.call('HINCRBY', P .. 'stats', 'retried', 1)
               publish(id, 'retrying')
@@ -336,14 +341,12 @@ public enum QueueScripts {
               redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
               redis.call('HDEL', jk, 'worker')
               redis.call('RPUSH', P .. 't:' .. (r[2] or 'standard'), id)
+              wake(r[2])
               requeued = requeued + 1
             end
           end
         end
-        if requeued > 0 then
-          redis.call('HINCRBY', P .. 'stats', 'reaped', requeued)
-          wake()
-        end
+        if requeued > 0 then redis.call('HINCRBY', P .. 'stats', 'reaped', requeued) end
         return {requeued, poisoned}
         """#)
 
@@ -362,10 +365,10 @@ public enum QueueScripts {
           elseif r[1] == 'scheduled' or r[1] == 'retrying' then
             redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
             redis.call('LPUSH', P .. 't:' .. (r[2] or 'standard'), id)
+            wake(r[2])
             moved = moved + 1
           end
         end
-        if moved > 0 then wake() end
         local next = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
         if next[2] then return {moved, math.max(0, tonumber(next[2]) - NOW)} end
         return {moved, -1}
@@ -419,11 +422,11 @@ public enum QueueScripts {
               redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
               redis.call('HDEL', jk, 'worker')
               redis.call('RPUSH', P .. 't:' .. (r[3] or 'standard'), id)
+              wake(r[3])
               released = released + 1
             end
           end
         end
-        if released > 0 then wake() end
         return released
         """#)
 
@@ -448,7 +451,7 @@ public enum QueueScripts {
         redis.call('HDEL', P .. 'dead:entries', id)
         redis.call('HDEL', P .. 'dead:env', id)
         redis.call('HINCRBY', P .. 'stats', 'requeued', 1)
-        wake()
+        wake(tier)
         return 'requeued'
         """#)
 

@@ -35,14 +35,20 @@ extension JobFarm {
         return try leasedJobs(from: reply, queue: queue)
     }
 
-    /// Blocks until a job may be waiting in one of the queues (BLPOP on their wake-up lists, at most `timeout`),
+    /// Blocks until a job may be waiting in one of the queues (BLPOP on the wake-up lists of the tiers served, and
+    /// on each queue's tier-less list that foreign clients push to; at most `timeout`),
     /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
     /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
         var blpop = RedisCommand("BLPOP")
-        for queue in queues { blpop.append(keys(queue).signal) }
+        let allTiers = tierOrder()
+        for queue in queues {
+            let k = keys(queue)
+            blpop.append(k.signal)
+            for tier in tiers[queue].map({ only in allTiers.filter(only.contains) }) ?? allTiers { blpop.append(k.signal(tier: tier)) }
+        }
         blpop.append(format3(max(0.01, timeout.seconds)))
         var requests: [RedisRequest] = [.command(blpop)]
         // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.

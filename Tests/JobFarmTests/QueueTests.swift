@@ -56,6 +56,37 @@ struct QueueTests {
         #expect(stats.depth == 0)
     }
 
+    /// Wake-up tokens are per tier: a worker serving only premium, blocked first, does not swallow the token of a
+    /// free job; the worker serving free wakes at once instead of at its idle timeout.
+    @Test func aTierRestrictedWorkerDoesNotTakeAnotherTiersWakeUp() async throws {
+        let farm = try TestRedis.farm()
+        let premiumClient = RedisClient(configuration: farm.configuration.redis)
+        let freeClient = RedisClient(configuration: farm.configuration.redis)
+        defer {
+            premiumClient.close()
+            freeClient.close()
+        }
+        let premiumOnly = Task {
+            try await farm.awaitAndFetch(queues: ["default"], count: 10, worker: "premium-only", tiers: ["default": ["premium"]],
+                                         timeout: .seconds(3), on: premiumClient)
+        }
+        try await Task.sleep(for: .milliseconds(200))  // blocked first: Redis serves BLPOP waiters in arrival order
+        let start = ContinuousClock.now
+        let freeOnly = Task {
+            let jobs = try await farm.awaitAndFetch(queues: ["default"], count: 10, worker: "free-only", tiers: ["default": ["free"]],
+                                                    timeout: .seconds(3), on: freeClient)
+            return (jobs, ContinuousClock.now - start)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let id = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "free"))
+        let (jobs, waited) = try await freeOnly.value
+        #expect(jobs.map(\.id) == [id])
+        #expect(waited < .milliseconds(1500), "the free worker waited \(waited): its token went elsewhere")
+        // The premium-only worker got nothing and was not woken by the free job.
+        let premiumJobs = try await premiumOnly.value
+        #expect(premiumJobs.isEmpty)
+    }
+
     @Test func bulkEnqueueKeepsOrderAndIdempotency() async throws {
         let farm = try TestRedis.farm()
         let requests = (0..<2500).map { EnqueueRequest(kind: "noop", queue: $0 % 2 == 0 ? "even" : "odd", payload: .number(Double($0))) }
