@@ -42,12 +42,16 @@ free_port() {
     die "found no free port on 127.0.0.1"
 }
 
-# Waits until redis on $1 (port) answers PING.
+# Waits until redis on $1 (port) answers PING with PONG: up, and done loading its data (a large AOF takes a while
+# after a restart; until then Redis answers LOADING).
 wait_for_redis() {
-    local port=$1
-    for _ in $(seq 1 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    local port=$1 reply
+    for i in $(seq 1 1200); do
+        reply=$(redis-cli -p "$port" ping 2>/dev/null)
+        [ "$reply" = "PONG" ] && return 0
+        if [ "$i" = 50 ] && [[ "$reply" == LOADING* ]]; then echo "redis-server on port $port is loading its data…" >&2; fi
+        [ "$i" -gt 100 ] && [[ "$reply" != LOADING* ]] && break
         sleep 0.1
     done
-    die "redis-server on port $port did not start; see its log above"
+    die "redis-server on port $port did not become ready (last reply: ${reply:-none}); see its log above"
 }

@@ -142,6 +142,11 @@ public final class RedisClient: @unchecked Sendable {
         }
         if !missing.isEmpty { try load(missing, on: connection) }
         var replies = try connection.send(requests.map(command(for:)))
+        // A server still loading its data after a restart refuses every command: report it as not ready, so that
+        // callers retry as they do after a reconnect, instead of failing the operation.
+        if let message = replies.lazy.compactMap(\.errorMessage).first(where: RedisError.isNotReadyReply) {
+            throw RedisError.notReady(message)
+        }
         // A server that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT: the command did not run.
         for (index, reply) in replies.enumerated() {
             guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { continue }
@@ -159,6 +164,7 @@ public final class RedisClient: @unchecked Sendable {
     private func load(_ scripts: [RedisScript], on connection: RedisConnection) throws {
         let replies = try connection.send(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) })
         for (script, reply) in zip(scripts, replies) {
+            if let message = reply.errorMessage, RedisError.isNotReadyReply(message) { throw RedisError.notReady(message) }
             guard let sha = reply.string, reply.errorMessage == nil else {
                 throw RedisError.server("loading script \(script.name): \(reply.errorMessage ?? "no SHA returned")")
             }

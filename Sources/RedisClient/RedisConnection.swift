@@ -16,6 +16,9 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
     case authenticationFailed(String)
     /// The server answered with an error reply.
     case server(String)
+    /// The server is up but not serving yet (`LOADING` its data after a restart, `MASTERDOWN`, `TRYAGAIN`): the
+    /// command did not run; the same command may succeed shortly.
+    case notReady(String)
     /// A reply had an unexpected shape.
     case unexpectedReply(String)
 
@@ -26,16 +29,23 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
         case .connectionLost(let text): return "Redis connection lost: \(text) (the client reconnects on the next command)"
         case .authenticationFailed(let text): return "Redis refused authentication: \(text). Check the user and password in the Redis URL"
         case .server(let text): return "Redis error: \(text)"
+        case .notReady(let text): return "Redis is not ready: \(text) (retrying)"
         case .unexpectedReply(let text): return "unexpected Redis reply: \(text)"
         }
     }
 
-    /// True when the failure is about the connection, so the same command may succeed after a reconnect.
+    /// True when the failure is about the connection or a server not serving yet, so the same command may
+    /// succeed after a reconnect or a pause.
     public var isConnectionError: Bool {
         switch self {
-        case .connectionFailed, .connectionLost: return true
+        case .connectionFailed, .connectionLost, .notReady: return true
         default: return false
         }
+    }
+
+    /// Error replies of a server that is up but not serving yet: the command did not run.
+    public static func isNotReadyReply(_ message: String) -> Bool {
+        message.hasPrefix("LOADING ") || message.hasPrefix("MASTERDOWN ") || message.hasPrefix("TRYAGAIN ")
     }
 }
 

@@ -170,3 +170,18 @@ struct PolicyTests {
         #expect(throws: Never.self) { try JobFarmConfiguration().validate() }
     }
 }
+
+/// A server that is up but still loading its data (after a restart with a large AOF) refuses commands with
+/// `LOADING …`: that is treated like a lost connection (retried), not as a failed operation.
+@Suite("Redis errors")
+struct RedisErrorTests {
+    @Test func notReadyRepliesAreRetriedLikeConnectionErrors() {
+        #expect(RedisError.isNotReadyReply("LOADING Redis is loading the dataset in memory"))
+        #expect(RedisError.isNotReadyReply("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."))
+        #expect(RedisError.isNotReadyReply("TRYAGAIN Multiple keys request during rehashing of slot"))
+        #expect(!RedisError.isNotReadyReply("ERR unknown command"))
+        #expect(!RedisError.isNotReadyReply("NOSCRIPT No matching script"))
+        #expect(RedisError.notReady("LOADING Redis is loading the dataset in memory").isConnectionError)
+        #expect(!RedisError.server("ERR wrong number of arguments").isConnectionError)
+    }
+}
