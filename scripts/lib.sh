@@ -47,7 +47,7 @@ free_port() {
 wait_for_redis() {
     local port=$1 reply
     for i in $(seq 1 1200); do
-        reply=$(redis-cli -p "$port" ping 2>/dev/null)
+        reply=$(redis-cli -p "$port" ping 2>/dev/null || true)  # not up yet: redis-cli fails; set -e must not end us
         [ "$reply" = "PONG" ] && return 0
         if [ "$i" = 50 ] && [[ "$reply" == LOADING* ]]; then echo "redis-server on port $port is loading its data…" >&2; fi
         [ "$i" -gt 100 ] && [[ "$reply" != LOADING* ]] && break
