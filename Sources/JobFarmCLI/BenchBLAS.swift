@@ -203,9 +203,9 @@ struct BenchBLASCommand: AsyncParsableCommand {
                 let samples = environment.batcher.takeSamples()
                 if batching, !samples.passes.isEmpty {
                     let waits = samples.waits.sorted(), passTimes = samples.passes.map(\.seconds).sorted()
-                    func q(_ v: [Double], _ p: Double) -> Double { v.isEmpty ? 0 : v[min(v.count - 1, Int(Double(v.count - 1) * p))] * 1000 }
+                    func ms(_ v: [Double], _ q: Double) -> Double { percentile(v, q) * 1000 }
                     print(String(format: "        in the batcher: wait for a pass p50 %.1f ms, p99 %.1f ms; pass p50 %.1f ms, p99 %.1f ms, %d passes, busy %.0f%% of the run",
-                                 q(waits, 0.5), q(waits, 0.99), q(passTimes, 0.5), q(passTimes, 0.99), passTimes.count,
+                                 ms(waits, 0.5), ms(waits, 0.99), ms(passTimes, 0.5), ms(passTimes, 0.99), passTimes.count,
                                  100 * passTimes.reduce(0, +) / queueSeconds))
                 }
                 if !keptUp { break }
@@ -286,13 +286,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         BLASThreads.set(threads)
         let data = try digitsDataset(from: digits)
         let (trainSet, test) = try data.stratifiedSplit(testFraction: 0.25, seed: 0)
-        var config = TrainingConfig()
-        config.hiddenSizes = [128]
-        config.seed = 1
-        config.maxEpochs = 60
-        config.batchSize = 64
-        config.learningRate = 3e-3
-        config.validationFraction = 0
+        let config = TrainingConfig.trainJobDefault
         let start = ContinuousClock.now
         let result = try MLPTrainer.train(trainSet, config: config)
         let seconds = (ContinuousClock.now - start).seconds
@@ -365,7 +359,7 @@ enum BenchTiming {
     }
 }
 
-/// One closed-loop run: `clients` tasks each enqueue a job and wait for it, again and again.
+/// One open-loop run of single-row inference jobs through the queue (`openLoop`).
 struct QueueRun: Sendable {
     var completed: Int
     var failed: Int
@@ -376,39 +370,6 @@ struct QueueRun: Sendable {
     /// Enqueue → lease (the queue's share of the latency).
     var waitP50 = 0.0
     var waitP99 = 0.0
-
-    static func measure(farm: JobFarm, payload: JSONValue, clients: Int, seconds: Double) async throws -> QueueRun {
-        let warmup = try await farm.enqueue(EnqueueRequest(kind: "inference", queue: "bench-inference", payload: payload))
-        _ = try await farm.wait(for: warmup, queue: "bench-inference", timeout: .seconds(60))
-        let start = BenchTiming.now()
-        let end = start + seconds
-        let samples = try await withThrowingTaskGroup(of: ([Double], Int).self) { group in
-            for _ in 0..<clients {
-                group.addTask {
-                    var latencies: [Double] = []
-                    var failed = 0
-                    while BenchTiming.now() < end {
-                        let t0 = BenchTiming.now()
-                        let id = try await farm.enqueue(EnqueueRequest(kind: "inference", queue: "bench-inference", payload: payload))
-                        let status = try await farm.wait(for: id, queue: "bench-inference", timeout: .seconds(60))
-                        if status.state == .succeeded { latencies.append(BenchTiming.now() - t0) } else { failed += 1 }
-                    }
-                    return (latencies, failed)
-                }
-            }
-            var all: [Double] = []
-            var failed = 0
-            for try await (latencies, f) in group {
-                all += latencies
-                failed += f
-            }
-            return (all.sorted(), failed)
-        }
-        let elapsed = BenchTiming.now() - start
-        let sorted = samples.0
-        func quantile(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * q))] }
-        return QueueRun(completed: sorted.count, failed: samples.1, throughput: Double(sorted.count) / elapsed, p50: quantile(0.5), p99: quantile(0.99))
-    }
 }
 
 extension QueueRun {
@@ -461,11 +422,10 @@ extension QueueRun {
         }
         latencies.sort()
         waits.sort()
-        func quantile(_ values: [Double], _ q: Double) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int((Double(values.count - 1) * q).rounded(.up)))] }
         let span = max(0.001, Double(lastFinished - firstQueued) / 1000)
         return QueueRun(completed: latencies.count, failed: failed, unfinished: unfinished,
-                        throughput: Double(latencies.count) / span, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99),
-                        waitP50: quantile(waits, 0.5), waitP99: quantile(waits, 0.99))
+                        throughput: Double(latencies.count) / span, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99),
+                        waitP50: percentile(waits, 0.5), waitP99: percentile(waits, 0.99))
     }
 }
 
@@ -478,4 +438,9 @@ enum BenchCleanup {
             "EVAL", "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end return n",
             "0", farm.configuration.namespace + ":*"))
     }
+}
+
+/// The `q` quantile of ascending `sorted` values (the sample at rank ⌈(n − 1)·q⌉), 0 when there are none.
+func percentile(_ sorted: [Double], _ q: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * q).rounded(.up)))]
 }
