@@ -19,74 +19,70 @@ struct FarmDatasetTests {
         return directory
     }
 
-    func deleteNamespace(_ client: RedisClient, _ namespace: String) async throws {
-        _ = try await client.execute(RedisCommand("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", namespace + ":*"))
+    /// digits.csv pushed as `digits` in a fresh namespace with 4 KiB chunks (265 KB spans 65 of them, so 5 pipelined
+    /// round trips of 16), and a scratch file path to write it to; the namespace and directory are removed after.
+    func withChunkedDigits(
+        _ body: (_ client: RedisClient, _ store: DatasetStore, _ record: DatasetRecord, _ bytes: [UInt8], _ file: URL) async throws -> Void
+    ) async throws {
+        let client = try testClient()
+        defer { client.close() }
+        let namespace = "tml-spool-" + UUID().uuidString.prefix(8).lowercased()
+        let store = DatasetStore(client: client, namespace: namespace, chunkSize: 4096)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: PackagePaths.digits)))
+        let record = try await store.push(name: "digits", bytes: bytes)
+        let directory = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await body(client, store, record, bytes, directory.appendingPathComponent("digits.csv"))
+        try await deleteNamespace(client, namespace)
     }
 
     @Test("BlobStore.write streams a many-chunk blob to a file equal to the original bytes")
     func roundTrip() async throws {
-        let client = try testClient()
-        defer { client.close() }
-        let namespace = "tml-spool-" + UUID().uuidString.prefix(8).lowercased()
-        // 4 KiB chunks: digits.csv (265 KB) spans 65 of them, so 5 pipelined round trips of 16.
-        let store = DatasetStore(client: client, namespace: namespace, chunkSize: 4096)
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: PackagePaths.digits)))
-        let record = try await store.push(name: "digits", bytes: bytes)
-        #expect(try await client.execute(RedisCommand("HGET", store.blobs.key(record.sha256), "chunks")).int == (bytes.count + 4095) / 4096)
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("digits.csv")
-        let written = try await store.write(record, to: file)
-        #expect(written == bytes.count)
-        #expect(try [UInt8](Data(contentsOf: file)) == bytes)
-        #expect(try await store.bytes("digits").bytes == bytes, "get, which shares the chunk reader, still agrees")
-        // An existing file is truncated, not appended to.
-        try await store.write(record, to: file)
-        #expect(try [UInt8](Data(contentsOf: file)) == bytes)
-        try await deleteNamespace(client, namespace)
+        try await withChunkedDigits { client, store, record, bytes, file in
+            #expect(try await client.execute(RedisCommand("HGET", store.blobs.key(record.sha256), "chunks")).int == (bytes.count + 4095) / 4096)
+            let written = try await store.write(record, to: file)
+            #expect(written == bytes.count)
+            #expect(try [UInt8](Data(contentsOf: file)) == bytes)
+            #expect(try await store.bytes("digits").bytes == bytes, "get, which shares the chunk reader, still agrees")
+            // An existing file is truncated, not appended to.
+            try await store.write(record, to: file)
+            #expect(try [UInt8](Data(contentsOf: file)) == bytes)
+        }
     }
 
     @Test("a chunk replaced by other valid zlib data fails the checksum; a chunk of another length fails the size; no file is left")
     func corruptChunk() async throws {
-        let client = try testClient()
-        defer { client.close() }
-        let namespace = "tml-spool-" + UUID().uuidString.prefix(8).lowercased()
-        let store = DatasetStore(client: client, namespace: namespace, chunkSize: 4096)
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: PackagePaths.digits)))
-        let record = try await store.push(name: "digits", bytes: bytes)
-        let key = store.blobs.key(record.sha256)
-        let directory = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("digits.csv")
+        try await withChunkedDigits { client, store, record, _, file in
+            let key = store.blobs.key(record.sha256)
 
-        // Chunk 20 (in the second round trip) inflates fine to 4096 other bytes.
-        let original = try await client.execute(RedisCommand("HGET", key, "c:20")).bytes ?? []
-        var inflated = try JobProtocolBridge.inflate(original)
-        inflated[10] ^= 0x01
-        var forged = RedisCommand("HSET", key, "c:20")
-        forged.append(bytes: JobProtocolBridge.deflate(inflated))
-        _ = try await client.execute(forged)
-        do {
-            try await store.write(record, to: file)
-            Issue.record("a corrupted dataset was written")
-        } catch let error as ModelStoreError {
-            guard case .corrupt(let message) = error else { Issue.record("wrong error \(error)"); return }
-            #expect(message.contains("checksum mismatch") && message.contains("dataset 'digits'"), "\(message)")
-        }
-        #expect(!FileManager.default.fileExists(atPath: file.path), "the partial file is removed")
+            // Chunk 20 (in the second round trip) inflates fine to 4096 other bytes.
+            let original = try await client.execute(RedisCommand("HGET", key, "c:20")).bytes ?? []
+            var inflated = try JobProtocolBridge.inflate(original)
+            inflated[10] ^= 0x01
+            var forged = RedisCommand("HSET", key, "c:20")
+            forged.append(bytes: JobProtocolBridge.deflate(inflated))
+            _ = try await client.execute(forged)
+            do {
+                try await store.write(record, to: file)
+                Issue.record("a corrupted dataset was written")
+            } catch let error as ModelStoreError {
+                guard case .corrupt(let message) = error else { Issue.record("wrong error \(error)"); return }
+                #expect(message.contains("checksum mismatch") && message.contains("dataset 'digits'"), "\(message)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: file.path), "the partial file is removed")
 
-        // A valid zlib chunk of the wrong length.
-        var short = RedisCommand("HSET", key, "c:20")
-        short.append(bytes: JobProtocolBridge.deflate(Array(inflated.prefix(100))))
-        _ = try await client.execute(short)
-        do {
-            try await store.write(record, to: file)
-            Issue.record("a short dataset was written")
-        } catch let error as ModelStoreError {
-            #expect("\(error)".contains("corrupt") && "\(error)".contains("after inflating"), "\(error)")
+            // A valid zlib chunk of the wrong length.
+            var short = RedisCommand("HSET", key, "c:20")
+            short.append(bytes: JobProtocolBridge.deflate(Array(inflated.prefix(100))))
+            _ = try await client.execute(short)
+            do {
+                try await store.write(record, to: file)
+                Issue.record("a short dataset was written")
+            } catch let error as ModelStoreError {
+                #expect("\(error)".contains("corrupt") && "\(error)".contains("after inflating"), "\(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: file.path))
         }
-        #expect(!FileManager.default.fileExists(atPath: file.path))
-        try await deleteNamespace(client, namespace)
     }
 
     @Test("batch_analysis on a corrupted farm dataset fails non-retryably naming the dataset; nothing is left in the spool")

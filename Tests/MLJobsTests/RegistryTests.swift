@@ -49,7 +49,7 @@ struct RegistryTests {
         await #expect(throws: ModelStoreError.self) { try await registry.resolve("nope") }
         await #expect(throws: ModelStoreError.self) { try await registry.setAlias("latest", name: "m", version: 1) }
         await #expect(throws: ModelStoreError.self) { try await registry.setAlias("prod", name: "m", version: 7) }
-        _ = try await client.execute(RedisCommand("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", namespace + ":*"))
+        try await deleteNamespace(client, namespace)
     }
 
     @Test("a corrupt or swapped chunk fails the checksum with a clear error")
@@ -87,7 +87,7 @@ struct RegistryTests {
         } catch let error as ModelStoreError {
             #expect("\(error)".contains("checksum mismatch"), "\(error)")
         }
-        _ = try await client.execute(RedisCommand("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", namespace + ":*"))
+        try await deleteNamespace(client, namespace)
     }
 
     @Test("push refuses a bad safetensors header and an unsupported dtype")
@@ -122,7 +122,7 @@ struct RegistryTests {
         #expect(try await store.list().map(\.name) == ["arr", "small"])
         #expect(try await store.bytes("small").bytes == csv)
         await #expect(throws: ModelStoreError.self) { try await store.record("missing") }
-        _ = try await client.execute(RedisCommand("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", namespace + ":*"))
+        try await deleteNamespace(client, namespace)
     }
 }
 

@@ -55,6 +55,12 @@ func succeed(_ farm: JobFarm, _ kind: String, _ payload: String, timeout: Durati
 /// A fresh Redis client on the test server.
 func testClient() throws -> RedisClient { RedisClient(configuration: try TestRedis.configuration, name: "mltest") }
 
+/// Deletes every key of a test's namespace (`<namespace>:*`).
+func deleteNamespace(_ client: RedisClient, _ namespace: String) async throws {
+    _ = try await client.execute(RedisCommand(
+        "EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 1", "0", namespace + ":*"))
+}
+
 extension PackagePaths {
     static var digits: String { root.appendingPathComponent("data/digits/digits.csv").path }
 }
