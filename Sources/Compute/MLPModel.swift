@@ -332,21 +332,23 @@ extension DenseLayer {
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 withOptionalPointer(biasF32) { bp in
-                    let split = threads > 1 && SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads)
+                    // The small-batch kernels, on `threads` threads (one: the caller's). One-thread FP32 products go
+                    // through `BLAS.linear`, which makes the same choice for its other callers.
+                    let small = SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads)
                     switch weight.storage {
-                    case .float32(let w) where split:
+                    case .float32(let w) where small && threads > 1:
                         preload(batch: batch, bias: bp, y: yp)
                         w.withUnsafeBufferPointer { wp in
                             ck_gemm_small_f32_mt(wp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
                         }
-                    case .float16(let w) where split:
+                    case .float16(let w) where small:
                         preload(batch: batch, bias: bp, y: yp)
                         w.withUnsafeBufferPointer { wp in
                             wp.withMemoryRebound(to: UInt16.self) { bits in
                                 ck_gemm_small_f16_mt(bits.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
                             }
                         }
-                    case .int8(let q, let scales) where split:
+                    case .int8(let q, let scales) where small:
                         preload(batch: batch, bias: bp, y: yp)
                         q.withUnsafeBufferPointer { qp in
                             scales.withUnsafeBufferPointer { sp in
@@ -364,20 +366,6 @@ extension DenseLayer {
                     case .int8(let q, let scales) where batch == 1:
                         preload(bias: bp, y: yp)
                         q.withUnsafeBufferPointer { qp in CompressedGEMV.i8(qp, scales: scales, rows: out, cols: inF, x: xp, y: yp) }
-                    case .float16(let w) where SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF):
-                        preload(batch: batch, bias: bp, y: yp)
-                        w.withUnsafeBufferPointer { wp in
-                            wp.withMemoryRebound(to: UInt16.self) { bits in
-                                ck_gemm_small_f16(bits.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out)
-                            }
-                        }
-                    case .int8(let q, let scales) where SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF):
-                        preload(batch: batch, bias: bp, y: yp)
-                        q.withUnsafeBufferPointer { qp in
-                            scales.withUnsafeBufferPointer { sp in
-                                ck_gemm_small_i8(qp.baseAddress, sp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out)
-                            }
-                        }
                     case .float16(let w):
                         w.withUnsafeBufferPointer { wp in
                             blocked(batch: batch, x: xp, bias: bp, y: yp) { r0, nr, scratch in

@@ -60,8 +60,7 @@ public enum PayloadCompression {
             stream.next_in = UnsafeMutablePointer(mutating: inp.baseAddress)
             stream.avail_in = uInt(inp.count)
             repeat {
-                if filled == output.count {
-                    if filled > limit { throw EnvelopeError.corruptPayload("payload inflates past \(limit) bytes") }
+                if filled == output.count {  // full (and at most `limit`: checked after every step below)
                     let grown = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
                         if filled > 0 { output.withUnsafeBufferPointer { buffer.baseAddress!.update(from: $0.baseAddress!, count: filled) } }
                         initialized = capacity
@@ -80,7 +79,8 @@ public enum PayloadCompression {
                 if status == Z_BUF_ERROR && stream.avail_in == 0 {
                     throw EnvelopeError.corruptPayload("zlib data is truncated")
                 }
-                guard status == Z_OK || status == Z_STREAM_END || (status == Z_BUF_ERROR && filled == output.count) else {
+                // (There is always output room here, so Z_BUF_ERROR with input left means no progress: corrupt.)
+                guard status == Z_OK || status == Z_STREAM_END else {
                     throw EnvelopeError.corruptPayload("zlib data is corrupt (inflate status \(status))")
                 }
                 if filled > limit { throw EnvelopeError.corruptPayload("payload inflates past \(limit) bytes") }

@@ -43,11 +43,10 @@ extension JobFarm {
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
         var blpop = RedisCommand("BLPOP")
-        let allTiers = tierOrder()
         for queue in queues {
             let k = keys(queue)
             blpop.append(k.signal)
-            for tier in tiers[queue].map({ only in allTiers.filter(only.contains) }) ?? allTiers { blpop.append(k.signal(tier: tier)) }
+            for tier in servedTiers(tiers[queue]) { blpop.append(k.signal(tier: tier)) }
         }
         blpop.append(format3(max(0.01, timeout.seconds)))
         var requests: [RedisRequest] = [.command(blpop)]
@@ -68,9 +67,14 @@ extension JobFarm {
         return jobs
     }
 
+    /// The configured tiers in preference order, restricted to `only` when given.
+    private func servedTiers(_ only: [String]?) -> [String] {
+        let tiers = tierOrder()
+        return only.map { only in tiers.filter(only.contains) } ?? tiers
+    }
+
     private func fetchArguments(count: Int, worker: String, tiers only: [String]?) -> [String] {
-        var tiers = tierOrder()
-        if let only { tiers = tiers.filter(only.contains) }
+        let tiers = servedTiers(only)
         var aging: Int64 = 0
         if case .strict(let agingAfter?) = configuration.tierPolicy { aging = agingAfter.milliseconds }
         return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers

@@ -78,17 +78,13 @@ public final class ComputeExecutor: Sendable {
     /// Number of lanes.
     public var threadCount: Int { lanes.count }
 
-    private func pickLane() -> Int {
-        pending.withLock { counts -> Int in
+    /// Runs `body` on a compute lane without waiting for it (the caller resumes whoever waits from `body`).
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        let lane = pending.withLock { counts -> Int in
             let index = counts.indices.min { counts[$0] < counts[$1] } ?? 0
             counts[index] += 1
             return index
         }
-    }
-
-    /// Runs `body` on a compute lane without waiting for it (the caller resumes whoever waits from `body`).
-    public func submit(_ body: @escaping @Sendable () -> Void) {
-        let lane = pickLane()
         lanes[lane].async {
             body()
             self.pending.withLock { $0[lane] -= 1 }
@@ -97,13 +93,8 @@ public final class ComputeExecutor: Sendable {
 
     /// Runs `body` on a compute lane and returns its result.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        let lane = pickLane()
-        return try await withCheckedThrowingContinuation { continuation in
-            lanes[lane].async {
-                let result = Result { try body() }
-                self.pending.withLock { $0[lane] -= 1 }
-                continuation.resume(with: result)
-            }
+        try await withCheckedThrowingContinuation { continuation in
+            submit { continuation.resume(with: Result { try body() }) }
         }
     }
 }
