@@ -71,7 +71,7 @@ let package = Package(
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting",
-            "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds",
+            "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds", "Compute",
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [

@@ -118,6 +118,21 @@ import Testing
         #expect(BLASKernelChooser.plan(environment: [:], flags: Self.avx512, libraryCore: "SkylakeX") == .keep(reason: "only candidate"))
     }
 
+    /// An Intel Xeon OpenBLAS 0.3.21 does not know: the library falls back to its SSE3 `Prescott` kernels, the
+    /// default plan adds SkylakeX, and with an explicit list every other family is measured beside Prescott.
+    @Test func unknownCPUFallingBackToPrescott() {
+        #expect(BLASKernelChooser.plan(environment: [:], flags: Self.avx512, libraryCore: "Prescott") == .measure(extra: ["SkylakeX"]))
+        #expect(BLASKernelChooser.plan(environment: ["JOBFARM_BLAS_CANDIDATES": "Haswell,Zen"], flags: Self.avx512, libraryCore: "Prescott")
+                == .measure(extra: ["Haswell", "Zen"]))
+        // Figures measured on such a machine (GFLOP/s): three candidates, the best of the two others wins.
+        let three = BLASKernelChooser.decide([result(nil, "Prescott", 30, 32), result("Haswell", "Haswell", 60, 64), result("Zen", "Zen", 70, 76)])
+        #expect(three.coreType == "Zen")
+        #expect(three.summary.hasPrefix("measured: Zen 72.9 vs Haswell 62.0, Prescott 31.0 GFLOP/s"))
+        let skylake = BLASKernelChooser.decide([result(nil, "Prescott", 28, 28), result("SkylakeX", "SkylakeX", 120, 132)])
+        #expect(skylake.coreType == "SkylakeX")
+        #expect(skylake.cacheable)
+    }
+
     @Test func candidatesVariableReplacesTheExtraCandidates() {
         let env = ["JOBFARM_BLAS_CANDIDATES": " Haswell, ,Sandybridge,haswell "]
         #expect(BLASKernelChooser.plan(environment: env, flags: Self.avx512, libraryCore: "Zen") == .measure(extra: ["Haswell", "Sandybridge"]))
