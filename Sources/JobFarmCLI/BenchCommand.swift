@@ -29,6 +29,19 @@ struct BenchQueueCommand: AsyncParsableCommand {
     @Option(help: "Jobs leased per fetch.") var fetchBatch: Int = 256
     @Option(help: "Pickup latency samples.") var samples: Int = 2000
     @Option(help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+    @Option(help: "Worker settings for the end-to-end runs, comma-separated: 'bench' (--concurrency/--fetch-batch above), 'defaults' (the worker's own defaults, what a user gets).")
+    var settings: String = "bench,defaults"
+
+    func validate() throws {
+        for (name, value) in [("--jobs", jobs), ("--concurrency", concurrency), ("--fetch-batch", fetchBatch), ("--samples", samples), ("--bulk", bulk)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1, got \(value)")
+        }
+        for item in settingList where !["bench", "defaults"].contains(item) {
+            throw ValidationError("--settings: '\(item)' is neither 'bench' nor 'defaults'")
+        }
+    }
+
+    private var settingList: [String] { settings.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func run() async throws {
         let base = try global.farmConfiguration()
@@ -71,22 +84,32 @@ struct BenchQueueCommand: AsyncParsableCommand {
 
             // 2. Bulk enqueue and memory per queued job.
             let memoryBefore = try await usedMemory(raw)
+            let cpuBefore = try await redisCPUSeconds(raw)
             let enqueueTime = try await enqueueAll(farm, count: jobs)
+            let enqueueCPU = try await redisCPUSeconds(raw) - cpuBefore
             let memoryAfter = try await usedMemory(raw)
             let enqueueRate = Double(jobs) / enqueueTime.seconds
             print("\nbulk enqueue (\(jobs) no-op jobs, \(bulk) per call, 1 connection)")
-            print(row("enqueue", rate(enqueueRate), ratio(enqueueRate, lpush, "of raw LPUSH") + ", " + ratio(enqueueRate, hset, "of raw HSET")))
+            print(row("enqueue", rate(enqueueRate), ratio(enqueueRate, lpush, "of raw LPUSH") + ", " + ratio(enqueueRate, hset, "of raw HSET")
+                      + "; " + perThousand(redis: enqueueCPU, jobs: jobs)))
             print(row("Redis memory per queued job", "\(Int((Double(memoryAfter - memoryBefore) / Double(jobs)).rounded())) bytes", ""))
 
-            // 3. End to end: every job leased, state recorded, acknowledged.
-            print("\nend to end (\(jobs) no-op jobs; workers: --concurrency \(concurrency) --fetch-batch \(fetchBatch))")
+            // 3. End to end: every job leased, state recorded, acknowledged; with the bench's settings and with the
+            //    worker's own defaults (no flags: whatever `jobfarm worker` does when a user starts it).
             var first = true
-            for count in workers.split(separator: ",").compactMap({ Int($0) }) {
-                if !first { _ = try await enqueueAll(farm, count: jobs) }
-                first = false
-                let time = try await drain(farm, binary: binary, processes: count, configuration: configuration)
-                let throughput = Double(jobs) / time.seconds
-                print(row("\(count) worker process\(count == 1 ? "" : "es")", rate(throughput), ratio(throughput, evalsha, "of raw EVALSHA")))
+            for setting in settingList {
+                let flags = setting == "bench" ? ["--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch)] : []
+                print("\nend to end (\(jobs) no-op jobs; workers: \(setting == "bench" ? flags.joined(separator: " ") : "the worker's defaults, no flags"))")
+                for count in workers.split(separator: ",").compactMap({ Int($0) }) {
+                    if !first { _ = try await enqueueAll(farm, count: jobs) }
+                    first = false
+                    let cpuBefore = try await redisCPUSeconds(raw)
+                    let run = try await drain(farm, binary: binary, processes: count, flags: flags, configuration: configuration)
+                    let redisCPU = try await redisCPUSeconds(raw) - cpuBefore
+                    let throughput = Double(jobs) / run.time.seconds
+                    print(row("\(count) worker process\(count == 1 ? "" : "es")", rate(throughput),
+                              ratio(throughput, evalsha, "of raw EVALSHA") + "; " + perThousand(redis: redisCPU, workers: run.workerCPU, jobs: jobs)))
+                }
             }
 
             // 4. Idle pickup latency: enqueue → handler start, one job at a time, the worker idle in BLPOP.
@@ -148,7 +171,28 @@ struct BenchQueueCommand: AsyncParsableCommand {
         return clock.now - start
     }
 
-    private func drain(_ farm: JobFarm, binary: String, processes: Int, configuration: JobFarmConfiguration) async throws -> Duration {
+    /// Redis's own CPU time (user + system, `INFO cpu`), in seconds.
+    private func redisCPUSeconds(_ client: RedisClient) async throws -> Double {
+        let info = try await client.execute("INFO", "cpu").string ?? ""
+        var total = 0.0
+        for line in info.split(separator: "\r\n") where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
+            total += Double(line.split(separator: ":").last ?? "") ?? 0
+        }
+        return total
+    }
+
+    /// "Redis CPU 0.123 ms/1,000 jobs" (and the workers' when known): what a Redis Cluster divides, and the cost
+    /// LIMITS.md compares peers by.
+    private func perThousand(redis: Double, workers: Double? = nil, jobs: Int) -> String {
+        var text = String(format: "Redis CPU %.1f ms per 1,000 jobs", redis / Double(jobs) * 1_000_000)
+        if let workers { text += String(format: ", workers' CPU %.1f ms", workers / Double(jobs) * 1_000_000) }
+        return text
+    }
+
+    /// Starts `processes` workers on the bench queue and waits until they have run `jobs` jobs; returns the time from
+    /// starting them to the last job done, and the CPU seconds the workers used (user + system, read from their
+    /// /proc entries just before they exit).
+    private func drain(_ farm: JobFarm, binary: String, processes: Int, flags: [String], configuration: JobFarmConfiguration) async throws -> (time: Duration, workerCPU: Double) {
         let before = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
         let target = before + jobs
         let clock = ContinuousClock()
@@ -159,8 +203,8 @@ struct BenchQueueCommand: AsyncParsableCommand {
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = [
                 "worker", "--redis-url", global.resolvedRedisURL, "--namespace", configuration.namespace, "--queues", "bench",
-                "--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch), "--exit-when-empty", "--log-level", "error",
-            ]
+                "--exit-when-empty", "--log-level", "error",
+            ] + flags
             // No-op jobs never call OpenBLAS: keep a first-ever kernel measurement (~1 s) and the small-batch
             // kernel calibration (~0.3 s of a core) out of the timed drain.
             var environment = ProcessInfo.processInfo.environment
@@ -171,16 +215,29 @@ struct BenchQueueCommand: AsyncParsableCommand {
             children.append(process)
         }
         var succeeded = before
+        var cpu: [Int32: Double] = [:]
         while succeeded < target {
             try await Task.sleep(for: .milliseconds(10))
             succeeded = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
+            for child in children where child.isRunning { cpu[child.processIdentifier] = processCPUSeconds(child.processIdentifier) ?? cpu[child.processIdentifier] }
             if children.allSatisfy({ !$0.isRunning }) && succeeded < target {
                 throw CLIError(message: "workers exited with \(target - succeeded) jobs not done; run one by hand to see why")
             }
         }
         let elapsed = clock.now - start
+        for child in children where child.isRunning { cpu[child.processIdentifier] = processCPUSeconds(child.processIdentifier) ?? cpu[child.processIdentifier] }
         for child in children { child.waitUntilExit() }
-        return elapsed
+        return (elapsed, cpu.values.reduce(0, +))
+    }
+
+    /// User + system CPU seconds of a running process (/proc/PID/stat fields 14 and 15, in clock ticks).
+    private func processCPUSeconds(_ pid: Int32) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     private func pickupLatency(_ farm: JobFarm, samples: Int) async throws -> (p50: Duration, p99: Duration) {
