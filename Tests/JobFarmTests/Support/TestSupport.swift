@@ -148,6 +148,15 @@ final class OwnRedisServer: @unchecked Sendable {
         self.process = nil
     }
 
+    /// SIGKILL: Redis dies without a chance to write anything more (with `appendfsync always` every acknowledged
+    /// write is on disk already).
+    func crash() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
     /// Credentials for SHUTDOWN when the server requires them.
     var authUser: String?
     var authPassword: String?
