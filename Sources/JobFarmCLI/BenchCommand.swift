@@ -69,6 +69,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
             let evalsha = try await rawRate(raw, total: jobs) { _ in .script(script, keys: [], arguments: []) }
             _ = try await raw.execute("DEL", "\(configuration.namespace):raw")
             let ping = try await pingLatency(raw, samples: samples)
+            let wake = try await rawWakeLatency(configuration: configuration, samples: samples)
             // The cost of the one thing every enqueue must do in this design: create a job hash.
             let filler = String(repeating: "x", count: JobEnvelope(kind: "noop", queue: "bench").encoded().utf8.count)
             let hset = try await rawRate(raw, total: jobs) { index in
@@ -80,7 +81,9 @@ struct BenchQueueCommand: AsyncParsableCommand {
             print(row("LPUSH", rate(lpush), ""))
             print(row("HSET of a new job-sized hash", rate(hset), "(hash-max-listpack-value \(listpack))"))
             print(row("EVALSHA of `return 1`", rate(evalsha), ""))
-            print(row("PING round trip p50 / p99", "\(micro(ping.p50)) / \(micro(ping.p99))", ""))
+            print(row("PING round trip p50 / p99", "\(micro(ping.p50)) / \(micro(ping.p99))", "(back to back)"))
+            print(row("LPUSH → BLPOP wake-up p50 / p99", "\(micro(wake.p50)) / \(micro(wake.p99))",
+                      "(a client blocked in BLPOP woken by another's LPUSH, 2 ms idle between samples, as in the pickup run)"))
 
             // 2. Bulk enqueue and memory per queued job.
             let memoryBefore = try await usedMemory(raw)
@@ -115,8 +118,10 @@ struct BenchQueueCommand: AsyncParsableCommand {
             // 4. Idle pickup latency: enqueue → handler start, one job at a time, the worker idle in BLPOP.
             let pickup = try await pickupLatency(farm, samples: samples)
             print("\nidle pickup latency (enqueue call → handler start, \(samples) samples, worker in this process)")
-            print(row("p50", micro(pickup.p50), ratio(pickup.p50.seconds, ping.p50.seconds, "PING round trips", inverse: true)))
-            print(row("p99", micro(pickup.p99), ratio(pickup.p99.seconds, ping.p99.seconds, "PING round trips", inverse: true)))
+            print(row("p50", micro(pickup.p50), ratio(pickup.p50.seconds, ping.p50.seconds, "PING round trips", inverse: true)
+                      + ", " + ratio(pickup.p50.seconds, wake.p50.seconds, "raw wake-ups", inverse: true)))
+            print(row("p99", micro(pickup.p99), ratio(pickup.p99.seconds, ping.p99.seconds, "PING round trips", inverse: true)
+                      + ", " + ratio(pickup.p99.seconds, wake.p99.seconds, "raw wake-ups", inverse: true)))
         } catch {
             await cleanUp(raw, namespace: configuration.namespace)
             throw CLIError(message: "benchmark failed: \(error)")
@@ -146,6 +151,32 @@ struct BenchQueueCommand: AsyncParsableCommand {
             let start = clock.now
             _ = try await client.execute("PING")
             _ = histogram.record(UInt64((clock.now - start).nanoseconds))
+        }
+        return (.nanoseconds(Int64(histogram.valueAtPercentile(50))), .nanoseconds(Int64(histogram.valueAtPercentile(99))))
+    }
+
+    /// The floor under pickup latency: a client blocked in `BLPOP` (on its own connection, as a worker's fetch is)
+    /// woken by another client's `LPUSH`, from the push call to the blocked call's return in the awaiting task,
+    /// with the same 2 ms idle gap as the pickup run (threads asleep, as a waiting worker's are).
+    private func rawWakeLatency(configuration: JobFarmConfiguration, samples: Int) async throws -> (p50: Duration, p99: Duration) {
+        let waiter = RedisClient(configuration: configuration.redis, name: "bench-wait")
+        let pusher = RedisClient(configuration: configuration.redis, name: "bench-push")
+        defer {
+            waiter.close()
+            pusher.close()
+        }
+        let key = "\(configuration.namespace):wake"
+        _ = try await waiter.execute("PING")
+        _ = try await pusher.execute("PING")
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        let clock = ContinuousClock()
+        for index in 0..<(samples + 20) {
+            let blocked = Task { try await waiter.execute(RedisCommand("BLPOP", key, "5"), blockingFor: .seconds(5)) }
+            try await Task.sleep(for: .milliseconds(2))
+            let start = clock.now
+            _ = try await pusher.execute(RedisCommand("LPUSH", key, "1"))
+            _ = try await blocked.value
+            if index >= 20 { _ = histogram.record(UInt64((clock.now - start).nanoseconds)) }  // the first 20 warm up
         }
         return (.nanoseconds(Int64(histogram.valueAtPercentile(50))), .nanoseconds(Int64(histogram.valueAtPercentile(99))))
     }
