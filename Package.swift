@@ -72,6 +72,8 @@ let package = Package(
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting",
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds", "Compute",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
