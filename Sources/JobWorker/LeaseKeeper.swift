@@ -1,22 +1,32 @@
 import Dispatch
 import Foundation
-import JobProtocol
 import JobQueue
-import RedisClient
+import Logging
 import Synchronization
 
 /// Renews the leases of a worker's running jobs on a thread of its own, so that handlers that keep every
 /// core of the cooperative pool busy (BLAS) never starve the heartbeat. Lost leases and cancel requests
-/// found on the way cancel the matching handlers.
+/// found on the way cancel the matching handlers. Also keeps the worker in the registry of live workers.
 final class LeaseKeeper: Sendable {
-    private let worker: Worker
-    private let client: RedisClient
+    private let driver: any WorkerDriver
+    private let attempts: RunningAttempts
+    private let workerID: String
+    private let info: [String: String]
+    private let processed: @Sendable () -> Int
+    private let logger: Logger
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
 
-    init(worker: Worker) {
-        self.worker = worker
-        self.client = RedisClient(configuration: worker.farm.configuration.redis, name: "heartbeat")
+    /// - Parameters:
+    ///   - info: what the registry shows about this worker (host, pid, queues, concurrency…).
+    ///   - processed: the number of attempts recorded so far, for the registry.
+    init(driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger, processed: @escaping @Sendable () -> Int) {
+        self.driver = driver
+        self.attempts = attempts
+        self.workerID = workerID
+        self.info = info
+        self.logger = logger
+        self.processed = processed
     }
 
     func start() {
@@ -39,35 +49,31 @@ final class LeaseKeeper: Sendable {
 
     private var isStopped: Bool { stopped.withLock { $0 } }
 
+    /// One heartbeat: renews the leases of the running attempts and the registry entry.
+    func beat() throws {
+        let jobs = attempts.renewable()
+        if !jobs.isEmpty {
+            let states = try driver.renewLeasesBlocking(jobs)
+            for (id, state) in states {
+                switch state {
+                case .held: break
+                case .lost: attempts.stop(id, because: .leaseLost)
+                case .cancelRequested(let keep): attempts.stop(id, because: .cancelRequested(keep: keep))
+                }
+            }
+        }
+        var current = info
+        current["busy"] = String(jobs.count)
+        current["processed"] = String(processed())
+        try driver.registerWorkerBlocking(id: workerID, info: current)
+    }
+
     private func loop() {
-        let farm = worker.farm
-        let interval = farm.configuration.heartbeatInterval
-        let info: [String: String] = [
-            "host": ProcessInfo.processInfo.hostName, "pid": String(getpid()),
-            "queues": worker.configuration.queues?.joined(separator: ",") ?? "*",
-            "concurrency": String(worker.configuration.concurrency),
-            "started": String(WallClock.nowMilliseconds()),
-        ]
+        let interval = driver.heartbeatInterval
         var next = ContinuousClock.now
         while !isStopped {
-            let jobs = worker.activeJobs()
-            do {
-                if !jobs.isEmpty {
-                    let states = try farm.renewBlocking(jobs, on: client)
-                    for (id, state) in states {
-                        switch state {
-                        case .held: break
-                        case .lost: worker.stop(id, because: .leaseLost)
-                        case .cancelRequested(let keep): worker.stop(id, because: .cancelRequested(keep: keep))
-                        }
-                    }
-                }
-                var current = info
-                current["busy"] = String(jobs.count)
-                current["processed"] = String(worker.processedCount)
-                try farm.registerWorkerBlocking(id: worker.configuration.id, info: current, ttl: farm.configuration.leaseDuration * 3, on: client)
-            } catch {
-                worker.logger.warning("heartbeat failed; retrying", metadata: ["error": "\(error)"])
+            do { try beat() } catch {
+                logger.warning("heartbeat failed; retrying", metadata: ["error": "\(error)"])
             }
             next += interval
             // Sleep in short steps so that stop() is honoured quickly.
@@ -76,8 +82,7 @@ final class LeaseKeeper: Sendable {
             }
             if ContinuousClock.now > next + interval { next = .now }
         }
-        try? farm.deregisterWorkerBlocking(id: worker.configuration.id, on: client)
-        client.close()
+        try? driver.deregisterWorkerBlocking(id: workerID)
         finished.signal()
     }
 }
