@@ -49,7 +49,9 @@ extension JobFarm {
     /// on each queue's tier-less list that foreign clients push to; at most `timeout`),
     /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
     /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
-    /// Throws the first error; a worker uses `awaitAndFetchEach` to keep the jobs other queues leased.
+    /// Throws the first fetch error (the jobs other queues leased in that round are then left to the reaper); an
+    /// error reply of the `BLPOP` itself only makes it return at once. `RedisWorkerDriver.awaitAndFetch` reports both
+    /// per queue and keeps every leased job.
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
@@ -59,7 +61,6 @@ extension JobFarm {
         } catch let error as RedisError {
             throw JobFarmError.redis("fetch: \(error)")
         }
-        if let message = round.wait { throw JobFarmError.redis("fetch: BLPOP: \(message)") }
         var jobs: [LeasedJob] = []
         for (_, result) in round.fetched { jobs += try result.get() }
         return jobs
@@ -277,12 +278,21 @@ extension JobFarm {
     /// One reaper step: returns expired leases to their queue, or to the dead letters as `poison`.
     /// Safe with any number of workers running it at once (one atomic script).
     public func reapExpiredLeases(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (requeued: Int, poisoned: Int) {
+        let result = try await reapStep(queue: queue, limit: limit, on: client)
+        return (result.requeued, result.poisoned)
+    }
+
+    /// One reaper step with the lease clock (docs/PROTOCOL.md §6, "Outages"): when no reaper step reached the
+    /// queue for `leaseClockGap`, nothing is reaped for `leaseGrace` from now.
+    func reapStep(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> ReapResult {
         let reply = try await run(
             Scripts.reap, queue: queue,
-            arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds)],
+            arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds),
+                        String(configuration.leaseGrace.milliseconds), String(configuration.leaseClockGap.milliseconds)],
             on: client, retryFor: .zero)
         let values = reply.array ?? []
-        return (values.first?.int ?? 0, values.count > 1 ? values[1].int ?? 0 : 0)
+        func value(_ index: Int) -> Int { index < values.count ? values[index].int ?? 0 : 0 }
+        return ReapResult(requeued: value(0), poisoned: value(1), graceRemaining: .milliseconds(value(2)))
     }
 
     /// One scheduler step: moves due delayed and retrying jobs to their tier. Returns how many moved and the

@@ -97,8 +97,7 @@ public final class RedisWorkerDriver: WorkerDriver {
     }
 
     public func reapExpiredLeases(queue: String) async throws -> ReapResult {
-        let (requeued, poisoned) = try await farm.reapExpiredLeases(queue: queue, on: maintenanceClient)
-        return ReapResult(requeued: requeued, poisoned: poisoned)
+        try await farm.reapStep(queue: queue, on: maintenanceClient)
     }
 
     public func promoteDueJobs(queue: String) async throws -> (moved: Int, nextDue: Duration?) {

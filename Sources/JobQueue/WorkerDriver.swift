@@ -99,9 +99,13 @@ public struct ReapResult: Sendable, Equatable {
     public var requeued: Int
     /// Jobs dead-lettered as `poison`.
     public var poisoned: Int
+    /// While above zero, the step reaped nothing: nobody had reached the queue for longer than the engine takes for
+    /// an outage, and the leases get this much more time to be renewed or reported first.
+    public var graceRemaining: Duration
 
-    public init(requeued: Int = 0, poisoned: Int = 0) {
+    public init(requeued: Int = 0, poisoned: Int = 0, graceRemaining: Duration = .zero) {
         self.requeued = requeued
         self.poisoned = poisoned
+        self.graceRemaining = graceRemaining
     }
 }

@@ -10,6 +10,7 @@ import Synchronization
 final class LeaseKeeper: Sendable {
     private let driver: any WorkerDriver
     private let attempts: RunningAttempts
+    private let unreported: @Sendable () -> [LeasedJob]
     private let workerID: String
     private let info: [String: String]
     private let processed: @Sendable () -> Int
@@ -19,10 +20,15 @@ final class LeaseKeeper: Sendable {
 
     /// - Parameters:
     ///   - info: what the registry shows about this worker (host, pid, queues, concurrency…).
+    ///   - unreported: jobs whose handler has ended but whose outcome is not recorded yet (their leases are kept).
     ///   - processed: the number of attempts recorded so far, for the registry.
-    init(driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger, processed: @escaping @Sendable () -> Int) {
+    init(
+        driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger,
+        unreported: @escaping @Sendable () -> [LeasedJob], processed: @escaping @Sendable () -> Int
+    ) {
         self.driver = driver
         self.attempts = attempts
+        self.unreported = unreported
         self.workerID = workerID
         self.info = info
         self.logger = logger
@@ -49,12 +55,32 @@ final class LeaseKeeper: Sendable {
 
     private var isStopped: Bool { stopped.withLock { $0 } }
 
-    /// One heartbeat: renews the leases of the running attempts and the registry entry.
+    /// One heartbeat now, off the cooperative pool; returns whether it reached the engine. The maintenance loop
+    /// calls it after an outage, before its next reaper step.
+    func renewNow() async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { [self] in
+                do {
+                    try beat()
+                    continuation.resume(returning: true)
+                } catch {
+                    continuation.resume(returning: false)
+                }
+            }
+        }
+    }
+
+    /// One heartbeat: renews the leases of the running attempts and of the finished ones whose outcome is not
+    /// recorded yet, and the registry entry.
     func beat() throws {
         let jobs = attempts.renewable()
-        if !jobs.isEmpty {
-            let states = try driver.renewLeasesBlocking(jobs)
-            for (id, state) in states {
+        let running = Set(jobs.map(\.id))
+        // A finished job keeps its lease until its outcome is recorded; what the heartbeat says of it changes nothing
+        // here (the report settles it), and an id fetched again meanwhile is renewed for its new attempt only.
+        let finished = unreported().filter { !running.contains($0.id) }
+        if !jobs.isEmpty || !finished.isEmpty {
+            let states = try driver.renewLeasesBlocking(jobs + finished)
+            for (id, state) in states where running.contains(id) {
                 switch state {
                 case .held: break
                 case .lost: attempts.stop(id, because: .leaseLost)

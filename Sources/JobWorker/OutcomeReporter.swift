@@ -10,8 +10,9 @@ final class OutcomeReporter: Sendable {
         var outcomes: [(job: LeasedJob, outcome: AttemptOutcome)] = []
         var releases: [LeasedJob] = []
         var processed = 0
-        /// Batches taken from the buffer and not yet answered.
-        var sending = 0
+        /// Jobs of the batches taken from the buffer and not yet answered, by flush.
+        var sending: [Int: [LeasedJob]] = [:]
+        var flushes = 0
     }
 
     private let driver: any WorkerDriver
@@ -29,7 +30,13 @@ final class OutcomeReporter: Sendable {
     var processedCount: Int { buffer.withLock { $0.processed } }
 
     /// True when nothing is buffered or being sent.
-    var isIdle: Bool { buffer.withLock { $0.outcomes.isEmpty && $0.releases.isEmpty && $0.sending == 0 } }
+    var isIdle: Bool { buffer.withLock { $0.outcomes.isEmpty && $0.releases.isEmpty && $0.sending.isEmpty } }
+
+    /// Jobs whose outcome is buffered or being sent: their leases must be kept until it is recorded, or a Redis
+    /// outage would let them expire and the finished work run again.
+    func unreportedJobs() -> [LeasedJob] {
+        buffer.withLock { buffer in buffer.outcomes.map(\.job) + buffer.sending.values.joined() }
+    }
 
     /// Buffers an attempt's outcome for the next flush.
     func record(_ job: LeasedJob, _ outcome: AttemptOutcome) {
@@ -58,15 +65,16 @@ final class OutcomeReporter: Sendable {
 
     /// Sends every buffered outcome and release: one round trip per queue, however many jobs finished.
     func flush() async {
-        let (batch, releases) = buffer.withLock { buffer -> ([(job: LeasedJob, outcome: AttemptOutcome)], [LeasedJob]) in
+        let (flush, batch, releases) = buffer.withLock { buffer -> (Int, [(job: LeasedJob, outcome: AttemptOutcome)], [LeasedJob]) in
             defer {
                 buffer.outcomes = []
                 buffer.releases = []
-                buffer.sending += 1
             }
-            return (buffer.outcomes, buffer.releases)
+            buffer.flushes += 1
+            buffer.sending[buffer.flushes] = buffer.outcomes.map(\.job)
+            return (buffer.flushes, buffer.outcomes, buffer.releases)
         }
-        defer { buffer.withLock { $0.sending -= 1 } }
+        defer { buffer.withLock { _ = $0.sending.removeValue(forKey: flush) } }
         if !releases.isEmpty {
             for (queue, jobs) in grouped(releases, by: \.queue) {
                 do { try await driver.release(jobs, queue: queue) } catch {

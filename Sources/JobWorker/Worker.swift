@@ -108,12 +108,21 @@ public final class Worker: Service, Sendable {
                 "concurrency": String(configuration.concurrency),
                 "started": String(WallClock.nowMilliseconds()),
             ],
-            logger: logger, processed: { [reporter] in reporter.processedCount })
+            logger: logger, unreported: { [reporter] in reporter.unreportedJobs() }, processed: { [reporter] in reporter.processedCount })
         let fetchLoop = FetchLoop(
             driver: driver, configuration: configuration, attempts: attempts, logger: logger,
             isStopping: { [self] in isStopping }, beginShutdown: { [self] in beginShutdown() },
             start: { [runner] job in runner.start(job) })
-        let maintenance = MaintenanceLoop(driver: driver, queues: configuration.queues, logger: logger, isStopping: { [self] in isStopping })
+        // After a failed step (Redis out of reach), this worker renews its leases, those of finished jobs whose
+        // outcome is still buffered included, before it reaps anything: its own work must not be taken for a crashed
+        // worker's. The reporter is woken to send those outcomes at once (not awaited: a report retries for long).
+        let maintenance = MaintenanceLoop(
+            driver: driver, queues: configuration.queues, logger: logger, isStopping: { [self] in isStopping },
+            resynchronize: { [reporter] in
+                guard await keeper.renewNow() else { return false }
+                reporter.ready.fire()
+                return true
+            })
         let sweep = TimeoutSweep(attempts: attempts) { [runner] attempt, ending in
             runner.settle(attempt.job, rules: attempt.rules, ending: ending)
         }
