@@ -21,6 +21,7 @@ let package = Package(
         // which SwiftPM rejects with a warning on every build; the header is in /usr/include/hiredis either way.
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Not imported yet: the dispatcher's outbox will use it.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         // FP16 <-> FP32 conversion and fused small-batch kernels (F16C/AVX2 with a runtime check).
@@ -39,12 +40,12 @@ let package = Package(
         ]),
         // The worker runtime: handlers by kind, concurrency, timeouts, heartbeats, graceful shutdown.
         .target(name: "JobWorker", dependencies: [
-            "JobQueue",
+            "JobQueue", "JobProtocol",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Job handlers: built-in kinds (noop, sleep, echo, fail).
-        .target(name: "JobKinds", dependencies: ["JobWorker"]),
+        .target(name: "JobKinds", dependencies: ["JobWorker", "JobProtocol"]),
         // The model and dataset registry in Redis: content-addressed (SHA-256), chunked, compressed, versioned.
         .target(name: "ModelStore", dependencies: [
             "RedisClient", "JobProtocol", "Compute",
@@ -57,10 +58,11 @@ let package = Package(
         ]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore", "Compute", "COpenBLAS",
+            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
 
@@ -83,3 +85,9 @@ let package = Package(
         ]),
     ]
 )
+
+// Every target sees only the members of modules it imports itself (SE-0444), so each file's imports and each
+// target's dependencies above say what it really uses.
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
+}

@@ -1,5 +1,6 @@
 import CComputeKernels
 import COpenBLAS
+import Foundation
 import Synchronization
 
 /// Controls the number of threads OpenBLAS uses (process-wide).

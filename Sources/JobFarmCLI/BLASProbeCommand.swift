@@ -1,5 +1,4 @@
 import ArgumentParser
-import COpenBLAS
 import Compute
 import Foundation
 
@@ -39,8 +38,7 @@ enum BLASProbe {
             x.withUnsafeBufferPointer { xp in
                 weight.withUnsafeBufferPointer { wp in
                     y.withUnsafeMutableBufferPointer { yp in
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(n), Int32(k), 1,
-                                    xp.baseAddress, Int32(k), wp.baseAddress, Int32(k), 0, yp.baseAddress, Int32(n))
+                        RawBLAS.sgemm(m: batch, n: n, k: k, a: xp.baseAddress!, b: wp.baseAddress!, transposeB: true, c: yp.baseAddress!)
                     }
                 }
             }
@@ -49,8 +47,7 @@ enum BLASProbe {
             x.withUnsafeBufferPointer { xp in
                 weight.withUnsafeBufferPointer { wp in
                     y.withUnsafeMutableBufferPointer { yp in
-                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, wp.baseAddress, Int32(k),
-                                    xp.baseAddress, 1, 0, yp.baseAddress, 1)
+                        RawBLAS.sgemv(rows: n, cols: k, a: wp.baseAddress!, x: xp.baseAddress!, y: yp.baseAddress!)
                     }
                 }
             }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import COpenBLAS
 import Compute
 import Foundation
 import JobProtocol
@@ -79,8 +78,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         let tBig = try BenchTiming.interleaved(rounds: 3, minTime: 0.3, [{
             a.withUnsafeBufferPointer { ap in
                 cBig.withUnsafeMutableBufferPointer { cp in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(big), Int32(big), Int32(big), 1,
-                                ap.baseAddress, Int32(big), ap.baseAddress, Int32(big), 0, cp.baseAddress, Int32(big))
+                    RawBLAS.sgemm(m: big, n: big, k: big, a: ap.baseAddress!, b: ap.baseAddress!, transposeB: false, c: cp.baseAddress!)
                 }
             }
         }])[0]
@@ -98,8 +96,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
                 x.withUnsafeBufferPointer { xp in
                     weight.withUnsafeBufferPointer { wp in
                         c.withUnsafeMutableBufferPointer { cp in
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(n), Int32(k), 1,
-                                        xp.baseAddress, Int32(k), wp.baseAddress, Int32(k), 0, cp.baseAddress, Int32(n))
+                            RawBLAS.sgemm(m: batch, n: n, k: k, a: xp.baseAddress!, b: wp.baseAddress!, transposeB: true, c: cp.baseAddress!)
                         }
                     }
                 }
@@ -109,8 +106,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
                     weight.withUnsafeBufferPointer { wp in
                         c.withUnsafeMutableBufferPointer { cp in
                             for row in 0..<batch {
-                                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, wp.baseAddress, Int32(k),
-                                            xp.baseAddress! + row * k, 1, 0, cp.baseAddress! + row * n, 1)
+                                RawBLAS.sgemv(rows: n, cols: k, a: wp.baseAddress!, x: xp.baseAddress! + row * k, y: cp.baseAddress! + row * n)
                             }
                         }
                     }

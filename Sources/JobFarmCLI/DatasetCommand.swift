@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JobQueue
 import ModelStore
 import RedisClient
 

@@ -6,6 +6,7 @@ import JobWorker
 import MLJobs
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

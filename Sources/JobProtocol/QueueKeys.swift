@@ -32,6 +32,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// LIST holding at most one wake-up token for `tier`: the scripts push it when a job becomes ready in that tier,
     /// and idle workers block on the lists of the tiers they serve.
     public func signal(tier: String) -> String { prefix + "signal:" + tier }
+    /// HASH `at` (server ms of the last reaper step) and `grace_until` (no reaping before it): the lease clock that
+    /// stops while nobody reaches the queue.
+    public var contact: String { prefix + "contact" }
     /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued.
     public var stats: String { prefix + "stats" }
     /// STRING idempotency key → job id, with a TTL.

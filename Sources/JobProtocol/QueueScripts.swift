@@ -317,10 +317,29 @@ public enum QueueScripts {
         return 1
         """#)
 
-    /// REAP: ARGV = queue, limit, lease losses before poison, retention ms.
-    /// Returns expired leases to the front of their tier, or dead-letters them as `poison`; returns {requeued, poisoned}.
+    /// REAP: ARGV = queue, limit, lease losses before poison, retention ms, [grace ms, contact gap ms].
+    /// Returns expired leases to the front of their tier, or dead-letters them as `poison`; returns {requeued, poisoned,
+    /// grace ms left}. With the last two arguments, lease clocks stop while nobody reaches the queue: the step notes
+    /// its call in `contact`, and when the previous call is more than the gap ago (Redis was down, or no worker could
+    /// reach it) it reaps nothing for `grace` ms from now, so that cut-off workers renew or report first.
     public static let reap = script("reap", #"""
         local limit, max_lost, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+        local grace, gap = tonumber(ARGV[5]), tonumber(ARGV[6])
+        if grace and gap and grace > 0 and gap > 0 then
+          local ck = P .. 'contact'
+          local kind = redis.call('TYPE', ck).ok
+          if kind == 'hash' or kind == 'none' then
+            local c = redis.call('HMGET', ck, 'at', 'grace_until')
+            local last, grace_until = tonumber(c[1]), tonumber(c[2]) or 0
+            if last and NOW - last > gap then
+              grace_until = math.max(grace_until, NOW + grace)
+              redis.call('HSET', ck, 'at', NOW, 'grace_until', grace_until)
+            elseif not last or NOW - last >= gap / 4 then
+              redis.call('HSET', ck, 'at', NOW)
+            end
+            if NOW < grace_until then return {0, 0, grace_until - NOW} end
+          end
+        end
         local ids = redis.call('ZRANGEBYSCORE', P .. 'inflight', '-inf', NOW, 'LIMIT', 0, limit)
         local requeued, poisoned = 0, 0
         for _, id in ipairs(ids) do
@@ -347,7 +366,7 @@ public enum QueueScripts {
           end
         end
         if requeued > 0 then redis.call('HINCRBY', P .. 'stats', 'reaped', requeued) end
-        return {requeued, poisoned}
+        return {requeued, poisoned, 0}
         """#)
 
     /// PROMOTE: ARGV = queue, limit. Moves due scheduled and retrying jobs to their tier lists.

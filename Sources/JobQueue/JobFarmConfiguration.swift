@@ -86,6 +86,19 @@ public struct JobFarmConfiguration: Sendable {
         self.idempotencyWindow = idempotencyWindow
     }
 
+    /// How long nobody may have reached a queue before its reaper treats the silence as an outage (Redis down or out
+    /// of everyone's reach) rather than crashed workers: half the time a lease survives between two heartbeats,
+    /// but at least three maintenance intervals (the normal pause between reaper steps, with jitter) and 1 s.
+    public var leaseClockGap: Duration {
+        max((leaseDuration - heartbeatInterval) / 2, maintenanceInterval * 3, .seconds(1))
+    }
+
+    /// After an outage, how long the reaper leaves every lease alone so that workers reconnect and renew (or report)
+    /// first: one lease, plus the longest reconnect pause of a client, plus a heartbeat interval.
+    public var leaseGrace: Duration {
+        leaseDuration + redis.reconnectBackoff.maximum + heartbeatInterval
+    }
+
     /// Checks the settings, naming the first that is wrong.
     public func validate() throws {
         guard !tiers.isEmpty else { throw JobFarmError.invalidArgument("at least one tier is needed") }

@@ -12,10 +12,20 @@ public struct LeasedJob: Sendable {
     public var attempt: Int
     /// The envelope as stored (decoded by the worker, so that a malformed one is dead-lettered, not crashed on).
     public var rawEnvelope: String
+
+    /// A leased job as a `WorkerDriver` hands it to the worker.
+    public init(id: String, queue: String, tier: String, token: String, attempt: Int, rawEnvelope: String) {
+        self.id = id
+        self.queue = queue
+        self.tier = tier
+        self.token = token
+        self.attempt = attempt
+        self.rawEnvelope = rawEnvelope
+    }
 }
 
 /// The ending of one attempt, reported by a worker.
-public enum AttemptOutcome: Sendable {
+public enum AttemptOutcome: Sendable, Equatable {
     case succeeded(result: String)
     /// Try again after `delay`.
     case retry(error: String, delay: Duration)
@@ -39,32 +49,61 @@ extension JobFarm {
     /// on each queue's tier-less list that foreign clients push to; at most `timeout`),
     /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
     /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
+    /// Throws the first fetch error (the jobs other queues leased in that round are then left to the reaper); an
+    /// error reply of the `BLPOP` itself only makes it return at once. `RedisWorkerDriver.awaitAndFetch` reports both
+    /// per queue and keeps every leased job.
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
-        var blpop = RedisCommand("BLPOP")
-        for queue in queues {
-            let k = keys(queue)
-            blpop.append(k.signal)
-            for tier in servedTiers(tiers[queue]) { blpop.append(k.signal(tier: tier)) }
-        }
-        blpop.append(format3(max(0.01, timeout.seconds)))
-        var requests: [RedisRequest] = [.command(blpop)]
-        // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
-        let share = max(1, count / max(1, queues.count))
-        for queue in queues {
-            requests.append(.script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: share, worker: worker, tiers: tiers[queue])))
-        }
-        let replies: [RESPValue]
+        let round: (wait: String?, fetched: [(queue: String, result: Result<[LeasedJob], JobFarmError>)])
         do {
-            replies = try await client.pipeline(requests, blockingFor: timeout)
+            round = try await awaitAndFetchEach(queues: queues, count: count, worker: worker, tiers: tiers, timeout: timeout, on: client)
         } catch let error as RedisError {
             throw JobFarmError.redis("fetch: \(error)")
         }
-        // Every queue's fetch ran; all that came are leased to us.
         var jobs: [LeasedJob] = []
-        for (queue, reply) in zip(queues, replies.dropFirst()) { jobs += try leasedJobs(from: reply, queue: queue) }
+        for (_, result) in round.fetched { jobs += try result.get() }
         return jobs
+    }
+
+    /// `awaitAndFetch` with each part's own result: the `BLPOP`'s error reply (nil when it blocked or woke as it
+    /// should) and, per queue, its leased jobs or its script's error. Throws only for the connection.
+    func awaitAndFetchEach(
+        queues: [String], count: Int, worker: String, tiers: [String: [String]], timeout: Duration, on client: RedisClient
+    ) async throws -> (wait: String?, fetched: [(queue: String, result: Result<[LeasedJob], JobFarmError>)]) {
+        var requests: [RedisRequest] = [.command(wakeUpWait(queues: queues, tiers: tiers, timeout: timeout))]
+        // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
+        let share = max(1, count / max(1, queues.count))
+        for queue in queues { requests.append(fetchRequest(queue: queue, count: share, worker: worker, tiers: tiers[queue])) }
+        let replies = try await client.pipeline(requests, blockingFor: timeout)
+        // Every queue's fetch ran; all that came are leased to us.
+        let fetched = zip(queues, replies.dropFirst()).map { queue, reply in
+            (queue, Result { try leasedJobs(from: reply, queue: queue) }.mapError { $0 as? JobFarmError ?? .redis("fetch: \($0)") })
+        }
+        return (replies[0].errorMessage, fetched)
+    }
+
+    /// The wake-up lists a worker blocks on: per queue the tier-less list, then the lists of the tiers served.
+    func wakeUpKeys(queues: [String], tiers: [String: [String]]) -> [(queue: String, key: String)] {
+        var keys: [(String, String)] = []
+        for queue in queues {
+            let k = self.keys(queue)
+            keys.append((queue, k.signal))
+            for tier in servedTiers(tiers[queue]) { keys.append((queue, k.signal(tier: tier))) }
+        }
+        return keys
+    }
+
+    private func wakeUpWait(queues: [String], tiers: [String: [String]], timeout: Duration) -> RedisCommand {
+        var blpop = RedisCommand("BLPOP")
+        for (_, key) in wakeUpKeys(queues: queues, tiers: tiers) { blpop.append(key) }
+        blpop.append(format3(max(0.01, timeout.seconds)))
+        return blpop
+    }
+
+    /// One `fetch` script call, for a pipeline.
+    func fetchRequest(queue: String, count: Int, worker: String, tiers only: [String]?) -> RedisRequest {
+        .script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: count, worker: worker, tiers: only))
     }
 
     /// The configured tiers in preference order, restricted to `only` when given.
@@ -80,7 +119,7 @@ extension JobFarm {
         return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers
     }
 
-    private func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
+    func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
         if let message = reply.errorMessage { throw JobFarmError.redis("fetch: \(message)") }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
@@ -239,12 +278,21 @@ extension JobFarm {
     /// One reaper step: returns expired leases to their queue, or to the dead letters as `poison`.
     /// Safe with any number of workers running it at once (one atomic script).
     public func reapExpiredLeases(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (requeued: Int, poisoned: Int) {
+        let result = try await reapStep(queue: queue, limit: limit, on: client)
+        return (result.requeued, result.poisoned)
+    }
+
+    /// One reaper step with the lease clock (docs/PROTOCOL.md §6, "Outages"): when no reaper step reached the
+    /// queue for `leaseClockGap`, nothing is reaped for `leaseGrace` from now.
+    func reapStep(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> ReapResult {
         let reply = try await run(
             Scripts.reap, queue: queue,
-            arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds)],
+            arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds),
+                        String(configuration.leaseGrace.milliseconds), String(configuration.leaseClockGap.milliseconds)],
             on: client, retryFor: .zero)
         let values = reply.array ?? []
-        return (values.first?.int ?? 0, values.count > 1 ? values[1].int ?? 0 : 0)
+        func value(_ index: Int) -> Int { index < values.count ? values[index].int ?? 0 : 0 }
+        return ReapResult(requeued: value(0), poisoned: value(1), graceRemaining: .milliseconds(value(2)))
     }
 
     /// One scheduler step: moves due delayed and retrying jobs to their tier. Returns how many moved and the

@@ -1,22 +1,38 @@
 import Dispatch
 import Foundation
-import JobProtocol
 import JobQueue
-import RedisClient
+import Logging
 import Synchronization
 
 /// Renews the leases of a worker's running jobs on a thread of its own, so that handlers that keep every
 /// core of the cooperative pool busy (BLAS) never starve the heartbeat. Lost leases and cancel requests
-/// found on the way cancel the matching handlers.
+/// found on the way cancel the matching handlers. Also keeps the worker in the registry of live workers.
 final class LeaseKeeper: Sendable {
-    private let worker: Worker
-    private let client: RedisClient
+    private let driver: any WorkerDriver
+    private let attempts: RunningAttempts
+    private let unreported: @Sendable () -> [LeasedJob]
+    private let workerID: String
+    private let info: [String: String]
+    private let processed: @Sendable () -> Int
+    private let logger: Logger
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
 
-    init(worker: Worker) {
-        self.worker = worker
-        self.client = RedisClient(configuration: worker.farm.configuration.redis, name: "heartbeat")
+    /// - Parameters:
+    ///   - info: what the registry shows about this worker (host, pid, queues, concurrency…).
+    ///   - unreported: jobs whose handler has ended but whose outcome is not recorded yet (their leases are kept).
+    ///   - processed: the number of attempts recorded so far, for the registry.
+    init(
+        driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger,
+        unreported: @escaping @Sendable () -> [LeasedJob], processed: @escaping @Sendable () -> Int
+    ) {
+        self.driver = driver
+        self.attempts = attempts
+        self.unreported = unreported
+        self.workerID = workerID
+        self.info = info
+        self.logger = logger
+        self.processed = processed
     }
 
     func start() {
@@ -39,35 +55,51 @@ final class LeaseKeeper: Sendable {
 
     private var isStopped: Bool { stopped.withLock { $0 } }
 
+    /// One heartbeat now, off the cooperative pool; returns whether it reached the engine. The maintenance loop
+    /// calls it after an outage, before its next reaper step.
+    func renewNow() async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { [self] in
+                do {
+                    try beat()
+                    continuation.resume(returning: true)
+                } catch {
+                    continuation.resume(returning: false)
+                }
+            }
+        }
+    }
+
+    /// One heartbeat: renews the leases of the running attempts and of the finished ones whose outcome is not
+    /// recorded yet, and the registry entry.
+    func beat() throws {
+        let jobs = attempts.renewable()
+        let running = Set(jobs.map(\.id))
+        // A finished job keeps its lease until its outcome is recorded; what the heartbeat says of it changes nothing
+        // here (the report settles it), and an id fetched again meanwhile is renewed for its new attempt only.
+        let finished = unreported().filter { !running.contains($0.id) }
+        if !jobs.isEmpty || !finished.isEmpty {
+            let states = try driver.renewLeasesBlocking(jobs + finished)
+            for (id, state) in states where running.contains(id) {
+                switch state {
+                case .held: break
+                case .lost: attempts.stop(id, because: .leaseLost)
+                case .cancelRequested(let keep): attempts.stop(id, because: .cancelRequested(keep: keep))
+                }
+            }
+        }
+        var current = info
+        current["busy"] = String(jobs.count)
+        current["processed"] = String(processed())
+        try driver.registerWorkerBlocking(id: workerID, info: current)
+    }
+
     private func loop() {
-        let farm = worker.farm
-        let interval = farm.configuration.heartbeatInterval
-        let info: [String: String] = [
-            "host": ProcessInfo.processInfo.hostName, "pid": String(getpid()),
-            "queues": worker.configuration.queues?.joined(separator: ",") ?? "*",
-            "concurrency": String(worker.configuration.concurrency),
-            "started": String(WallClock.nowMilliseconds()),
-        ]
+        let interval = driver.heartbeatInterval
         var next = ContinuousClock.now
         while !isStopped {
-            let jobs = worker.activeJobs()
-            do {
-                if !jobs.isEmpty {
-                    let states = try farm.renewBlocking(jobs, on: client)
-                    for (id, state) in states {
-                        switch state {
-                        case .held: break
-                        case .lost: worker.stop(id, because: .leaseLost)
-                        case .cancelRequested(let keep): worker.stop(id, because: .cancelRequested(keep: keep))
-                        }
-                    }
-                }
-                var current = info
-                current["busy"] = String(jobs.count)
-                current["processed"] = String(worker.processedCount)
-                try farm.registerWorkerBlocking(id: worker.configuration.id, info: current, ttl: farm.configuration.leaseDuration * 3, on: client)
-            } catch {
-                worker.logger.warning("heartbeat failed; retrying", metadata: ["error": "\(error)"])
+            do { try beat() } catch {
+                logger.warning("heartbeat failed; retrying", metadata: ["error": "\(error)"])
             }
             next += interval
             // Sleep in short steps so that stop() is honoured quickly.
@@ -76,8 +108,7 @@ final class LeaseKeeper: Sendable {
             }
             if ContinuousClock.now > next + interval { next = .now }
         }
-        try? farm.deregisterWorkerBlocking(id: worker.configuration.id, on: client)
-        client.close()
+        try? driver.deregisterWorkerBlocking(id: workerID)
         finished.signal()
     }
 }

@@ -1,6 +1,7 @@
 import JobFarmTesting
 import Compute
 import Foundation
+import JobProtocol
 import JobQueue
 import ModelStore
 import RedisClient

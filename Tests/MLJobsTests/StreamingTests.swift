@@ -3,6 +3,7 @@ import Foundation
 import JobFarmTesting
 import JobProtocol
 import MLJobs
+import ModelStore
 import RedisClient
 import Testing
 

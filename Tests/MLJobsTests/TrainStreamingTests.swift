@@ -6,6 +6,7 @@ import JobQueue
 import JobWorker
 import Logging
 import MLJobs
+import ModelStore
 import Synchronization
 import Testing
 

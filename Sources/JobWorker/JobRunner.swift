@@ -1,0 +1,96 @@
+import JobProtocol
+import JobQueue
+import Logging
+
+/// Runs leased jobs: decodes the envelope, finds the handler, checks the attempt limit, runs the handler in a
+/// task of its own (no timer: the timeout sweep watches every deadline) and hands the ending to the reporter.
+final class JobRunner: Sendable {
+    let registry: HandlerRegistry
+    let attempts: RunningAttempts
+    let reporter: OutcomeReporter
+    private let driver: any WorkerDriver
+    private let workerID: String
+    private let logger: Logger
+
+    init(registry: HandlerRegistry, attempts: RunningAttempts, reporter: OutcomeReporter, driver: any WorkerDriver, workerID: String, logger: Logger) {
+        self.registry = registry
+        self.attempts = attempts
+        self.reporter = reporter
+        self.driver = driver
+        self.workerID = workerID
+        self.logger = logger
+    }
+
+    /// Starts one leased job (or records at once why it cannot run).
+    func start(_ job: LeasedJob) {
+        let envelope: JobEnvelope
+        do {
+            envelope = try JobEnvelope(decoding: job.rawEnvelope)
+        } catch {
+            logger.warning("malformed job dead-lettered", metadata: ["job": "\(job.id)", "error": "\(error)"])
+            reporter.record(job, .dead(reason: .malformed, error: "malformed envelope: \(error)"))
+            return
+        }
+        guard let entry = registry.entry(for: envelope.kind) else {
+            let error = "no handler for kind '\(envelope.kind)' on worker \(workerID) (it runs: \(registry.kinds.joined(separator: ", ")))"
+            logger.warning("job of unknown kind dead-lettered", metadata: ["job": "\(job.id)", "kind": "\(envelope.kind)"])
+            reporter.record(job, .dead(reason: .malformed, error: error))
+            return
+        }
+        let rules = AttemptRules(
+            attempt: job.attempt, maxAttempts: min(envelope.maxAttempts, entry.retryPolicy.maxAttempts),
+            retryPolicy: entry.retryPolicy, timeoutMilliseconds: envelope.timeoutMilliseconds)
+        if let outcome = AttemptDecision.admission(rules) {
+            reporter.record(job, outcome)
+            return
+        }
+        let race = OutcomeRace()
+        let deadline = ContinuousClock.now + .milliseconds(envelope.timeoutMilliseconds)
+        attempts.insert(job, rules: rules, deadline: deadline, race: race)
+        let task = Task {
+            await self.execute(job, envelope: envelope, entry: entry, rules: rules, race: race, deadline: deadline)
+        }
+        attempts.attach(task, to: job.id)
+    }
+
+    private func execute(
+        _ job: LeasedJob, envelope: JobEnvelope, entry: HandlerRegistry.Entry, rules: AttemptRules, race: OutcomeRace,
+        deadline: ContinuousClock.Instant
+    ) async {
+        let context = JobContext(
+            id: job.id, kind: envelope.kind, queue: job.queue, tier: job.tier, attempt: job.attempt,
+            maxAttempts: envelope.maxAttempts, deadline: deadline, trace: envelope.trace, logger: logger,
+            progress: { [self] fraction in await self.progress(job, fraction) })
+        do {
+            let result = try await entry.run(envelope.payload, context)
+            race.finish(.success(result))
+        } catch {
+            race.finish(.failure(error))
+        }
+        // The timeout sweep may have settled the attempt first (and recorded it) while this handler ran on.
+        if let ending = race.takeEndingIfUnrecorded() {
+            settle(job, rules: rules, ending: ending)
+        }
+        // Only this attempt's entry: the same id may have been fetched again while a stale handler ran on.
+        attempts.remove(job.id, race: race)
+    }
+
+    /// Records how an attempt ended (once per attempt).
+    func settle(_ job: LeasedJob, rules: AttemptRules, ending: AttemptEnding) {
+        let reason = attempts.stopReason(of: job.id)
+        if let outcome = AttemptDecision.outcome(of: ending, stopReason: reason, rules: rules) {
+            reporter.record(job, outcome)
+        } else if reason == .leaseLost {
+            logger.warning("lease lost; result discarded", metadata: ["job": "\(job.id)"])
+        } else if reason == .shutdown {
+            reporter.release(job)
+        }
+    }
+
+    /// Sends a handler's progress at most every 100 ms per job (and always the final 100 %).
+    func progress(_ job: LeasedJob, _ fraction: Double) async {
+        if attempts.takeProgressTurn(job.id, fraction: fraction, now: .now) {
+            _ = try? await driver.reportProgress(job, fraction: fraction)
+        }
+    }
+}
