@@ -7,6 +7,7 @@ import JobWorker
 import Logging
 import RedisClient
 import ServiceLifecycle
+import UnixSignals
 import Testing
 
 // The README's Swift samples, line for line, compiled with the tests: the functions below give them what they
