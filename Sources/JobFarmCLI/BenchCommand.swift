@@ -23,12 +23,21 @@ struct BenchQueueCommand: AsyncParsableCommand {
         discussion: "Uses a namespace of its own (deleted afterwards). Build in release first: swift build -c release.")
 
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Jobs per throughput run.") var jobs: Int = 200_000
+    @Option(parsing: .unconditional, help: "Jobs per throughput run.") var jobs: Int = 200_000
     @Option(help: "Worker process counts to run, comma-separated.") var workers: String = "1,2"
-    @Option(help: "Concurrency of each worker process.") var concurrency: Int = 256
-    @Option(help: "Jobs leased per fetch.") var fetchBatch: Int = 256
-    @Option(help: "Pickup latency samples.") var samples: Int = 2000
-    @Option(help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+    @Option(parsing: .unconditional, help: "Concurrency of each worker process.") var concurrency: Int = 256
+    @Option(parsing: .unconditional, help: "Jobs leased per fetch.") var fetchBatch: Int = 256
+    @Option(parsing: .unconditional, help: "Pickup latency samples.") var samples: Int = 2000
+    @Option(parsing: .unconditional, help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+
+    func validate() throws {
+        try OptionCheck.integer(jobs, "--jobs", atLeast: 1)
+        _ = try OptionCheck.integers(workers, "--workers", atLeast: 1)
+        try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1)
+        try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
+        try OptionCheck.integer(samples, "--samples", atLeast: 1)
+        try OptionCheck.integer(bulk, "--bulk", atLeast: 1)
+    }
 
     func run() async throws {
         let base = try global.farmConfiguration()

@@ -45,7 +45,7 @@ final class LeaseKeeper: Sendable {
         let info: [String: String] = [
             "host": ProcessInfo.processInfo.hostName, "pid": String(getpid()),
             "queues": worker.configuration.queues?.joined(separator: ",") ?? "*",
-            "concurrency": String(worker.configuration.concurrency),
+            "concurrency": String(worker.configuration.concurrency), "kinds": worker.registry.kinds.joined(separator: ","),
             "started": String(WallClock.nowMilliseconds()),
         ]
         var next = ContinuousClock.now
