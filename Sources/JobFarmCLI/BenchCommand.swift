@@ -48,8 +48,8 @@ struct BenchQueueCommand: AsyncParsableCommand {
         let raw = RedisClient(configuration: configuration.redis, name: "bench-raw")
         do {
             _ = try await raw.execute("PING")
-        } catch {
-            throw CLIError(message: "\(error)")
+        } catch let error as RedisError {
+            throw CLIError(error)
         }
         defer { raw.close() }
         let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
