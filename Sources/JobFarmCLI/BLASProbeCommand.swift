@@ -13,8 +13,13 @@ struct BLASProbeCommand: ParsableCommand {
         commandName: "blas-probe", abstract: "Measure the OpenBLAS kernels this process loaded (one JSON line).",
         shouldDisplay: false)
 
-    @Option(help: "Interleaved rounds (best of).") var rounds: Int = 5
-    @Option(help: "Seconds each shape runs per round.") var minTime: Double = 0.02
+    @Option(parsing: .unconditional, help: "Interleaved rounds (best of).") var rounds: Int = 5
+    @Option(parsing: .unconditional, help: "Seconds each shape runs per round.") var minTime: Double = 0.02
+
+    func validate() throws {
+        try OptionCheck.integer(rounds, "--rounds", atLeast: 1)
+        try OptionCheck.seconds(minTime, "--min-time", positive: true)
+    }
 
     func run() throws {
         // A candidate that is not for this CPU dies of SIGILL: leave no core file behind in the worker's directory.

@@ -25,21 +25,35 @@ struct BenchBLASCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
-    @Option(help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
+    @Option(parsing: .unconditional, help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
     @Option(help: "Sections to run: gemm,fp16,passes,queue,train.") var only: String = "gemm,fp16,passes,queue,train"
-    @Option(help: "Seconds per queue run.") var queueSeconds: Double = 5
-    @Option(help: "Worker concurrency in the queue runs.") var clients: Int = 64
-    @Option(help: "Jobs per fetch in the queue runs.") var fetchBatch: Int = 100
+    @Option(parsing: .unconditional, help: "Seconds per queue run.") var queueSeconds: Double = 5
+    @Option(parsing: .unconditional, help: "Worker concurrency in the queue runs.") var clients: Int = 64
+    @Option(parsing: .unconditional, help: "Jobs per fetch in the queue runs.") var fetchBatch: Int = 100
     @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1400,1600,2000"
-    @Option(help: "Inputs per row of the queue benchmark model.") var inputs: Int = 64
+    @Option(parsing: .unconditional, help: "Inputs per row of the queue benchmark model.") var inputs: Int = 64
     @Option(help: "Hidden layer widths of the queue benchmark model (10 classes out).") var hidden: String = "4096,4096"
-    @Option(help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
-    @Option(help: "Dynamic batching: most wait, in milliseconds.") var maxDelayMs: Double = 2
-    @Option(help: "Dynamic batching: passes at once (0 = one per compute thread).") var passes: Int = 1
+    @Option(parsing: .unconditional, help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
+    @Option(parsing: .unconditional, help: "Dynamic batching: most wait, in milliseconds.") var maxDelayMs: Double = 2
+    @Option(parsing: .unconditional, help: "Dynamic batching: passes at once (0 = one per compute thread).") var passes: Int = 1
     @Option(help: "Dynamic batching: start a pass at once when none runs (true), or always wait for maxDelay/maxBatch (false, Triton's rule).") var dispatchWhenIdle: Bool = true
-    @Option(help: "Nice value of the compute threads in the queue runs.") var computeNice: Int = 5
+    @Option(parsing: .unconditional, help: "Nice value of the compute threads in the queue runs.") var computeNice: Int = 5
     @Option(help: "Queue runs: off (no batching), on (dynamic batching), or both.") var batching: String = "off,on"
     @Option(help: "digits.csv path.") var digits: String = "data/digits/digits.csv"
+
+    func validate() throws {
+        try OptionCheck.integer(threads, "--threads", atLeast: 1)
+        try OptionCheck.seconds(queueSeconds, "--queue-seconds", positive: true)
+        try OptionCheck.integer(clients, "--clients", atLeast: 1)
+        try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
+        try OptionCheck.integer(inputs, "--inputs", atLeast: 1)
+        try OptionCheck.integer(maxBatch, "--max-batch", atLeast: 1)
+        try OptionCheck.seconds(maxDelayMs, "--max-delay-ms", unit: "milliseconds")
+        try OptionCheck.integer(passes, "--passes", atLeast: 0)
+        try OptionCheck.integer(computeNice, "--compute-nice", atLeast: -20, atMost: 19)
+        _ = try OptionCheck.positiveNumbers(rates, "--rates")
+        _ = try OptionCheck.integers(hidden, "--hidden", atLeast: 1)
+    }
 
     func run() async throws {
         global.bootstrapLogging()

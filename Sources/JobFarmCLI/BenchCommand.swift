@@ -23,19 +23,22 @@ struct BenchQueueCommand: AsyncParsableCommand {
         discussion: "Uses a namespace of its own (deleted afterwards). Build in release first: swift build -c release.")
 
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Jobs per throughput run.") var jobs: Int = 200_000
+    @Option(parsing: .unconditional, help: "Jobs per throughput run.") var jobs: Int = 200_000
     @Option(help: "Worker process counts to run, comma-separated.") var workers: String = "1,2"
-    @Option(help: "Concurrency of each worker process.") var concurrency: Int = 256
-    @Option(help: "Jobs leased per fetch.") var fetchBatch: Int = 256
-    @Option(help: "Pickup latency samples.") var samples: Int = 2000
-    @Option(help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+    @Option(parsing: .unconditional, help: "Concurrency of each worker process.") var concurrency: Int = 256
+    @Option(parsing: .unconditional, help: "Jobs leased per fetch.") var fetchBatch: Int = 256
+    @Option(parsing: .unconditional, help: "Pickup latency samples.") var samples: Int = 2000
+    @Option(parsing: .unconditional, help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
     @Option(help: "Worker settings for the end-to-end runs, comma-separated: 'bench' (--concurrency/--fetch-batch above), 'defaults' (the worker's own defaults, what a user gets).")
     var settings: String = "bench,defaults"
 
     func validate() throws {
-        for (name, value) in [("--jobs", jobs), ("--concurrency", concurrency), ("--fetch-batch", fetchBatch), ("--samples", samples), ("--bulk", bulk)] where value < 1 {
-            throw ValidationError("\(name) must be at least 1, got \(value)")
-        }
+        try OptionCheck.integer(jobs, "--jobs", atLeast: 1)
+        _ = try OptionCheck.integers(workers, "--workers", atLeast: 1)
+        try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1)
+        try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
+        try OptionCheck.integer(samples, "--samples", atLeast: 1)
+        try OptionCheck.integer(bulk, "--bulk", atLeast: 1)
         for item in settingList where !["bench", "defaults"].contains(item) {
             throw ValidationError("--settings: '\(item)' is neither 'bench' nor 'defaults'")
         }
@@ -52,8 +55,8 @@ struct BenchQueueCommand: AsyncParsableCommand {
         let raw = RedisClient(configuration: configuration.redis, name: "bench-raw")
         do {
             _ = try await raw.execute("PING")
-        } catch {
-            throw CLIError(message: "\(error)")
+        } catch let error as RedisError {
+            throw CLIError(error)
         }
         defer { raw.close() }
         let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path

@@ -14,7 +14,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(help: "Only this reason: exhausted, non_retryable, malformed, timeout, poison, cancelled.") var reason: String?
         @Option(help: "Only this job kind.") var kind: String?
         @Option(help: "Only letters whose error contains this text.") var errorContains: String?
-        @Option(help: "Only letters that died in the last N seconds.") var sinceSeconds: Double?
+        @Option(parsing: .unconditional, help: "Only letters that died in the last N seconds.") var sinceSeconds: Double?
         @Option(parsing: .upToNextOption, help: "Only these ids.") var id: [String] = []
 
         var filter: DeadLetterFilter {
@@ -25,6 +25,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         }
 
         func validate() throws {
+            if let sinceSeconds { try OptionCheck.seconds(sinceSeconds, "--since-seconds", positive: true) }
             if let reason, DeadLetterReason(rawValue: reason) == nil {
                 throw ValidationError("--reason \(reason) is unknown; use one of \(DeadLetterReason.allCases.map(\.rawValue).joined(separator: ", "))")
             }
@@ -35,8 +36,12 @@ struct DeadLetterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List dead letters, newest first.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var filters: Filters
-        @Option(help: "Most letters shown.") var limit: Int = 50
+        @Option(parsing: .unconditional, help: "Most letters shown.") var limit: Int = 50
         @Flag(help: "Print JSON.") var json = false
+
+        func validate() throws {
+            try OptionCheck.integer(limit, "--limit", atLeast: 1)
+        }
 
         func run() async throws {
             let farm = try global.makeFarm()
@@ -76,10 +81,15 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var filters: Filters
         @Flag(help: "Requeue every letter matching the filters (without filters: all of them).") var all = false
         @Flag(help: "Only list what would be requeued.") var dryRun = false
-        @Option(help: "At most this many letters per second.") var rate: Double?
+        @Option(parsing: .unconditional, help: "At most this many letters per second.") var rate: Double?
         @Option(help: "Put them in this tier instead of their own.") var tier: String?
         @Option(help: "Replace the envelope of the single --id with this JSON (@file to read it).") var envelope: String?
-        @Option(help: "Most letters requeued.") var limit: Int = .max
+        @Option(parsing: .unconditional, help: "Most letters requeued.") var limit: Int = .max
+
+        func validate() throws {
+            try OptionCheck.integer(limit, "--limit", atLeast: 1)
+            if let rate { try OptionCheck.seconds(rate, "--rate", positive: true, unit: "letters per second") }
+        }
 
         func run() async throws {
             guard all || !filters.id.isEmpty || filters.reason != nil || filters.kind != nil || filters.errorContains != nil else {

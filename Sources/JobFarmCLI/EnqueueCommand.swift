@@ -14,12 +14,24 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(help: "Queue name.") var queue: String = "default"
     @Option(help: "Tier (premium, standard, free by default).") var tier: String?
     @Option(help: "Payload: JSON text, @file, or @- for standard input.") var payload: String?
-    @Option(help: "How many identical jobs (goes through the bulk path).") var count: Int = 1
-    @Option(help: "Run no earlier than this many seconds from now.") var delay: Double?
-    @Option(help: "Attempts before the job is dead-lettered.") var maxAttempts: Int = 5
-    @Option(help: "Seconds one attempt may run.") var timeout: Double = 300
+    @Option(parsing: .unconditional, help: "How many identical jobs (goes through the bulk path).") var count: Int = 1
+    @Option(parsing: .unconditional, help: "Run no earlier than this many seconds from now.") var delay: Double?
+    @Option(parsing: .unconditional, help: "Attempts before the job is dead-lettered.") var maxAttempts: Int = 5
+    @Option(parsing: .unconditional, help: "Seconds one attempt may run.") var timeout: Double = 300
     @Option(help: "Idempotency key: the same key within 24 h returns the first job's id.") var idempotencyKey: String?
     @Flag(help: "Wait for the job (the first, with --count) to finish and print its status.") var wait = false
+    @Flag(help: "Refuse (exit 3, nothing enqueued) when live workers serve the queue and none runs the kind; without it, a warning.")
+    var strict = false
+
+    /// Exit status of a refusal by --strict.
+    static let strictRefusalExitCode: Int32 = 3
+
+    func validate() throws {
+        try OptionCheck.integer(count, "--count", atLeast: 1)
+        if let delay { try OptionCheck.seconds(delay, "--delay") }
+        try OptionCheck.integer(maxAttempts, "--max-attempts", atLeast: 1, atMost: 1000)
+        try OptionCheck.seconds(timeout, "--timeout", positive: true)
+    }
 
     func run() async throws {
         var spec = JobFile()
@@ -35,10 +47,16 @@ struct EnqueueCommand: AsyncParsableCommand {
         }
         guard let kind = kind ?? spec.kind else { throw ValidationError("name the job kind: --kind K (or --file FILE)") }
         let count = self.count != 1 ? self.count : (spec.count ?? 1)
-        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard idempotencyKey == nil || count == 1 else { throw ValidationError("--idempotency-key needs --count 1") }
         let body = payload != nil ? try readPayload(payload) : (spec.payload ?? .null)
         let delay = self.delay ?? spec.delay
+        if let file {
+            // The job file's values get the checks the flags get.
+            if let value = spec.count { try OptionCheck.integer(value, "\"count\" in \(file)", atLeast: 1) }
+            if let value = spec.delay { try OptionCheck.seconds(value, "\"delay\" in \(file)") }
+            if let value = spec.max_attempts { try OptionCheck.integer(value, "\"max_attempts\" in \(file)", atLeast: 1, atMost: 1000) }
+            if let value = spec.timeout { try OptionCheck.seconds(value, "\"timeout\" in \(file)", positive: true) }
+        }
         let farm = try global.makeFarm()
         let request = EnqueueRequest(
             kind: kind, queue: queue != "default" ? queue : (spec.queue ?? queue), tier: tier ?? spec.tier, payload: body,
@@ -46,6 +64,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             maxAttempts: maxAttempts != 5 ? maxAttempts : (spec.max_attempts ?? maxAttempts),
             timeout: .milliseconds(Int64((timeout != 300 ? timeout : (spec.timeout ?? timeout)) * 1000)),
             idempotencyKey: idempotencyKey)
+        try await checkCoverage(farm: farm, kind: kind, queue: request.queue)
         let ids = try await reportingErrors {
             try await farm.enqueue(Array(repeating: request, count: count))
         }
@@ -57,6 +76,28 @@ struct EnqueueCommand: AsyncParsableCommand {
             printJSON(status.json)
             if status.state != .succeeded { throw ExitCode(2) }
         }
+    }
+}
+
+extension EnqueueCommand {
+    /// Warns on stderr when no live worker of the queue runs the kind (with --strict: refuses), or when no live
+    /// worker serves the queue at all (the job waits).
+    func checkCoverage(farm: JobFarm, kind: String, queue: String) async throws {
+        switch try await reportingErrors({ try await farm.coverage(ofKind: kind, queue: queue) }) {
+        case .served:
+            return
+        case .noLiveWorker:
+            warn("warning: no live worker serves queue '\(queue)': the job waits until a worker serving it starts (`jobfarm worker --queues \(queue)`)")
+        case .notServed(let kinds, let workers):
+            let text = "no live worker of queue '\(queue)' runs kind '\(kind)': its \(workers) live worker(s) run \(kinds.joined(separator: ", ")). "
+                + "A worker that takes the job dead-letters it as malformed; check --kind, or start a worker that runs '\(kind)' on queue '\(queue)'"
+            if strict { throw CLIError(message: text + ". Nothing enqueued (--strict).", exitCode: Self.strictRefusalExitCode) }
+            warn("warning: \(text) (--strict refuses such jobs)")
+        }
+    }
+
+    private func warn(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 }
 

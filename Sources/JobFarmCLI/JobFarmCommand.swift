@@ -20,6 +20,24 @@ struct JobFarmCommand: AsyncParsableCommand {
             ModelCommand.self, DatasetCommand.self, BLASProbeCommand.self,
         ]
     )
+
+    /// Runs the command; a `CLIError` exits with its own status (`EX_CONFIG` for a Redis URL, password or database
+    /// that must change), everything else as ArgumentParser does.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIError {
+            FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
+            Foundation.exit(error.exitCode)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every subcommand takes.
@@ -38,7 +56,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Tier policy: strict, strict:aging=10s, or weighted:premium=6,standard=3,free=1.")
     var tierPolicy: String = "strict:aging=10s"
 
-    @Option(name: .long, help: "Lease length in seconds (a worker that stops heartbeating loses its jobs after this).")
+    @Option(name: .long, parsing: .unconditional, help: "Lease length in seconds (a worker that stops heartbeating loses its jobs after this).")
     var lease: Double = 10
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -48,15 +66,22 @@ struct GlobalOptions: ParsableArguments {
         redisURL ?? ProcessInfo.processInfo.environment["JOBFARM_REDIS_URL"] ?? Self.managedRedisURL
     }
 
+    /// Checks the URL, tiers, tier policy and lease before any command runs, so that a mistake is reported with
+    /// the command's own usage.
+    func validate() throws {
+        _ = try farmConfiguration()
+    }
+
     func farmConfiguration() throws -> JobFarmConfiguration {
+        try OptionCheck.seconds(lease, "--lease", atLeast: 1)
         let redis: RedisConfiguration
         do {
             redis = try RedisConfiguration(url: resolvedRedisURL)
         } catch {
-            throw ValidationError("\(error)")
+            let source = redisURL != nil ? "--redis-url" : "JOBFARM_REDIS_URL"
+            throw ValidationError("\(source): \(error)")
         }
         let tierList = tiers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-        guard lease >= 1 else { throw ValidationError("--lease must be at least 1 second") }
         let leaseDuration = Duration.milliseconds(Int64(lease * 1000))
         var configuration = JobFarmConfiguration(
             redis: redis, namespace: namespace ?? ProcessInfo.processInfo.environment["JOBFARM_NAMESPACE"] ?? "jf",
@@ -101,15 +126,33 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as JobFarmError {
-        throw CLIError(message: "\(error)")
+        throw CLIError(error)
     } catch let error as RedisError {
-        throw CLIError(message: "\(error)")
+        throw CLIError(error)
     }
 }
 
+/// An error the CLI reports as it is: its message, and the exit status.
 struct CLIError: Error, CustomStringConvertible {
+    /// `EX_CONFIG` (sysexits.h): the Redis URL, password, user or database must change; restarting will not help.
+    static let configurationExitCode: Int32 = 78
+
     var message: String
+    var exitCode: Int32 = 1
     var description: String { message }
+
+    init(message: String, exitCode: Int32 = 1) {
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    init(_ error: JobFarmError) {
+        self.init(message: "\(error)", exitCode: error.isConfigurationError ? Self.configurationExitCode : 1)
+    }
+
+    init(_ error: RedisError) {
+        self.init(message: "\(error)", exitCode: error.isConfigurationError ? Self.configurationExitCode : 1)
+    }
 }
 
 extension CLIError: LocalizedError {

@@ -145,7 +145,7 @@ func cliErrors(_ body: () async throws -> Void) async throws {
     } catch let error as ModelStoreError {
         throw CLIError(message: "\(error)")
     } catch let error as RedisError {
-        throw CLIError(message: "\(error)")
+        throw CLIError(error)
     } catch let error as ComputeError {
         throw CLIError(message: "\(error)")
     }

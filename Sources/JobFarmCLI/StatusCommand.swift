@@ -10,9 +10,13 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument(help: "Job id.") var id: String
     @Option(help: "Queue of the job (default: search every queue).") var queue: String?
     @Flag(help: "Wait until the job is final, with a progress bar.") var wait = false
-    @Option(help: "Seconds to wait at most.") var timeout: Double = 3600
+    @Option(parsing: .unconditional, help: "Seconds to wait at most.") var timeout: Double = 3600
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Print the whole result (by default a long result is cut at 800 characters; --json prints it whole too).") var fullResult = false
+
+    func validate() throws {
+        try OptionCheck.seconds(timeout, "--timeout", positive: true)
+    }
 
     func run() async throws {
         let farm = try global.makeFarm()

@@ -15,20 +15,27 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Queues to serve in preference order, each optionally with tiers: default,ml:premium+standard. Default: every queue.")
     var queues: String?
-    @Option(help: "Jobs run at once.") var concurrency: Int = 10
-    @Option(help: "Most jobs leased per fetch.") var fetchBatch: Int = 100
-    @Option(help: "Seconds running jobs get to finish on shutdown.") var shutdownGrace: Double = 25
+    @Option(parsing: .unconditional, help: "Jobs run at once.") var concurrency: Int = 10
+    @Option(parsing: .unconditional, help: "Most jobs leased per fetch.") var fetchBatch: Int = 100
+    @Option(parsing: .unconditional, help: "Seconds running jobs get to finish on shutdown.") var shutdownGrace: Double = 25
     @Flag(help: "Exit once the served queues are empty (nothing queued, scheduled or in flight).") var exitWhenEmpty = false
     @Option(help: "Worker id (default: host-pid-random).") var id: String?
 
+    func validate() throws {
+        try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1)
+        try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
+        try OptionCheck.seconds(shutdownGrace, "--shutdown-grace")
+    }
+
     func run() async throws {
-        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
-        guard fetchBatch >= 1 else { throw ValidationError("--fetch-batch must be at least 1") }
         global.bootstrapLogging()
         // First, before any connection: the OpenBLAS kernel choice may re-execute this process with
         // OPENBLAS_CORETYPE set (the library reads it only when it loads). See BLASKernelSelection.
         let blasChoice = BLASKernelSelection.run(logger: Logger(label: "jobfarm.blas"))
         let farm = try global.makeFarm()
+        // Before the worker is built: a wrong password, database or URL fails here at once; an unreachable Redis
+        // is waited for, each retry logged.
+        if try await RedisPreflight(farm: farm, logger: Logger(label: "jobfarm.worker")).run() == .interrupted { return }
         var queueNames: [String]?
         var tiersByQueue: [String: [String]] = [:]
         if let queues {

@@ -75,10 +75,10 @@ extension JobFarm {
         var lastPayload: JSONValue?
         var lastPayloadText = ""
         func collect(_ chunk: [Int], _ reply: RESPValue) throws {
-            if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueue.name) }
             let returned = reply.array ?? []
             guard returned.count == chunk.count else {
-                throw JobFarmError.redis("enqueue: expected \(chunk.count) ids, got \(returned.count)")
+                throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("expected \(chunk.count) ids, got \(returned.count)"))
             }
             for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
         }

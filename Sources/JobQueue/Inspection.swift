@@ -140,7 +140,8 @@ extension JobFarm {
         }
         return try zip(queues, replies).map { queue, reply in
             guard let items = reply.array, items.count == 6, let now = items[0].int else {
-                throw JobFarmError.redis("stats of \(queue): \(reply.errorMessage ?? "unexpected reply")")
+                if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.stats.name) }
+                throw JobFarmError.redisFailed(operation: "stats of \(queue)", cause: .unexpectedReply("\(reply)"))
             }
             let tierStats = zip(tiers, items[1].array ?? []).map { name, pair -> TierStats in
                 let values = pair.array ?? []
@@ -170,10 +171,14 @@ public struct WorkerInfo: Sendable, Equatable {
 extension JobFarm {
     /// Worker processes seen within `window` (older entries are pruned from the registry on the way).
     public func workers(seenWithin window: Duration = .seconds(60)) async throws -> [WorkerInfo] {
+        try await workers(seenWithin: window, what: "workers")
+    }
+
+    func workers(seenWithin window: Duration, what: String) async throws -> [WorkerInfo] {
         let ns = configuration.namespace
         let cutoff = WallClock.nowMilliseconds() - window.milliseconds
         let client = self.client
-        let reply = try await retrying(for: .seconds(10), what: "workers") {
+        let reply = try await retrying(for: .seconds(10), what: what) {
             try await client.send([
                 RedisCommand("ZREMRANGEBYSCORE", QueueKeys.workers(namespace: ns), "-inf", String(cutoff)),
                 RedisCommand("ZRANGE", QueueKeys.workers(namespace: ns), "0", "-1", "WITHSCORES"),
@@ -183,7 +188,7 @@ extension JobFarm {
         var result: [WorkerInfo] = []
         for pair in stride(from: 0, to: items.count - 1, by: 2) {
             guard let id = items[pair].string, let seen = items[pair + 1].string.flatMap({ Double($0) }) else { continue }
-            let hash = try await retrying(for: .seconds(10), what: "workers") {
+            let hash = try await retrying(for: .seconds(10), what: what) {
                 try await client.execute(RedisCommand("HGETALL", QueueKeys.worker(namespace: ns, id: id)))
             }.array ?? []
             var fields: [String: String] = [:]

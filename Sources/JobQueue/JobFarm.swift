@@ -57,13 +57,13 @@ public final class JobFarm: Sendable {
                 return try await body()
             } catch let error as RedisError where error.isConnectionError {
                 if clock.now - start + pause > deadline {
-                    throw JobFarmError.redis("\(what): \(error)")
+                    throw JobFarmError(error, operation: what)
                 }
                 logger.debug("retrying after connection error", metadata: ["op": "\(what)", "error": "\(error)"])
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(1))
             } catch let error as RedisError {
-                throw JobFarmError.redis("\(what): \(error)")
+                throw JobFarmError(error, operation: what)
             }
         }
     }
@@ -96,8 +96,19 @@ public final class JobFarm: Sendable {
     public func ping() async throws -> Duration {
         let clock = ContinuousClock()
         let start = clock.now
-        _ = try await client.execute("PING")
+        _ = try await retrying(for: .zero, what: "ping") { try await client.execute("PING") }
         return clock.now - start
+    }
+
+    /// Connects, authenticates, selects the database and loads the protocol's scripts, once, without retrying:
+    /// what a process checks at start, so that a wrong password, database or URL is reported at once
+    /// (`isConfigurationError`) and an unreachable Redis (`isConnectionError`) can be waited for.
+    public func checkConnection() async throws {
+        let client = self.client
+        try await retrying(for: .zero, what: "checking the connection") {
+            _ = try await client.execute("PING")
+            try await client.load(Scripts.all)
+        }
     }
 }
 

@@ -118,21 +118,87 @@ public struct JobFarmConfiguration: Sendable {
     }
 }
 
-/// Errors of the library API, each saying what to do next.
+/// Errors of the library API, one case per thing a caller does differently, each saying what to do next.
+///
+/// Redis failures are classified here from the wire layer's `RedisError` (kept as `cause` where it explains more);
+/// `operation` names what the library was doing (`enqueue`, `fetch`, `stats`, …).
 public enum JobFarmError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// An argument or setting is wrong; the text names it and the valid values.
     case invalidArgument(String)
     case notFound(String)
     case timedOut(String)
-    case redis(String)
+    /// The request was understood and refused (the text says why).
     case refused(String)
+    /// Redis could not be reached when connecting (down, wrong host or port, refused, connect timeout): the
+    /// operation did not run. Retrying later may succeed.
+    case redisUnreachable(operation: String, cause: RedisError)
+    /// The connection broke or timed out mid-command: whether the operation took effect is unknown. The library's
+    /// operations are safe to repeat (an enqueue with the same ids, a repeated report).
+    case connectionLost(operation: String, cause: RedisError)
+    /// Redis wants a password and the URL has none (`NOAUTH`).
+    case authenticationRequired(operation: String, cause: RedisError)
+    /// Redis refused the user or password (`WRONGPASS`), or the ACL user may not run the farm's commands (`NOPERM`).
+    case authenticationFailed(operation: String, cause: RedisError)
+    /// The Redis URL cannot work: it does not parse, or names a database the server does not have.
+    case redisConfiguration(operation: String, cause: RedisError)
+    /// Redis is up but not serving yet (loading its data after a restart): retry shortly.
+    case redisNotReady(operation: String, cause: RedisError)
+    /// One of the protocol's Lua scripts failed inside Redis.
+    case scriptFailed(script: String, message: String)
+    /// A key holds a value of the wrong type (`WRONGTYPE`); `key` when known.
+    case wrongType(key: String?, operation: String, message: String)
+    /// Any other error reply of Redis, or a reply of an unexpected shape.
+    case redisFailed(operation: String, cause: RedisError)
+
+    /// Classifies a Redis client error met while doing `operation`.
+    public init(_ error: RedisError, operation: String) {
+        switch error {
+        case .connectionFailed: self = .redisUnreachable(operation: operation, cause: error)
+        case .connectionLost: self = .connectionLost(operation: operation, cause: error)
+        case .authenticationRequired: self = .authenticationRequired(operation: operation, cause: error)
+        case .authenticationFailed, .permissionDenied: self = .authenticationFailed(operation: operation, cause: error)
+        case .invalidURL, .invalidDatabase: self = .redisConfiguration(operation: operation, cause: error)
+        case .notReady: self = .redisNotReady(operation: operation, cause: error)
+        case .scriptFailed(let script, let message): self = .scriptFailed(script: script, message: message)
+        case .wrongType(let key, let message): self = .wrongType(key: key, operation: operation, message: message)
+        case .server, .unexpectedReply: self = .redisFailed(operation: operation, cause: error)
+        }
+    }
+
+    /// Classifies an error reply of a script run in a pipeline.
+    public init(reply message: String, script: String) {
+        self.init(RedisError(reply: message, script: script), operation: script)
+    }
 
     public var description: String {
         switch self {
-        case .invalidArgument(let text): return text
-        case .notFound(let text): return text
-        case .timedOut(let text): return text
-        case .redis(let text): return text
-        case .refused(let text): return text
+        case .invalidArgument(let text), .notFound(let text), .timedOut(let text), .refused(let text):
+            return text
+        case .redisUnreachable(let operation, let cause), .connectionLost(let operation, let cause),
+            .authenticationRequired(let operation, let cause), .authenticationFailed(let operation, let cause),
+            .redisConfiguration(let operation, let cause), .redisNotReady(let operation, let cause),
+            .redisFailed(let operation, let cause):
+            return "\(operation): \(cause)"
+        case .scriptFailed(let script, let message):
+            return RedisError.scriptFailed(script: script, message: message).description
+        case .wrongType(let key, let operation, let message):
+            return "\(operation): \(RedisError.wrongType(key: key, message: message))"
+        }
+    }
+
+    /// True when the same call may succeed after a pause: Redis unreachable, the connection lost, Redis not ready.
+    public var isConnectionError: Bool {
+        switch self {
+        case .redisUnreachable, .connectionLost, .redisNotReady: return true
+        default: return false
+        }
+    }
+
+    /// True when retrying cannot help until the Redis URL changes (password, user, database, syntax).
+    public var isConfigurationError: Bool {
+        switch self {
+        case .authenticationRequired, .authenticationFailed, .redisConfiguration: return true
+        default: return false
         }
     }
 }

@@ -59,7 +59,7 @@ extension JobFarm {
         do {
             round = try await awaitAndFetchEach(queues: queues, count: count, worker: worker, tiers: tiers, timeout: timeout, on: client)
         } catch let error as RedisError {
-            throw JobFarmError.redis("fetch: \(error)")
+            throw JobFarmError(error, operation: "fetch")
         }
         var jobs: [LeasedJob] = []
         for (_, result) in round.fetched { jobs += try result.get() }
@@ -78,7 +78,7 @@ extension JobFarm {
         let replies = try await client.pipeline(requests, blockingFor: timeout)
         // Every queue's fetch ran; all that came are leased to us.
         let fetched = zip(queues, replies.dropFirst()).map { queue, reply in
-            (queue, Result { try leasedJobs(from: reply, queue: queue) }.mapError { $0 as? JobFarmError ?? .redis("fetch: \($0)") })
+            (queue, Result { try leasedJobs(from: reply, queue: queue) }.mapError { $0 as? JobFarmError ?? .redisFailed(operation: "fetch", cause: .unexpectedReply("\($0)")) })
         }
         return (replies[0].errorMessage, fetched)
     }
@@ -120,7 +120,7 @@ extension JobFarm {
     }
 
     func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
-        if let message = reply.errorMessage { throw JobFarmError.redis("fetch: \(message)") }
+        if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.fetch.name) }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
         jobs.reserveCapacity(items.count / 5)
@@ -189,10 +189,10 @@ extension JobFarm {
         let replies = try await retrying(for: .seconds(3600), what: "report") { try await client.pipeline(requests) }
         var refused: [String] = []
         var replyIndex = 0
-        for ids in [successIDs, failureIDs] where !ids.isEmpty {
+        for (ids, script) in [(successIDs, Scripts.complete), (failureIDs, Scripts.fail)] where !ids.isEmpty {
             let reply = replies[replyIndex]
             replyIndex += 1
-            if let message = reply.errorMessage { throw JobFarmError.redis("report: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError(reply: message, script: script.name) }
             for (id, flag) in zip(ids, reply.array ?? []) where flag.int != 1 { refused.append(id) }
         }
         return refused
@@ -216,10 +216,10 @@ extension JobFarm {
             for job in byQueue[queue]! { arguments += [job.id, job.token] }
             return .script(Scripts.heartbeat, keys: [keys(queue).prefix], arguments: arguments)
         }
-        let replies = try client.pipelineBlocking(requests)
+        let replies = try blockingCall("heartbeat") { try client.pipelineBlocking(requests) }
         var states: [String: LeaseState] = [:]
         for (queue, reply) in zip(queues, replies) {
-            if let message = reply.errorMessage { throw JobFarmError.redis("heartbeat: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.heartbeat.name) }
             for (job, flag) in zip(byQueue[queue]!, reply.array ?? []) {
                 switch flag.int {
                 case 1: states[job.id] = .held
@@ -242,20 +242,33 @@ extension JobFarm {
         }
         hash.append("seen")
         hash.append(String(WallClock.nowMilliseconds()))
-        _ = try client.pipelineBlocking([
+        _ = try blockingCall("worker registry") {
+            try client.pipelineBlocking([
             .command(hash),
             .command(RedisCommand("PEXPIRE", QueueKeys.worker(namespace: ns, id: id), String(ttl.milliseconds))),
             .command(RedisCommand("ZADD", QueueKeys.workers(namespace: ns), String(WallClock.nowMilliseconds()), id)),
-        ])
+            ])
+        }
+    }
+
+    /// Runs a blocking client call, classifying its Redis errors.
+    private func blockingCall<T>(_ operation: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as RedisError {
+            throw JobFarmError(error, operation: operation)
+        }
     }
 
     /// Removes this worker from the registry (clean exit).
     public func deregisterWorkerBlocking(id: String, on client: RedisClient) throws {
         let ns = configuration.namespace
-        _ = try client.pipelineBlocking([
-            .command(RedisCommand("DEL", QueueKeys.worker(namespace: ns, id: id))),
-            .command(RedisCommand("ZREM", QueueKeys.workers(namespace: ns), id)),
-        ])
+        _ = try blockingCall("worker registry") {
+            try client.pipelineBlocking([
+                .command(RedisCommand("DEL", QueueKeys.worker(namespace: ns, id: id))),
+                .command(RedisCommand("ZREM", QueueKeys.workers(namespace: ns), id)),
+            ])
+        }
     }
 
     /// Records a handler's progress (0…1) and publishes it. Returns false when the lease is lost.

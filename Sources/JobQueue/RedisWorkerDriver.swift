@@ -54,7 +54,7 @@ public final class RedisWorkerDriver: WorkerDriver {
             // The BLPOP answered at once with an error instead of blocking: find the wake-up lists at fault, so
             // that only their queues are set aside.
             let faulty = try await wakeUpKeyFaults(queues: queues, tiers: tiers)
-            if faulty.isEmpty { throw JobFarmError.redis("fetch: waiting for a wake-up (BLPOP) failed: \(wait)") }
+            if faulty.isEmpty { throw JobFarmError(RedisError(reply: wait, context: "waiting for a wake-up (BLPOP)"), operation: "fetch") }
             round.failures += faulty.map { QueueFetchError(queue: $0.queue, key: $0.key, message: "\(wait) (it is a \($0.type), not a list)") }
         }
         return round

@@ -17,6 +17,9 @@ enum Scripts {
     static let purge = make(QueueScripts.purge)
     static let stats = make(QueueScripts.stats)
 
+    /// Every script, for loading them all at once.
+    static let all = [enqueue, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats]
+
     private static func make(_ script: (name: String, source: String)) -> RedisScript {
         RedisScript(name: script.name, source: script.source)
     }

@@ -105,7 +105,7 @@ public final class Worker: Service, Sendable {
             info: [
                 "host": ProcessInfo.processInfo.hostName, "pid": String(getpid()),
                 "queues": configuration.queues?.joined(separator: ",") ?? "*",
-                "concurrency": String(configuration.concurrency),
+                "concurrency": String(configuration.concurrency), "kinds": registry.kinds.joined(separator: ","),
                 "started": String(WallClock.nowMilliseconds()),
             ],
             logger: logger, unreported: { [reporter] in reporter.unreportedJobs() }, processed: { [reporter] in reporter.processedCount })

@@ -173,7 +173,6 @@ func classify(_ error: Error, _ context: String = "") -> Error {
         // A local disk problem (spooling a farm dataset) is the worker's, not the input's: another attempt may succeed.
         if case .io = error { return JobError.retryable(prefix + error.description) }
         return JobError.nonRetryable(prefix + error.description)
-    case let error as RedisError where error.isConnectionError: return JobError.retryable(prefix + "\(error)")
     case let error as RedisError: return JobError.retryable(prefix + "\(error)")
     default: return error
     }

@@ -94,7 +94,7 @@ public struct BlobStore: Sendable {
         for start in stride(from: 0, to: commands.count, by: 16) {
             let replies = try await client.send(Array(commands[start..<min(commands.count, start + 16)]))
             if let message = replies.compactMap(\.errorMessage).first {
-                throw RedisError.server("storing blob \(sha): \(message)")
+                throw RedisError(reply: message, context: "storing blob \(sha)")
             }
         }
         return (sha, true, stored)

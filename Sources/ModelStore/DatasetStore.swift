@@ -58,7 +58,7 @@ public struct DatasetStore: Sendable {
         let record = DatasetRecord(name: name, format: format, sha256: sha, bytes: bytes.count, createdAt: nowMilliseconds(), metadata: metadata)
         let json = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
         let replies = try await client.send([RedisCommand("SET", recordKey(name), json), RedisCommand("SADD", namesKey, name)])
-        if let message = replies.compactMap(\.errorMessage).first { throw RedisError.server("dataset push: \(message)") }
+        if let message = replies.compactMap(\.errorMessage).first { throw RedisError(reply: message, context: "dataset push") }
         return record
     }
 

@@ -127,7 +127,7 @@ public struct ModelRegistry: Sendable {
             RedisCommand("HSET", versionsKey(name), String(version), json),
             RedisCommand("SADD", namesKey, name),
         ])
-        if let message = replies.compactMap(\.errorMessage).first { throw RedisError.server("model push: \(message)") }
+        if let message = replies.compactMap(\.errorMessage).first { throw RedisError(reply: message, context: "model push") }
         return record
     }
 
@@ -221,7 +221,7 @@ public struct ModelRegistry: Sendable {
             RedisCommand("HGET", aliasesKey(name), alias),
             RedisCommand("HSET", aliasesKey(name), alias, String(version)),
         ])
-        if let message = replies.compactMap(\.errorMessage).first { throw RedisError.server("model alias: \(message)") }
+        if let message = replies.compactMap(\.errorMessage).first { throw RedisError(reply: message, context: "model alias") }
         return replies[0].int
     }
 

@@ -101,6 +101,27 @@ public struct RedisCommand: Sendable, CustomStringConvertible {
         lengths.reserveCapacity(lengths.count + arguments)
     }
 
+    /// The command name (its first argument), upper-cased.
+    public var name: String {
+        guard let first = lengths.first else { return "" }
+        return String(decoding: buffer[0..<first], as: UTF8.self).uppercased()
+    }
+
+    /// The key of a command that names exactly one key as its first argument (`GET`, `HGETALL`, `SMEMBERS`, …);
+    /// nil for commands that take several keys or none, whose `WRONGTYPE` cannot be pinned on one key.
+    public var singleKey: String? {
+        guard lengths.count >= 2, !Self.notSingleKey.contains(name) else { return nil }
+        let start = lengths[0]
+        return String(decoding: buffer[start..<start + lengths[1]], as: UTF8.self)
+    }
+
+    private static let notSingleKey: Set<String> = [
+        "BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMPOP", "BZMPOP", "LMPOP", "ZMPOP", "MGET", "MSET", "DEL", "UNLINK",
+        "EXISTS", "TOUCH", "WATCH", "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "SCRIPT", "CONFIG", "PING", "AUTH",
+        "SELECT", "SUNION", "SINTER", "SDIFF", "ZUNION", "ZINTER", "ZDIFF", "PUBLISH", "SUBSCRIBE", "PSUBSCRIBE", "INFO",
+        "CLIENT", "SCAN", "KEYS", "TIME", "MULTI", "EXEC",
+    ]
+
     /// The number of arguments, the command name included.
     public var count: Int { lengths.count }
 

@@ -35,7 +35,7 @@ public final class RedisClient: @unchecked Sendable {
     private var shas: [String: String] = [:]
     private var failedAttempts = 0
     private var nextAttempt = ContinuousClock.now
-    private var lastConnectError = ""
+    private var lastConnectError: RedisError?
     private var closed = false
 
     /// Creates a client; nothing is connected until the first command.
@@ -67,11 +67,13 @@ public final class RedisClient: @unchecked Sendable {
         try await pipeline(commands.map(RedisRequest.command), blockingFor: blockingFor)
     }
 
-    /// Runs one command; an error reply is thrown as `RedisError.server`.
+    /// Runs one command; an error reply is thrown, classified (`RedisError(reply:)`).
     @discardableResult
     public func execute(_ command: RedisCommand, blockingFor: Duration = .zero) async throws -> RESPValue {
         let reply = try await send([command], blockingFor: blockingFor)[0]
-        if let message = reply.errorMessage { throw RedisError.server(message) }
+        if let message = reply.errorMessage {
+            throw RedisError(reply: message, context: command.name, key: command.singleKey)
+        }
         return reply
     }
 
@@ -81,12 +83,28 @@ public final class RedisClient: @unchecked Sendable {
         try await execute(RedisCommand(arguments))
     }
 
-    /// Runs one script by SHA (loading it first if needed); an error reply is thrown.
+    /// Runs one script by SHA (loading it first if needed); an error reply is thrown
+    /// (`RedisError.scriptFailed`, `.wrongType`, …).
     @discardableResult
     public func run(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RESPValue {
         let reply = try await pipeline([.script(script, keys: keys, arguments: arguments)])[0]
-        if let message = reply.errorMessage { throw RedisError.server("\(script.name): \(message)") }
+        if let message = reply.errorMessage { throw RedisError(reply: message, script: script.name) }
         return reply
+    }
+
+    /// Loads scripts that this client has not loaded yet (`SCRIPT LOAD`), so that a script that does not compile,
+    /// or a user who may not load scripts, is found before the first call.
+    public func load(_ scripts: [RedisScript]) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            queue.async {
+                continuation.resume(with: Result {
+                    let connection = try self.connected()
+                    connection.setTimeout(self.configuration.commandTimeout)
+                    let missing = scripts.filter { self.shas[$0.source] == nil }
+                    if !missing.isEmpty { try self.load(missing, on: connection) }
+                })
+            }
+        }
     }
 
     /// The same as `pipeline`, for callers already on a thread of their own (never the cooperative pool).
@@ -111,7 +129,7 @@ public final class RedisClient: @unchecked Sendable {
         let now = ContinuousClock.now
         if now < nextAttempt {
             // Still backing off after a failed connect: answer at once with the reason of that failure.
-            throw RedisError.connectionFailed(lastConnectError)
+            throw lastConnectError ?? RedisError.connectionFailed("\(configuration): still backing off after a failed connect")
         }
         do {
             let fresh = try RedisConnection(configuration: configuration)
@@ -123,7 +141,7 @@ public final class RedisClient: @unchecked Sendable {
             let (initial, maximum) = configuration.reconnectBackoff
             let pause = min(maximum, initial * (1 << min(failedAttempts - 1, 20)))
             nextAttempt = ContinuousClock.now + pause
-            if case RedisError.connectionFailed(let text) = error { lastConnectError = text } else { lastConnectError = "\(error)" }
+            lastConnectError = error as? RedisError ?? RedisError.connectionFailed("\(configuration): \(error)")
             throw error
         }
     }
@@ -147,6 +165,11 @@ public final class RedisClient: @unchecked Sendable {
         if let message = replies.lazy.compactMap(\.errorMessage).first(where: RedisError.isNotReadyReply) {
             throw RedisError.notReady(message)
         }
+        // An unauthenticated connection runs nothing (connecting checks it, but a server may start asking for a
+        // password later): no command ran, and none will until the URL carries the password.
+        if let message = replies.lazy.compactMap(\.errorMessage).first(where: { $0.hasPrefix("NOAUTH") }) {
+            throw RedisError.authenticationRequired(message)
+        }
         // A server that lost its scripts (restart, SCRIPT FLUSH) answers NOSCRIPT: the command did not run.
         for (index, reply) in replies.enumerated() {
             guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { continue }
@@ -164,9 +187,9 @@ public final class RedisClient: @unchecked Sendable {
     private func load(_ scripts: [RedisScript], on connection: RedisConnection) throws {
         let replies = try connection.send(scripts.map { RedisCommand("SCRIPT", "LOAD", $0.source) })
         for (script, reply) in zip(scripts, replies) {
-            if let message = reply.errorMessage, RedisError.isNotReadyReply(message) { throw RedisError.notReady(message) }
-            guard let sha = reply.string, reply.errorMessage == nil else {
-                throw RedisError.server("loading script \(script.name): \(reply.errorMessage ?? "no SHA returned")")
+            if let message = reply.errorMessage { throw RedisError(reply: message, script: script.name) }
+            guard let sha = reply.string else {
+                throw RedisError.unexpectedReply("SCRIPT LOAD of \(script.name) returned no SHA")
             }
             shas[script.source] = sha
         }

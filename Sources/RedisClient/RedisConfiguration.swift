@@ -1,3 +1,4 @@
+import Foundation
 /// Where and how to connect: parsed from `redis://[user:pass@]host:port/db` or `unix:///path?db=N`.
 public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     /// The endpoint of the server.
@@ -48,7 +49,7 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     public init(url: String) throws {
         self.init()
         func fail(_ why: String) -> RedisError {
-            RedisError.invalidURL("\(why) in '\(url)'; expected redis://[user:password@]host:port/db or unix:///path/to/redis.sock")
+            RedisError.invalidURL("\(why) in '\(Self.maskingPassword(in: url))'; expected redis://[user:password@]host:port/db or unix:///path/to/redis.sock")
         }
         if url.hasPrefix("unix://") {
             var rest = String(url.dropFirst("unix://".count))
@@ -117,6 +118,24 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
         if host.isEmpty { host = "127.0.0.1" }
         if host == "localhost" { host = "127.0.0.1" }
         endpoint = .tcp(host: host, port: port)
+    }
+
+    /// `url` with its password replaced by `***` (it may not parse, so by text), for error messages.
+    static func maskingPassword(in url: String) -> String {
+        var text = url
+        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") {
+            let userinfo = text[scheme.upperBound..<at]
+            if let colon = userinfo.firstIndex(of: ":") {
+                text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+            } else if !userinfo.isEmpty {
+                text.replaceSubrange(scheme.upperBound..<at, with: "***")
+            }
+        }
+        if let range = text.range(of: "password=") {
+            let end = text[range.upperBound...].firstIndex(of: "&") ?? text.endIndex
+            text.replaceSubrange(range.upperBound..<end, with: "***")
+        }
+        return text
     }
 
     /// The URL with the password masked, for logs and error messages.

@@ -4,34 +4,78 @@ import CHiredis
 import Glibc
 #endif
 
-/// Errors from the Redis client. Each message says what went wrong and what to try.
+/// Errors from the Redis client, one case per thing a caller does differently. Each description says what went
+/// wrong and what to do next.
 public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
-    /// The URL could not be parsed.
+    /// The URL could not be parsed (the text says which part is wrong).
     case invalidURL(String)
-    /// Connecting (or re-connecting) failed: server down, wrong host/port, refused.
+    /// `SELECT` refused the database index of the URL; `available` is the server's number of databases when it
+    /// told (`CONFIG GET databases`).
+    case invalidDatabase(index: Int, available: Int?, message: String)
+    /// Connecting (or re-connecting) failed: server down, wrong host or port, connection refused, connect timeout.
+    /// Nothing was sent, so the command did not run.
     case connectionFailed(String)
     /// The connection broke or timed out mid-command; whether the command ran is unknown.
     case connectionLost(String)
-    /// AUTH or SELECT was refused.
+    /// The server wants a password and none was given (`NOAUTH`).
+    case authenticationRequired(String)
+    /// `AUTH` was refused (`WRONGPASS`, a disabled user, or a password given to a server that has none).
     case authenticationFailed(String)
-    /// The server answered with an error reply.
-    case server(String)
+    /// The ACL user may not run a command or touch a key (`NOPERM`).
+    case permissionDenied(String)
     /// The server is up but not serving yet (`LOADING` its data after a restart, `MASTERDOWN`, `TRYAGAIN`): the
     /// command did not run; the same command may succeed shortly.
     case notReady(String)
+    /// A Lua script failed inside Redis: a runtime error, an error it raised, or a compile error at `SCRIPT LOAD`.
+    case scriptFailed(script: String, message: String)
+    /// A key holds a value of another type than the command or script expects (`WRONGTYPE`); `key` when known.
+    case wrongType(key: String?, message: String)
+    /// Any other error reply.
+    case server(String)
     /// A reply had an unexpected shape.
     case unexpectedReply(String)
 
     public var description: String {
         switch self {
-        case .invalidURL(let text): return "invalid Redis URL: \(text)"
-        case .connectionFailed(let text): return "cannot connect to Redis: \(text). Is redis-server running? Check --redis-url / JOBFARM_REDIS_URL, or start the managed one with scripts/up"
-        case .connectionLost(let text): return "Redis connection lost: \(text) (the client reconnects on the next command)"
-        case .authenticationFailed(let text): return "Redis refused authentication: \(text). Check the user and password in the Redis URL"
-        case .server(let text): return "Redis error: \(text)"
-        case .notReady(let text): return "Redis is not ready: \(text) (retrying)"
-        case .unexpectedReply(let text): return "unexpected Redis reply: \(text)"
+        case .invalidURL(let text):
+            return "invalid Redis URL: \(text)"
+        case .invalidDatabase(let index, let available?, _) where available > 0:
+            return "Redis has no database \(index): it has \(available) (0…\(available - 1)). Fix the /DB part of the Redis URL (--redis-url or JOBFARM_REDIS_URL)"
+        case .invalidDatabase(let index, _, let message):
+            return "Redis refused database \(index) (\(message)): the database index is out of the server's range (0…15 unless redis.conf sets `databases`). Fix the /DB part of the Redis URL (--redis-url or JOBFARM_REDIS_URL)"
+        case .connectionFailed(let text):
+            return "cannot connect to Redis: \(text). Is redis-server running? Check --redis-url / JOBFARM_REDIS_URL, or start the managed one with scripts/up"
+        case .connectionLost(let text):
+            return "Redis connection lost: \(text). Whether the command ran is unknown; the client reconnects on the next command"
+        case .authenticationRequired(let text):
+            return "this Redis needs a password: add it to --redis-url (redis://:PASSWORD@host:port) or JOBFARM_REDIS_URL (Redis said: \(text))"
+        case .authenticationFailed(let text) where text.contains("without any password configured"):
+            return "Redis refused the password: this Redis has no password set. Remove the password from --redis-url / JOBFARM_REDIS_URL (Redis said: \(text))"
+        case .authenticationFailed(let text):
+            return "Redis refused the password (or the user is disabled): check the user and password in --redis-url / JOBFARM_REDIS_URL (redis://[USER]:PASSWORD@host:port) (Redis said: \(text))"
+        case .permissionDenied(let text):
+            return "the Redis user may not do this: \(text). Grant the user the commands and keys the farm uses (ACL SETUSER … +@all ~* &*), or use another user in the Redis URL"
+        case .notReady(let text):
+            return "Redis is not ready: \(text). The command did not run; retry in a moment (a restarted Redis is loading its data)"
+        case .scriptFailed(let script, let message):
+            return "the Lua script '\(script)' failed in Redis: \(message). Data another program wrote under the farm's keys is the usual cause: look at the key the message names"
+        case .wrongType(let key?, let message):
+            return "Redis key \(key) holds the wrong type of value (\(message)): another program wrote it. Check it with `redis-cli TYPE \(key)`, then delete or rename it if it is not the farm's"
+        case .wrongType(nil, let message):
+            return "a Redis key holds the wrong type of value (\(message)): another program wrote under the farm's keys. Check their types with `redis-cli TYPE <key>` (PROTOCOL.md lists each key's type)"
+        case .server(let text):
+            return "Redis error: \(text)\(Self.hint(for: text))"
+        case .unexpectedReply(let text):
+            return "unexpected Redis reply: \(text). Is this a Redis server (7.0 or later)?"
         }
+    }
+
+    /// Advice for error replies whose fix is known.
+    private static func hint(for message: String) -> String {
+        if message.contains("OOM ") { return ". Redis is out of memory (maxmemory): free memory, raise maxmemory, or shorten the retention of finished jobs" }
+        if message.contains("READONLY ") { return ". This is a read-only replica: point the Redis URL at the primary" }
+        if message.contains("MISCONF ") { return ". Redis cannot save its data to disk: check its disk space and log" }
+        return ""
     }
 
     /// True when the failure is about the connection or a server not serving yet, so the same command may
@@ -43,9 +87,58 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
         }
     }
 
+    /// True when retrying cannot help: the URL, the password, the user or the database must change.
+    public var isConfigurationError: Bool {
+        switch self {
+        case .invalidURL, .invalidDatabase, .authenticationRequired, .authenticationFailed, .permissionDenied: return true
+        default: return false
+        }
+    }
+
     /// Error replies of a server that is up but not serving yet: the command did not run.
     public static func isNotReadyReply(_ message: String) -> Bool {
         message.hasPrefix("LOADING ") || message.hasPrefix("MASTERDOWN ") || message.hasPrefix("TRYAGAIN ")
+    }
+
+    /// Classifies an error reply.
+    /// - Parameters:
+    ///   - script: the script that answered, if a script did.
+    ///   - context: what was being done, prefixed to the message of a plain server error.
+    ///   - key: the key the command touched, when there is one, for `WRONGTYPE`.
+    public init(reply message: String, script: String? = nil, context: String? = nil, key: String? = nil) {
+        if message.hasPrefix("NOAUTH") {
+            self = .authenticationRequired(message)
+        } else if message.hasPrefix("WRONGPASS") {
+            self = .authenticationFailed(message)
+        } else if message.hasPrefix("NOPERM") {
+            self = .permissionDenied(message)
+        } else if Self.isNotReadyReply(message) {
+            self = .notReady(message)
+        } else if message.hasPrefix("WRONGTYPE") {
+            let text = script.map { "script \($0): \(message)" } ?? message
+            self = .wrongType(key: Self.keyNamed(inWrongType: message) ?? key, message: text)
+        } else if let script {
+            self = .scriptFailed(script: script, message: message)
+        } else {
+            self = .server(context.map { "\($0): \(message)" } ?? message)
+        }
+    }
+
+    /// The key a `WRONGTYPE` message names, if it names one: scripts that check types before they write answer
+    /// `WRONGTYPE <key> …` (or `WRONGTYPE key '<key>' …`); Redis' own message names none.
+    static func keyNamed(inWrongType message: String) -> String? {
+        if message.hasPrefix("WRONGTYPE Operation against a key holding the wrong kind of value") { return nil }
+        let words = message.dropFirst("WRONGTYPE".count).split(whereSeparator: { $0 == " " || $0 == "\t" })
+        for word in words {
+            var token = Substring(word)
+            while let first = token.first, "'\"`([<".contains(first) { token = token.dropFirst() }
+            while let last = token.last, "'\"`)]>,;.:".contains(last) { token = token.dropLast() }
+            // A key of the farm's layout: namespace:…, with a hash tag or a colon inside.
+            guard token.contains(":") || token.contains("{") else { continue }
+            if token.hasPrefix("@") || token == "script" || token.hasPrefix("user_script") { continue }
+            return String(token)
+        }
+        return nil
     }
 }
 
@@ -83,11 +176,37 @@ final class RedisConnection {
             if let user = configuration.username { auth.append(user) }
             auth.append(password)
             let reply = try send([auth])[0]
-            if let message = reply.errorMessage { close(); throw RedisError.authenticationFailed(message) }
+            if let message = reply.errorMessage {
+                close()
+                let error = RedisError(reply: message)
+                if case .notReady = error { throw error }
+                if case .permissionDenied = error { throw error }
+                throw RedisError.authenticationFailed(message)
+            }
         }
         if configuration.database != 0 {
             let reply = try send([RedisCommand("SELECT", String(configuration.database))])[0]
-            if let message = reply.errorMessage { close(); throw RedisError.authenticationFailed("SELECT \(configuration.database): \(message)") }
+            if let message = reply.errorMessage {
+                defer { close() }
+                let error = RedisError(reply: message)
+                if case .server = error, message.contains("out of range") {
+                    // The server's number of databases, when CONFIG is permitted, for the message.
+                    let config = try? send([RedisCommand("CONFIG", "GET", "databases")])[0]
+                    let available = config?.array?.last?.int
+                    throw RedisError.invalidDatabase(index: configuration.database, available: available, message: message)
+                }
+                if case .server = error { throw RedisError.server("SELECT \(configuration.database): \(message)") }
+                throw error
+            }
+        } else if configuration.password == nil {
+            // Without AUTH or SELECT nothing would tell a server that wants a password until the first command, and
+            // then as NOAUTH of whatever came first (or a dropped connection: Redis closes an unauthenticated
+            // connection that sends a long command). One PING says it here, as an authentication error.
+            let reply = try send([RedisCommand("PING")])[0]
+            if let message = reply.errorMessage, message.hasPrefix("NOAUTH") {
+                close()
+                throw RedisError.authenticationRequired(message)
+            }
         }
     }
 

@@ -127,8 +127,12 @@ final class OwnRedisServer: @unchecked Sendable {
     private func ping() throws -> Bool {
         let client = RedisClient(configuration: RedisConfiguration(endpoint: .unix(path: socketPath), connectTimeout: .milliseconds(100)))
         defer { client.close() }
-        let reply = try client.pipelineBlocking([.command(RedisCommand("PING"))])[0]
-        return reply == .status("PONG") || reply.errorMessage?.contains("NOAUTH") == true
+        do {
+            let reply = try client.pipelineBlocking([.command(RedisCommand("PING"))])[0]
+            return reply == .status("PONG") || reply.errorMessage?.contains("NOAUTH") == true
+        } catch RedisError.authenticationRequired {
+            return true  // up, and wants a password
+        }
     }
 
     /// SHUTDOWN: Redis writes its AOF and exits (SIGKILL after 10 s if it does not).
