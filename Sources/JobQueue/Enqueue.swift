@@ -74,7 +74,7 @@ extension JobFarm {
         var lastPayload: JSONValue?
         var lastPayloadText = ""
         func collect(_ chunk: [Int], _ reply: RESPValue) throws {
-            if let message = reply.errorMessage { throw JobFarmError.redis("enqueue: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError.fromRedis("enqueue", message) }
             let returned = reply.array ?? []
             guard returned.count == chunk.count else {
                 throw JobFarmError.redis("enqueue: expected \(chunk.count) ids, got \(returned.count)")
@@ -104,6 +104,13 @@ extension JobFarm {
         // Safe to repeat: ids are chosen here, and a job that exists is not made twice.
         func send(_ batch: [RedisRequest]) async throws -> RESPValue {
             let replies = try await retrying(for: .seconds(10), what: "enqueue") { try await client.pipeline(batch) }
+            if replies.count > 1, replies[0].errorMessage != nil {
+                // The registry (SADD in front) failed, the jobs are enqueued: say so once, workers without --queues miss the queue.
+                let error = try await registryError(replies[0])
+                if reportedProblems.withLock({ $0.insert(error.description).inserted }) {
+                    logger.error("enqueue could not register the queue: \(error) (workers started without --queues do not see it)")
+                }
+            }
             return replies[replies.count - 1]
         }
         if order.count == 1, requests.count <= chunkSize {

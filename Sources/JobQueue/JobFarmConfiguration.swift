@@ -3,21 +3,32 @@ import RedisClient
 
 /// How fetch picks among the tiers of a queue.
 public enum TierPolicy: Sendable, Equatable {
-    /// Highest tier first; a lower tier whose oldest job has waited `agingAfter` or more is served first,
-    /// so no tier starves under a flood of higher-tier work. `nil` means strict priority, no aging.
-    case strict(agingAfter: Duration?)
+    /// Highest tier first. A lower tier whose oldest job has waited `agingAfter` or more is *aged*: aged tiers get
+    /// a bounded share, at most one job per `agedShare` jobs fetched (counted in Redis, across all workers), so no
+    /// tier starves under a flood of higher-tier work and none takes over either. `nil` means strict priority, no aging.
+    case strict(agingAfter: Duration?, agedShare: Int = TierPolicy.defaultAgedShare)
     /// Each fetch orders the tiers at random, a tier coming first with a probability proportional to its weight
     /// (Sidekiq's weighted queues). Tiers missing from the map weigh 1.
     case weighted([String: Int])
 
-    /// Parses `strict`, `strict:aging=10s`, `weighted:premium=6,standard=3,free=1`.
+    /// One aged job per this many fetched, unless the policy says otherwise (`strict:aging=10s,share=10`).
+    public static let defaultAgedShare = 10
+
+    /// Parses `strict`, `strict:aging=10s`, `strict:aging=10s,share=5`, `weighted:premium=6,standard=3,free=1`.
     public init(parsing text: String) throws {
         if text == "strict" { self = .strict(agingAfter: nil); return }
         if text.hasPrefix("strict:aging=") {
-            guard let duration = Duration.parse(String(text.dropFirst("strict:aging=".count))) else {
+            let parts = text.dropFirst("strict:aging=".count).split(separator: ",", omittingEmptySubsequences: false)
+            guard let duration = Duration.parse(String(parts[0])) else {
                 throw JobFarmError.invalidArgument("tier policy '\(text)': aging must be a duration such as 500ms, 10s or 2m")
             }
-            self = .strict(agingAfter: duration)
+            var share = Self.defaultAgedShare
+            if parts.count == 2, parts[1].hasPrefix("share="), let n = Int(parts[1].dropFirst("share=".count)), (1...1_000_000).contains(n) {
+                share = n
+            } else if parts.count != 1 {
+                throw JobFarmError.invalidArgument("tier policy '\(text)': after the aging time only share=N may follow (one aged job per N fetched, 1…1000000), as in strict:aging=10s,share=10")
+            }
+            self = .strict(agingAfter: duration, agedShare: share)
             return
         }
         if text.hasPrefix("weighted:") {
@@ -32,7 +43,7 @@ public enum TierPolicy: Sendable, Equatable {
             self = .weighted(weights)
             return
         }
-        throw JobFarmError.invalidArgument("tier policy '\(text)' is unknown: use strict, strict:aging=10s or weighted:premium=6,standard=3,free=1")
+        throw JobFarmError.invalidArgument("tier policy '\(text)' is unknown: use strict, strict:aging=10s, strict:aging=10s,share=10 or weighted:premium=6,standard=3,free=1")
     }
 }
 
@@ -112,6 +123,9 @@ public enum JobFarmError: Error, CustomStringConvertible, Sendable, Equatable {
     case timedOut(String)
     case redis(String)
     case refused(String)
+    /// A key of the queue holds another Redis type than the protocol's (a foreign client's mistake): the script
+    /// refused to run and changed nothing. Look at the key, then `DEL` or `RENAME` it.
+    case wrongType(key: String, found: String, expected: String)
 
     public var description: String {
         switch self {
@@ -120,7 +134,23 @@ public enum JobFarmError: Error, CustomStringConvertible, Sendable, Equatable {
         case .timedOut(let text): return text
         case .redis(let text): return text
         case .refused(let text): return text
+        case .wrongType(let key, let found, let expected):
+            return "Redis key \(key) is a \(found), expected a \(expected): nothing was changed. Look at it (redis-cli TYPE / DUMP), "
+                + "then DEL or RENAME it; the queue's scripts that write it refuse to run until then"
         }
+    }
+
+    /// The error for a failed script or command: `wrongType` when the message is the scripts' `JOBFARM_WRONGTYPE`
+    /// (the key, its type and the expected type parsed out of it), else `redis` with `what` in front.
+    public static func fromRedis(_ what: String, _ message: String) -> JobFarmError {
+        if let range = message.range(of: "JOBFARM_WRONGTYPE ") {
+            let words = message[range.upperBound...].split(separator: " ", maxSplits: 6)
+            // "<key> is a <found>, expected a <expected>: …"
+            if words.count >= 7, words[1] == "is", words[4] == "expected" {
+                return .wrongType(key: String(words[0]), found: String(words[3].dropLast()), expected: String(words[6].prefix { $0 != ":" }))
+            }
+        }
+        return .redis("\(what): \(message)")
     }
 }
 

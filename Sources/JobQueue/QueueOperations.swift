@@ -32,7 +32,18 @@ extension JobFarm {
     /// - Parameter tiers: the tiers to serve (a subset of the configured ones); `nil` serves them all.
     public func fetch(queue: String, count: Int, worker: String, tiers only: [String]? = nil, on client: RedisClient) async throws -> [LeasedJob] {
         let reply = try await run(Scripts.fetch, queue: queue, arguments: fetchArguments(count: count, worker: worker, tiers: only), on: client, retryFor: .zero)
-        return try leasedJobs(from: reply, queue: queue)
+        return try await refusingInvalidText(try leasedJobs(from: reply, queue: queue), on: client)
+    }
+
+    /// Dead-letters, as `malformed`, the leased jobs whose envelope is not valid UTF-8 (a foreign producer's bytes),
+    /// instead of handing the worker a text in which they became U+FFFD; returns the others.
+    private func refusingInvalidText(_ fetched: (jobs: [LeasedJob], invalid: [LeasedJob]), on client: RedisClient) async throws -> [LeasedJob] {
+        if fetched.invalid.isEmpty { return fetched.jobs }
+        let outcomes = fetched.invalid.map { job in
+            (job: job, outcome: AttemptOutcome.dead(reason: .malformed, error: "envelope is not valid UTF-8 (refused rather than run with its bytes replaced by U+FFFD)"))
+        }
+        for queue in Set(fetched.invalid.map(\.queue)) { _ = try await report(outcomes.filter { $0.job.queue == queue }, queue: queue, on: client) }
+        return fetched.jobs
     }
 
     /// Blocks until a job may be waiting in one of the queues (BLPOP on the wake-up lists of the tiers served, and
@@ -42,12 +53,14 @@ extension JobFarm {
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
-        var blpop = RedisCommand("BLPOP")
+        var waitKeys: [String] = []
         for queue in queues {
             let k = keys(queue)
-            blpop.append(k.signal)
-            for tier in servedTiers(tiers[queue]) { blpop.append(k.signal(tier: tier)) }
+            waitKeys.append(k.signal)
+            for tier in servedTiers(tiers[queue]) { waitKeys.append(k.signal(tier: tier)) }
         }
+        var blpop = RedisCommand("BLPOP")
+        for key in waitKeys { blpop.append(key) }
         blpop.append(format3(max(0.01, timeout.seconds)))
         var requests: [RedisRequest] = [.command(blpop)]
         // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
@@ -62,9 +75,28 @@ extension JobFarm {
             throw JobFarmError.redis("fetch: \(error)")
         }
         // Every queue's fetch ran; all that came are leased to us.
-        var jobs: [LeasedJob] = []
-        for (queue, reply) in zip(queues, replies.dropFirst()) { jobs += try leasedJobs(from: reply, queue: queue) }
+        var fetched: (jobs: [LeasedJob], invalid: [LeasedJob]) = ([], [])
+        for (queue, reply) in zip(queues, replies.dropFirst()) {
+            let one = try leasedJobs(from: reply, queue: queue)
+            fetched.jobs += one.jobs
+            fetched.invalid += one.invalid
+        }
+        let jobs = try await refusingInvalidText(fetched, on: client)
+        // A BLPOP that failed (a wake-up list of the wrong type) returns at once: say so rather than return nothing,
+        // or the caller would loop without pause. Jobs already leased are returned first; the next call fails again.
+        if jobs.isEmpty, let message = replies.first?.errorMessage {
+            throw try await blockingError(message, keys: waitKeys, on: client)
+        }
         return jobs
+    }
+
+    /// The error for a failed BLPOP: `wrongType` naming the first of its keys that is not a list, if any.
+    private func blockingError(_ message: String, keys: [String], on client: RedisClient) async throws -> JobFarmError {
+        let types = try await client.pipeline(keys.map { .command(RedisCommand("TYPE", $0)) })
+        for (key, type) in zip(keys, types) {
+            if let found = type.string, found != "none", found != "list" { return .wrongType(key: key, found: found, expected: "list") }
+        }
+        return .redis("fetch: waiting for work: \(message)")
     }
 
     /// The configured tiers in preference order, restricted to `only` when given.
@@ -76,22 +108,37 @@ extension JobFarm {
     private func fetchArguments(count: Int, worker: String, tiers only: [String]?) -> [String] {
         let tiers = servedTiers(only)
         var aging: Int64 = 0
-        if case .strict(let agingAfter?) = configuration.tierPolicy { aging = agingAfter.milliseconds }
+        var share = TierPolicy.defaultAgedShare
+        if case .strict(let agingAfter?, let agedShare) = configuration.tierPolicy {
+            aging = agingAfter.milliseconds
+            share = agedShare
+        }
         return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers
+            + [String(share)]
     }
 
-    private func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
-        if let message = reply.errorMessage { throw JobFarmError.redis("fetch: \(message)") }
+    /// The jobs of a fetch reply (5 items per job, then possibly an array of what the script skipped), split into
+    /// those to run and those whose envelope is not valid UTF-8.
+    private func leasedJobs(from reply: RESPValue, queue: String) throws -> (jobs: [LeasedJob], invalid: [LeasedJob]) {
+        if let message = reply.errorMessage { throw JobFarmError.fromRedis("fetch", message) }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
+        var invalid: [LeasedJob] = []
         jobs.reserveCapacity(items.count / 5)
         for base in stride(from: 0, to: items.count - 4, by: 5) {
-            jobs.append(LeasedJob(
+            var text = ""
+            var valid = true
+            if case .bulk(let bytes) = items[base + 4] {
+                if let decoded = String(validating: bytes, as: UTF8.self) { text = decoded } else { valid = false }
+            }
+            let job = LeasedJob(
                 id: items[base].string ?? "", queue: queue, tier: items[base + 3].string ?? "",
                 token: items[base + 1].string ?? "", attempt: items[base + 2].int ?? 1,
-                rawEnvelope: items[base + 4].string ?? ""))
+                rawEnvelope: text)
+            if valid { jobs.append(job) } else { invalid.append(job) }
         }
-        return jobs
+        if items.count % 5 == 1 { logSkipped(items.last, queue: queue, by: "fetch") }
+        return (jobs, invalid)
     }
 
     /// The tier order for one fetch: the configured order, or a weighted random order.
@@ -153,7 +200,7 @@ extension JobFarm {
         for ids in [successIDs, failureIDs] where !ids.isEmpty {
             let reply = replies[replyIndex]
             replyIndex += 1
-            if let message = reply.errorMessage { throw JobFarmError.redis("report: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError.fromRedis("report", message) }
             for (id, flag) in zip(ids, reply.array ?? []) where flag.int != 1 { refused.append(id) }
         }
         return refused
@@ -180,7 +227,7 @@ extension JobFarm {
         let replies = try client.pipelineBlocking(requests)
         var states: [String: LeaseState] = [:]
         for (queue, reply) in zip(queues, replies) {
-            if let message = reply.errorMessage { throw JobFarmError.redis("heartbeat: \(message)") }
+            if let message = reply.errorMessage { throw JobFarmError.fromRedis("heartbeat", message) }
             for (job, flag) in zip(byQueue[queue]!, reply.array ?? []) {
                 switch flag.int {
                 case 1: states[job.id] = .held
@@ -244,6 +291,7 @@ extension JobFarm {
             arguments: [String(limit), String(configuration.maxLeaseLosses), String(configuration.retention.milliseconds)],
             on: client, retryFor: .zero)
         let values = reply.array ?? []
+        if values.count > 2 { logSkipped(values[2], queue: queue, by: "reap") }
         return (values.first?.int ?? 0, values.count > 1 ? values[1].int ?? 0 : 0)
     }
 
@@ -252,6 +300,7 @@ extension JobFarm {
     public func promoteDueJobs(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (moved: Int, nextDue: Duration?) {
         let reply = try await run(Scripts.promote, queue: queue, arguments: [String(limit)], on: client, retryFor: .zero)
         let values = reply.array ?? []
+        if values.count > 2 { logSkipped(values[2], queue: queue, by: "promote") }
         let next = values.count > 1 ? values[1].int ?? -1 : -1
         return (values.first?.int ?? 0, next >= 0 ? .milliseconds(next) : nil)
     }

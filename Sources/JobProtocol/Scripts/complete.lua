@@ -3,10 +3,12 @@
 -- Returns 1 per job recorded as succeeded, 0 per job whose lease was lost (the result is refused).
 local retention = tonumber(ARGV[2])
 local out, done = {}, 0
+need(P .. 'inflight', 'zset')
+need(P .. 'stats', 'hash')
 for b = 3, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = jobkey(id)
-  local r = redis.call('HMGET', jk, 'state', 'lease', 'error', 'cancel')
+  local r = job_fields(jk, 'state', 'lease', 'error', 'cancel') or {}
   if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
     redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result)
     if r[3] or r[4] then redis.call('HDEL', jk, 'error', 'cancel') end

@@ -4,6 +4,16 @@
 local n = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[3])
 local out, ready, added = {}, {}, 0
+local checked = {}
+local function check(key, want)
+  if not checked[key] then need(key, want); checked[key] = true end
+end
+check(P .. 'stats', 'hash')
+for i = 0, n - 1 do
+  local b = 4 + i * 5
+  if tonumber(ARGV[b + 3]) > 0 then check(P .. 'scheduled', 'zset') else check(P .. 't:' .. ARGV[b + 1], 'list') end
+  if ARGV[b + 4] ~= '' then check(P .. 'idem:' .. ARGV[b + 4], 'string') end
+end
 for i = 0, n - 1 do
   local b = 4 + i * 5
   local id, tier, env, delay, idem = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
@@ -17,6 +27,7 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = existing
   elseif redis.call('EXISTS', jk) == 1 then
+    -- (a key of another type under the id counts as taken: nothing is written to it)
     out[#out + 1] = id
   else
     if delay > 0 then

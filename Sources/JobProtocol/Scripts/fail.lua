@@ -6,13 +6,21 @@
 local retention = tonumber(ARGV[2])
 local DEAD_REASONS = {exhausted = true, non_retryable = true, malformed = true, timeout = true, poison = true, cancelled_dead = true}
 local out = {}
+need(P .. 'inflight', 'zset')
+need(P .. 'scheduled', 'zset')
+need_dead_letters()
 for b = 3, #ARGV, 5 do
   local id, token, outcome, err, delay = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local jk = jobkey(id)
-  local r = redis.call('HMGET', jk, 'state', 'lease', 'attempts', 'worker', 'tier', 'cancel')
-  if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
+  local r = job_fields(jk, 'state', 'lease', 'attempts', 'worker', 'tier', 'cancel') or {}
+  local tier, bad = tier_field(r[5])
+  if not bad and r[1] == 'running' and outcome == 'retry' and delay <= 0 then need(P .. 't:' .. tier, 'list') end
+  if r[1] == 'running' and r[2] == token and bad and redis.call('ZREM', P .. 'inflight', id) == 1 then
+    malformed_record(id, jk, bad, retention)
+    out[#out + 1] = 1
+  elseif r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
     if not DEAD_REASONS[outcome] and outcome ~= 'retry' and outcome ~= 'cancelled' then outcome = 'exhausted' end
-    add_history(jk, cjson.encode({attempt = tonumber(r[3]), at = NOW, error = err, outcome = outcome, worker = r[4]}))
+    add_history(jk, cjson.encode({attempt = int_field('attempts', r[3], MAX_COUNT), at = NOW, error = err, outcome = outcome, worker = r[4]}))
     if outcome == 'retry' and r[6] then
       -- Cancelled while its last attempt was failing: no further attempt.
       finish_cancelled(id, jk, r[6], retention)
@@ -24,8 +32,8 @@ for b = 3, #ARGV, 5 do
         redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
       else
         redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-        redis.call('LPUSH', P .. 't:' .. (r[5] or 'standard'), id)
-        wake(r[5])
+        redis.call('LPUSH', P .. 't:' .. tier, id)
+        wake(tier)
       end
       redis.call('HINCRBY', P .. 'stats', 'retried', 1)
       publish(id, 'retrying')

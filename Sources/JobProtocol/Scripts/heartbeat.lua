@@ -3,6 +3,7 @@
 -- Extends each lease still held; returns per job 1 (held), 0 (lost), 2 (cancel requested), 3 (cancel into the dead letters).
 local lease = tonumber(ARGV[2])
 local out = {}
+need(P .. 'inflight', 'zset')
 for b = 3, #ARGV, 2 do
   local id, token = ARGV[b], ARGV[b + 1]
   local r = redis.call('HMGET', jobkey(id), 'state', 'lease', 'cancel')

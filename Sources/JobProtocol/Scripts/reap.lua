@@ -2,30 +2,45 @@
 -- REAP: ARGV = queue, limit, lease losses before poison, retention ms.
 -- Returns expired leases to the front of their tier, or dead-letters them as `poison`; returns {requeued, poisoned}.
 local limit, max_lost, retention = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+need(P .. 'inflight', 'zset')
+need_dead_letters()
 local ids = redis.call('ZRANGEBYSCORE', P .. 'inflight', '-inf', NOW, 'LIMIT', 0, limit)
 local requeued, poisoned = 0, 0
 for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. 'inflight', id)
   local jk = jobkey(id)
-  local r = redis.call('HMGET', jk, 'state', 'tier', 'worker', 'attempts', 'cancel')
-  if r[1] == 'running' and r[5] then
+  -- Checked before the first write: the record's fields (else `malformed`) and its tier's list (else left for later).
+  local r = job_fields(jk, 'state', 'tier', 'worker', 'attempts', 'cancel', 'lost')
+  local tier, bad = tier_field(r and r[2])
+  if r and r[1] == 'running' and not r[5] then
+    bad = bad or select(2, int_field('lost', r[6], MAX_COUNT)) or select(2, int_field('attempts', r[4], MAX_COUNT))
+  end
+  local go = not r or bad or r[1] ~= 'running' or r[5] or usable(P .. 't:' .. tier, 'list')
+  if go then redis.call('ZREM', P .. 'inflight', id) end
+  if not r then
+    raw_dead_letter(id, 'inflight entry names ' .. jk .. ', which is a ' .. key_type(jk) .. ', not a job hash')
+  elseif not go then
+    -- its tier's list is of the wrong type: the lease stays expired in inflight until the key is repaired
+  elseif r[1] == 'running' and bad then
+    malformed_record(id, jk, bad, retention)
+  elseif r[1] == 'running' and r[5] then
     -- Cancel was requested and the worker died before acting on it: the cancel wins.
     finish_cancelled(id, jk, r[5], retention)
   elseif r[1] == 'running' then
     local lost = redis.call('HINCRBY', jk, 'lost', 1)
     local why = 'lease expired: worker ' .. (r[3] or '?') .. ' stopped renewing it (crashed, hung or cut off)'
-    add_history(jk, cjson.encode({attempt = tonumber(r[4]), at = NOW, error = why, outcome = 'lease_lost', worker = r[3]}))
+    add_history(jk, cjson.encode({attempt = int_field('attempts', r[4], MAX_COUNT), at = NOW, error = why, outcome = 'lease_lost', worker = r[3]}))
     if lost >= max_lost then
       dead_letter(id, jk, 'poison', 'lost its lease ' .. lost .. ' times; last: ' .. why, nil, retention)
       poisoned = poisoned + 1
     else
       redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
       redis.call('HDEL', jk, 'worker')
-      redis.call('RPUSH', P .. 't:' .. (r[2] or 'standard'), id)
-      wake(r[2])
+      redis.call('RPUSH', P .. 't:' .. tier, id)
+      wake(tier)
       requeued = requeued + 1
     end
   end
 end
 if requeued > 0 then redis.call('HINCRBY', P .. 'stats', 'reaped', requeued) end
+if #PROBLEMS > 0 then return {requeued, poisoned, PROBLEMS} end
 return {requeued, poisoned}
