@@ -32,7 +32,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// LIST holding at most one wake-up token for `tier`: the scripts push it when a job becomes ready in that tier,
     /// and idle workers block on the lists of the tiers they serve.
     public func signal(tier: String) -> String { prefix + "signal:" + tier }
-    /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued.
+    /// HASH of tier aging shared by all workers: `since` (jobs fetched since an aged tier was served), `last` (that tier).
+    public var aging: String { prefix + "aging" }
+    /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued, malformed.
     public var stats: String { prefix + "stats" }
     /// STRING idempotency key → job id, with a TTL.
     public func idempotency(_ key: String) -> String { prefix + "idem:" + key }

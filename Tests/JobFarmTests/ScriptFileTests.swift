@@ -44,3 +44,19 @@ struct ScriptFileTests {
         #expect(try await client.execute("EVALSHA", sha, "1", prefix, "default", id, "86400000", "0").string == "final:cancelled")
     }
 }
+
+@Suite("Protocol doc recipes", .enabled(if: TestRedis.available, "needs JOBFARM_TEST_REDIS_URL (scripts/test sets it)"))
+struct ProtocolRecipeTests {
+    /// docs/PROTOCOL.md §10: the `sh foreign-cancel` block, run as written (from the repository's root).
+    @Test func theCancelRecipeOfTheProtocolDocWorks() async throws {
+        let doc = try String(contentsOf: PackagePaths.root.appendingPathComponent("docs/PROTOCOL.md"), encoding: .utf8)
+        let recipe = try #require(codeBlock(doc, info: "sh foreign-cancel"), "docs/PROTOCOL.md has no ```sh foreign-cancel block")
+        let farm = try TestRedis.farm()
+        _ = try await farm.enqueue(EnqueueRequest(kind: "echo", id: "ext-0003"))
+        let port = try #require(TestRedis.url?.split(separator: ":").last.map(String.init))
+        let script = "cd '\(PackagePaths.root.path)'\n" + recipe.replacingOccurrences(of: "jf:", with: "\(farm.configuration.namespace):")
+            .replacingOccurrences(of: "redis-cli ", with: "redis-cli -p \(port) ")
+        #expect(try shell(script).trimmingCharacters(in: .whitespacesAndNewlines) == "cancelled")
+        #expect(try await farm.status(id: "ext-0003")?.state == .cancelled)
+    }
+}
