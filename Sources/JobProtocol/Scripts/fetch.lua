@@ -11,11 +11,16 @@ local worker = ARGV[4]
 local aging = tonumber(ARGV[5])
 local nt = tonumber(ARGV[6])
 local every = math.max(1, tonumber(ARGV[7 + nt] or '') or 10)
--- Every key this call may write, before the first write (tier lists are checked as they are popped, job keys as read).
-need(P .. 'inflight', 'zset')
-need(P .. 'scheduled', 'zset')
-need(P .. 'aging', 'hash')
-need_dead_letters()
+-- Every key this call may write is checked before its first write (the first RPOP of a non-empty list, so that an
+-- empty fetch, the idle worker's, costs nothing more); tier lists are checked as they are popped, job keys as read.
+local CHECKED = false
+local function check_keys()
+  need(P .. 'inflight', 'zset')
+  need(P .. 'scheduled', 'zset')
+  need(P .. 'aging', 'hash')
+  need_dead_letters()
+  CHECKED = true
+end
 
 local order, aged = {}, {}
 for i = 1, nt do order[i] = ARGV[6 + i] end
@@ -36,6 +41,7 @@ if aging > 0 and nt > 1 then
 end
 local since, quota, any_aged, last = 0, 0, #aged > 0, nil
 if any_aged then
+  check_keys()
   local a = redis.call('HMGET', P .. 'aging', 'since', 'last')
   since = int_field('since', a[1], MAX_COUNT) or 0
   quota = math.floor((since + want) / every)
@@ -58,7 +64,8 @@ local function take(tier, n)
   local lk = P .. 't:' .. tier
   local taken = 0
   while taken < n do
-    if skipped[tier] then return taken end
+    if skipped[tier] or redis.call('EXISTS', lk) == 0 then return taken end
+    if not CHECKED then check_keys() end
     local items = redis.pcall('RPOP', lk, n - taken)
     if type(items) == 'table' and items['err'] then
       PROBLEMS[#PROBLEMS + 1] = lk .. ' is a ' .. key_type(lk) .. ', expected a list (tier skipped)'
