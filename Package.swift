@@ -31,8 +31,11 @@ let package = Package(
 
         // Wire: a small Redis client over hiredis.
         .target(name: "RedisClient", dependencies: ["CHiredis"]),
-        // The job envelope, key layout and Lua scripts: the protocol any language can speak.
-        .target(name: "JobProtocol", dependencies: ["CZlib"]),
+        // The job envelope, key layout and Lua scripts: the protocol any language can speak. The scripts are the
+        // files in Sources/JobProtocol/Scripts, embedded into the binary at build time by the EmbedLuaScripts plugin.
+        .target(name: "JobProtocol", dependencies: ["CZlib"], plugins: ["EmbedLuaScripts"]),
+        .executableTarget(name: "LuaEmbedder"),
+        .plugin(name: "EmbedLuaScripts", capability: .buildTool(), dependencies: ["LuaEmbedder"]),
         // The queue engine: enqueue, fetch with leases, ack/fail/retry, reaper, scheduler, dead letters, stats.
         .target(name: "JobQueue", dependencies: [
             "RedisClient", "JobProtocol",
@@ -89,6 +92,6 @@ let package = Package(
 
 // Every target sees only the members of modules it imports itself (SE-0444), so each file's imports and each
 // target's dependencies above say what it really uses.
-for target in package.targets where target.type != .system {
+for target in package.targets where target.type != .system && target.type != .plugin {
     target.swiftSettings = (target.swiftSettings ?? []) + [.enableUpcomingFeature("MemberImportVisibility")]
 }

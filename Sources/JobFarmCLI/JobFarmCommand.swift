@@ -53,7 +53,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Tiers, highest first (default: premium,standard,free).")
     var tiers: String = "premium,standard,free"
 
-    @Option(name: .long, help: "Tier policy: strict, strict:aging=10s, or weighted:premium=6,standard=3,free=1.")
+    @Option(name: .long, help: "Tier policy: strict, strict:aging=10s (aged tiers get one job in 10 fetched; strict:aging=10s,share=5 for one in 5), or weighted:premium=6,standard=3,free=1.")
     var tierPolicy: String = "strict:aging=10s"
 
     @Option(name: .long, parsing: .unconditional, help: "Lease length in seconds (a worker that stops heartbeating loses its jobs after this).")

@@ -35,7 +35,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// HASH `at` (server ms of the last reaper step) and `grace_until` (no reaping before it): the lease clock that
     /// stops while nobody reaches the queue.
     public var contact: String { prefix + "contact" }
-    /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued.
+    /// HASH of tier aging shared by all workers: `since` (jobs fetched since an aged tier was served), `last` (that tier).
+    public var aging: String { prefix + "aging" }
+    /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued, malformed.
     public var stats: String { prefix + "stats" }
     /// STRING idempotency key → job id, with a TTL.
     public func idempotency(_ key: String) -> String { prefix + "idem:" + key }

@@ -1,5 +1,6 @@
 import Synchronization
 import JobProtocol
+import Logging
 import RedisClient
 
 /// What a producer asks for: one job.
@@ -105,6 +106,13 @@ extension JobFarm {
         // Safe to repeat: ids are chosen here, and a job that exists is not made twice.
         func send(_ batch: [RedisRequest]) async throws -> RESPValue {
             let replies = try await retrying(for: .seconds(10), what: "enqueue") { try await client.pipeline(batch) }
+            if replies.count > 1, replies[0].errorMessage != nil {
+                // The registry (SADD in front) failed, the jobs are enqueued: say so once, workers without --queues miss the queue.
+                let error = try await registryError(replies[0])
+                if reportedProblems.withLock({ $0.insert(error.description).inserted }) {
+                    logger.error("enqueue could not register the queue: \(error) (workers started without --queues do not see it)")
+                }
+            }
             return replies[replies.count - 1]
         }
         if order.count == 1, requests.count <= chunkSize {

@@ -28,6 +28,17 @@ public final class JobFarm: Sendable {
     }
 
     private let next = AtomicCounter()
+    /// Problems a script skipped (keys of the wrong type) already logged, so each is logged once.
+    let reportedProblems = Mutex<Set<String>>([])
+
+    /// Logs, once per problem, what a script skipped and reported in its reply (a tier's list or a wake-up list of
+    /// the wrong type): the rest of the queue was served.
+    func logSkipped(_ reply: RESPValue?, queue: String, by script: String) {
+        guard let problems = reply?.array?.compactMap(\.string), !problems.isEmpty else { return }
+        for problem in problems where reportedProblems.withLock({ $0.insert(problem).inserted }) {
+            logger.error("\(script) skipped a key of the wrong type: \(problem). Look at it (redis-cli TYPE / DUMP), then DEL or RENAME it; the rest of the queue is served meanwhile", metadata: ["queue": "\(queue)"])
+        }
+    }
     /// Queues this process has added to the registry set (so bulk enqueues skip the SADD).
     let registeredQueues = Mutex<Set<String>>([])
 
@@ -72,10 +83,19 @@ public final class JobFarm: Sendable {
 
     /// Every queue that has ever had a job enqueued (the registry set).
     public func queues() async throws -> [String] {
-        let reply = try await retrying(for: .seconds(10), what: "queues") {
-            try await client.execute(RedisCommand("SMEMBERS", QueueKeys.registry(namespace: configuration.namespace)))
-        }
+        let registry = QueueKeys.registry(namespace: configuration.namespace)
+        let reply = try await retrying(for: .seconds(10), what: "queues") { try await client.send([RedisCommand("SMEMBERS", registry)])[0] }
+        if reply.errorMessage != nil { throw try await registryError(reply) }
         return (reply.array ?? []).compactMap(\.string).sorted()
+    }
+
+    /// The error for a failed command on the queue registry: `wrongType` when it is not a SET.
+    func registryError(_ reply: RESPValue) async throws -> JobFarmError {
+        let registry = QueueKeys.registry(namespace: configuration.namespace)
+        if let found = try await client.execute(RedisCommand("TYPE", registry)).string, found != "set", found != "none" {
+            return .wrongType(key: registry, operation: "queues", message: "\(registry) is a \(found), expected a set")
+        }
+        return JobFarmError(RedisError(reply: reply.errorMessage ?? "", context: "SMEMBERS \(registry)"), operation: "queues")
     }
 
     /// Redis settings that cost memory or CPU per job, each with what to change (empty when all is well,

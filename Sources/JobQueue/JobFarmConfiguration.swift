@@ -3,21 +3,32 @@ import RedisClient
 
 /// How fetch picks among the tiers of a queue.
 public enum TierPolicy: Sendable, Equatable {
-    /// Highest tier first; a lower tier whose oldest job has waited `agingAfter` or more is served first,
-    /// so no tier starves under a flood of higher-tier work. `nil` means strict priority, no aging.
-    case strict(agingAfter: Duration?)
+    /// Highest tier first. A lower tier whose oldest job has waited `agingAfter` or more is *aged*: aged tiers get
+    /// a bounded share, at most one job per `agedShare` jobs fetched (counted in Redis, across all workers), so no
+    /// tier starves under a flood of higher-tier work and none takes over either. `nil` means strict priority, no aging.
+    case strict(agingAfter: Duration?, agedShare: Int = TierPolicy.defaultAgedShare)
     /// Each fetch orders the tiers at random, a tier coming first with a probability proportional to its weight
     /// (Sidekiq's weighted queues). Tiers missing from the map weigh 1.
     case weighted([String: Int])
 
-    /// Parses `strict`, `strict:aging=10s`, `weighted:premium=6,standard=3,free=1`.
+    /// One aged job per this many fetched, unless the policy says otherwise (`strict:aging=10s,share=10`).
+    public static let defaultAgedShare = 10
+
+    /// Parses `strict`, `strict:aging=10s`, `strict:aging=10s,share=5`, `weighted:premium=6,standard=3,free=1`.
     public init(parsing text: String) throws {
         if text == "strict" { self = .strict(agingAfter: nil); return }
         if text.hasPrefix("strict:aging=") {
-            guard let duration = Duration.parse(String(text.dropFirst("strict:aging=".count))) else {
+            let parts = text.dropFirst("strict:aging=".count).split(separator: ",", omittingEmptySubsequences: false)
+            guard let duration = Duration.parse(String(parts[0])) else {
                 throw JobFarmError.invalidArgument("tier policy '\(text)': aging must be a duration such as 500ms, 10s or 2m")
             }
-            self = .strict(agingAfter: duration)
+            var share = Self.defaultAgedShare
+            if parts.count == 2, parts[1].hasPrefix("share="), let n = Int(parts[1].dropFirst("share=".count)), (1...1_000_000).contains(n) {
+                share = n
+            } else if parts.count != 1 {
+                throw JobFarmError.invalidArgument("tier policy '\(text)': after the aging time only share=N may follow (one aged job per N fetched, 1…1000000), as in strict:aging=10s,share=10")
+            }
+            self = .strict(agingAfter: duration, agedShare: share)
             return
         }
         if text.hasPrefix("weighted:") {
@@ -32,7 +43,7 @@ public enum TierPolicy: Sendable, Equatable {
             self = .weighted(weights)
             return
         }
-        throw JobFarmError.invalidArgument("tier policy '\(text)' is unknown: use strict, strict:aging=10s or weighted:premium=6,standard=3,free=1")
+        throw JobFarmError.invalidArgument("tier policy '\(text)' is unknown: use strict, strict:aging=10s, strict:aging=10s,share=10 or weighted:premium=6,standard=3,free=1")
     }
 }
 

@@ -42,16 +42,28 @@ extension JobFarm {
     /// - Parameter tiers: the tiers to serve (a subset of the configured ones); `nil` serves them all.
     public func fetch(queue: String, count: Int, worker: String, tiers only: [String]? = nil, on client: RedisClient) async throws -> [LeasedJob] {
         let reply = try await run(Scripts.fetch, queue: queue, arguments: fetchArguments(count: count, worker: worker, tiers: only), on: client, retryFor: .zero)
-        return try leasedJobs(from: reply, queue: queue)
+        return try await refusingInvalidText(try leasedJobs(from: reply, queue: queue), on: client)
+    }
+
+    /// Dead-letters, as `malformed`, the leased jobs whose envelope is not valid UTF-8 (a foreign producer's bytes),
+    /// instead of handing the worker a text in which they became U+FFFD; returns the others.
+    func refusingInvalidText(_ fetched: (jobs: [LeasedJob], invalid: [LeasedJob]), on client: RedisClient) async throws -> [LeasedJob] {
+        if fetched.invalid.isEmpty { return fetched.jobs }
+        let outcomes = fetched.invalid.map { job in
+            (job: job, outcome: AttemptOutcome.dead(reason: .malformed, error: "envelope is not valid UTF-8 (refused rather than run with its bytes replaced by U+FFFD)"))
+        }
+        for queue in Set(fetched.invalid.map(\.queue)) { _ = try await report(outcomes.filter { $0.job.queue == queue }, queue: queue, on: client) }
+        return fetched.jobs
     }
 
     /// Blocks until a job may be waiting in one of the queues (BLPOP on the wake-up lists of the tiers served, and
     /// on each queue's tier-less list that foreign clients push to; at most `timeout`),
     /// then fetches from every queue in the same round trip: the fetches are pipelined behind the BLPOP, and
     /// Redis runs them the moment the BLPOP returns (or times out). `count` is shared among the queues.
-    /// Throws the first fetch error (the jobs other queues leased in that round are then left to the reaper); an
-    /// error reply of the `BLPOP` itself only makes it return at once. `RedisWorkerDriver.awaitAndFetch` reports both
-    /// per queue and keeps every leased job.
+    /// Throws the first fetch error (the jobs other queues leased in that round are then left to the reaper). A
+    /// `BLPOP` that failed (a wake-up list of the wrong type) returns at once: when nothing was leased, that is thrown
+    /// (`wrongType` naming the list) rather than an empty answer the caller would loop on without pause.
+    /// `RedisWorkerDriver.awaitAndFetch` reports both per queue and keeps every leased job.
     public func awaitAndFetch(
         queues: [String], count: Int, worker: String, tiers: [String: [String]] = [:], timeout: Duration, on client: RedisClient
     ) async throws -> [LeasedJob] {
@@ -63,11 +75,15 @@ extension JobFarm {
         }
         var jobs: [LeasedJob] = []
         for (_, result) in round.fetched { jobs += try result.get() }
+        if jobs.isEmpty, let message = round.wait {
+            throw try await blockingError(message, keys: wakeUpKeys(queues: queues, tiers: tiers).map(\.key), on: client)
+        }
         return jobs
     }
 
     /// `awaitAndFetch` with each part's own result: the `BLPOP`'s error reply (nil when it blocked or woke as it
-    /// should) and, per queue, its leased jobs or its script's error. Throws only for the connection.
+    /// should) and, per queue, its leased jobs or its script's error. Throws only for the connection. Jobs whose
+    /// envelope is not valid UTF-8 are dead-lettered on the way (`refusingInvalidText`).
     func awaitAndFetchEach(
         queues: [String], count: Int, worker: String, tiers: [String: [String]], timeout: Duration, on client: RedisClient
     ) async throws -> (wait: String?, fetched: [(queue: String, result: Result<[LeasedJob], JobFarmError>)]) {
@@ -77,8 +93,15 @@ extension JobFarm {
         for queue in queues { requests.append(fetchRequest(queue: queue, count: share, worker: worker, tiers: tiers[queue])) }
         let replies = try await client.pipeline(requests, blockingFor: timeout)
         // Every queue's fetch ran; all that came are leased to us.
-        let fetched = zip(queues, replies.dropFirst()).map { queue, reply in
-            (queue, Result { try leasedJobs(from: reply, queue: queue) }.mapError { $0 as? JobFarmError ?? .redisFailed(operation: "fetch", cause: .unexpectedReply("\($0)")) })
+        var fetched: [(queue: String, result: Result<[LeasedJob], JobFarmError>)] = []
+        for (queue, reply) in zip(queues, replies.dropFirst()) {
+            do {
+                fetched.append((queue, .success(try await refusingInvalidText(try leasedJobs(from: reply, queue: queue), on: client))))
+            } catch let error as JobFarmError {
+                fetched.append((queue, .failure(error)))
+            } catch let error as RedisError {
+                fetched.append((queue, .failure(JobFarmError(error, operation: "fetch"))))
+            }
         }
         return (replies[0].errorMessage, fetched)
     }
@@ -106,6 +129,17 @@ extension JobFarm {
         .script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: count, worker: worker, tiers: only))
     }
 
+    /// The error for a failed BLPOP: `wrongType` naming the first of its keys that is not a list, if any.
+    private func blockingError(_ message: String, keys: [String], on client: RedisClient) async throws -> JobFarmError {
+        let types = try await client.pipeline(keys.map { .command(RedisCommand("TYPE", $0)) })
+        for (key, type) in zip(keys, types) {
+            if let found = type.string, found != "none", found != "list" {
+                return .wrongType(key: key, operation: "fetch", message: "waiting for work: \(key) is a \(found), expected a list (\(message))")
+            }
+        }
+        return JobFarmError(RedisError(reply: message, context: "waiting for work (BLPOP)"), operation: "fetch")
+    }
+
     /// The configured tiers in preference order, restricted to `only` when given.
     private func servedTiers(_ only: [String]?) -> [String] {
         let tiers = tierOrder()
@@ -115,22 +149,37 @@ extension JobFarm {
     private func fetchArguments(count: Int, worker: String, tiers only: [String]?) -> [String] {
         let tiers = servedTiers(only)
         var aging: Int64 = 0
-        if case .strict(let agingAfter?) = configuration.tierPolicy { aging = agingAfter.milliseconds }
+        var share = TierPolicy.defaultAgedShare
+        if case .strict(let agingAfter?, let agedShare) = configuration.tierPolicy {
+            aging = agingAfter.milliseconds
+            share = agedShare
+        }
         return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers
+            + [String(share)]
     }
 
-    func leasedJobs(from reply: RESPValue, queue: String) throws -> [LeasedJob] {
+    /// The jobs of a fetch reply (5 items per job, then possibly an array of what the script skipped), split into
+    /// those to run and those whose envelope is not valid UTF-8.
+    func leasedJobs(from reply: RESPValue, queue: String) throws -> (jobs: [LeasedJob], invalid: [LeasedJob]) {
         if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.fetch.name) }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
+        var invalid: [LeasedJob] = []
         jobs.reserveCapacity(items.count / 5)
         for base in stride(from: 0, to: items.count - 4, by: 5) {
-            jobs.append(LeasedJob(
+            var text = ""
+            var valid = true
+            if case .bulk(let bytes) = items[base + 4] {
+                if let decoded = String(validating: bytes, as: UTF8.self) { text = decoded } else { valid = false }
+            }
+            let job = LeasedJob(
                 id: items[base].string ?? "", queue: queue, tier: items[base + 3].string ?? "",
                 token: items[base + 1].string ?? "", attempt: items[base + 2].int ?? 1,
-                rawEnvelope: items[base + 4].string ?? ""))
+                rawEnvelope: text)
+            if valid { jobs.append(job) } else { invalid.append(job) }
         }
-        return jobs
+        if items.count % 5 == 1 { logSkipped(items.last, queue: queue, by: "fetch") }
+        return (jobs, invalid)
     }
 
     /// The tier order for one fetch: the configured order, or a weighted random order.
@@ -305,6 +354,7 @@ extension JobFarm {
             on: client, retryFor: .zero)
         let values = reply.array ?? []
         func value(_ index: Int) -> Int { index < values.count ? values[index].int ?? 0 : 0 }
+        if values.count > 3 { logSkipped(values[3], queue: queue, by: "reap") }
         return ReapResult(requeued: value(0), poisoned: value(1), graceRemaining: .milliseconds(value(2)))
     }
 
@@ -313,6 +363,7 @@ extension JobFarm {
     public func promoteDueJobs(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> (moved: Int, nextDue: Duration?) {
         let reply = try await run(Scripts.promote, queue: queue, arguments: [String(limit)], on: client, retryFor: .zero)
         let values = reply.array ?? []
+        if values.count > 2 { logSkipped(values[2], queue: queue, by: "promote") }
         let next = values.count > 1 ? values[1].int ?? -1 : -1
         return (values.first?.int ?? 0, next >= 0 ? .milliseconds(next) : nil)
     }

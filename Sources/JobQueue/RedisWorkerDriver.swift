@@ -37,7 +37,11 @@ public final class RedisWorkerDriver: WorkerDriver {
         // Not `farm.fetch`: a connection failure must stay a `RedisError`, apart from an error of this queue's script.
         let reply = try await fetchClient.pipeline([farm.fetchRequest(queue: queue, count: count, worker: worker, tiers: tiers)])[0]
         if let message = reply.errorMessage { throw QueueFetchError(queue: queue, message: "fetch script: \(message)") }
-        return try farm.leasedJobs(from: reply, queue: queue)
+        do {
+            return try await farm.refusingInvalidText(try farm.leasedJobs(from: reply, queue: queue), on: fetchClient)
+        } catch let error as JobFarmError where !error.isConnectionError {
+            throw QueueFetchError(queue: queue, message: "\(error)")
+        }
     }
 
     public func awaitAndFetch(queues: [String], count: Int, tiers: [String: [String]], timeout: Duration, worker: String) async throws -> FetchRound {

@@ -117,6 +117,11 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
         } else if message.hasPrefix("WRONGTYPE") {
             let text = script.map { "script \($0): \(message)" } ?? message
             self = .wrongType(key: Self.keyNamed(inWrongType: message) ?? key, message: text)
+        } else if message.hasPrefix("JOBFARM_WRONGTYPE ") {
+            // The protocol's scripts check key types before they write: "JOBFARM_WRONGTYPE <key> is a <type>, expected …".
+            let named = message.dropFirst("JOBFARM_WRONGTYPE ".count).split(separator: " ", maxSplits: 1).first.map(String.init)
+            let text = script.map { "script \($0): \(message)" } ?? message
+            self = .wrongType(key: named ?? key, message: text)
         } else if let script {
             self = .scriptFailed(script: script, message: message)
         } else {

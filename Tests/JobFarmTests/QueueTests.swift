@@ -151,6 +151,40 @@ struct QueueTests {
         #expect(served.count > 10)
     }
 
+    /// Aging guarantees that a lower tier is served, not that it takes over: with a backlog in every tier below premium
+    /// and premium work arriving at half the fetch rate, premium's wait stays bounded (aged tiers get one job per
+    /// `agedShare` fetched) while standard and free are still served.
+    @Test func agingGivesLowerTiersABoundedShareUnderAFloodInEveryTier() async throws {
+        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .milliseconds(300), agedShare: 5))
+        let client = RedisClient(configuration: farm.configuration.redis)
+        defer { client.close() }
+        let keys = QueueKeys(namespace: farm.configuration.namespace, queue: "default")
+        for tier in ["standard", "free"] {
+            _ = try await farm.enqueue((0..<400).map { _ in EnqueueRequest(kind: "noop", tier: tier) })
+        }
+        var served: [String: Int] = [:]
+        var premiumWaits: [Int64] = []
+        let clock = ContinuousClock()
+        let start = clock.now
+        var step = 0
+        while clock.now - start < .seconds(3) {
+            if step % 2 == 0 { _ = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "premium")) }
+            for job in try await farm.fetch(queue: "default", count: 1, worker: "w", on: client) {
+                served[job.tier, default: 0] += 1
+                if job.tier == "premium" {
+                    let times = try await client.execute("HMGET", keys.job(job.id), "qt", "started").array ?? []
+                    premiumWaits.append(Int64(times[1].int ?? 0) - Int64(times[0].int ?? 0))
+                }
+            }
+            step += 1
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let enqueuedPremium = (step + 1) / 2
+        #expect(premiumWaits.count >= enqueuedPremium - 2, "premium starved: \(premiumWaits.count) of \(enqueuedPremium) served")
+        #expect((premiumWaits.max() ?? .max) < 500, "premium waited up to \(premiumWaits.max() ?? -1) ms behind aged tiers")
+        #expect(served["standard", default: 0] >= 3 && served["free", default: 0] >= 3, "lower tiers not served: \(served)")
+    }
+
     @Test func weightedPolicyServesEveryTier() async throws {
         let farm = try TestRedis.farm(tierPolicy: .weighted(["premium": 6, "standard": 3, "free": 1]))
         let client = RedisClient(configuration: farm.configuration.redis)

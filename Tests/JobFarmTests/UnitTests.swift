@@ -151,6 +151,10 @@ struct PolicyTests {
     @Test func tierPolicyParsing() throws {
         #expect(try TierPolicy(parsing: "strict") == .strict(agingAfter: nil))
         #expect(try TierPolicy(parsing: "strict:aging=500ms") == .strict(agingAfter: .milliseconds(500)))
+        #expect(try TierPolicy(parsing: "strict:aging=500ms") == .strict(agingAfter: .milliseconds(500), agedShare: 10))
+        #expect(try TierPolicy(parsing: "strict:aging=2s,share=4") == .strict(agingAfter: .seconds(2), agedShare: 4))
+        #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "strict:aging=2s,share=0") }
+        #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "strict:aging=2s,every=4") }
         #expect(try TierPolicy(parsing: "weighted:premium=6,free=1") == .weighted(["premium": 6, "free": 1]))
         #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "weighted:premium=0") }
         #expect(throws: JobFarmError.self) { try TierPolicy(parsing: "fastest") }

@@ -1,0 +1,147 @@
+-- prelude.lua: the helpers every script starts with (each script is sent as this file followed by the script's own file).
+-- Time is the server's (TIME), so workers on machines with skewed clocks agree on lease deadlines.
+local P = KEYS[1]
+local Q = ARGV[1]
+local T = redis.call('TIME')
+local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+local function jobkey(id) return P .. 'job:' .. id end
+
+-- Valid values of the job-hash fields the scripts compute with or compare (docs/PROTOCOL.md §3, "Valid values").
+-- A record with anything else is dead-lettered `malformed`, the field and its value named, and the queue goes on.
+local MAX_COUNT = 1000000           -- attempts, lost
+local MAX_TOKEN = 9007199254740992  -- lease (2^53: exact as a Lua number and as a JSON number)
+local MAX_MS = 253402300799999      -- qt, run_at (9999-12-31 in ms)
+local STATES = {queued = true, scheduled = true, running = true, retrying = true, succeeded = true, dead = true,
+                cancelled = true}
+local function show(raw) return '"' .. string.sub(tostring(raw), 1, 80) .. '"' end
+-- An integer field (0..max; missing reads as 0): the number, or nil and what is wrong with it.
+local function int_field(name, raw, max)
+  if not raw then return 0 end
+  if #raw <= 16 and string.find(raw, '^%d+$') then
+    local v = tonumber(raw)
+    if v <= max then return v end
+  end
+  return nil, 'field ' .. name .. ' is ' .. show(raw) .. ': expected an integer 0..' .. string.format('%.0f', max)
+end
+-- The tier a job goes back to (missing reads as `standard`): the name, or nil and what is wrong with it.
+local function tier_field(raw)
+  if not raw then return 'standard' end
+  if #raw <= 64 and string.find(raw, '^[%w_%.%-]+$') then return raw end
+  return nil, 'field tier is ' .. show(raw) .. ': expected 1-64 characters of A-Z a-z 0-9 _ - .'
+end
+-- nil when `state` is one of the protocol's states, else what is wrong with it.
+local function bad_state(raw)
+  if raw and STATES[raw] then return nil end
+  return 'field state is ' .. show(raw) .. ': expected one of queued, scheduled, running, retrying, succeeded, dead, cancelled'
+end
+
+-- Keys of the wrong type (a foreign client's mistake): a script checks (TYPE) every key it is about to write before
+-- its first write, so it never leaves a half-written record. `need` fails the whole call with an error that names the
+-- key; `usable` lets a script skip what it can do without (one tier's list) and lists it in its reply (PROBLEMS).
+local PROBLEMS = {}
+local function key_type(key) return redis.call('TYPE', key)['ok'] end
+local function need(key, want)
+  local found = key_type(key)
+  if found ~= 'none' and found ~= want then
+    error({err = 'JOBFARM_WRONGTYPE ' .. key .. ' is a ' .. found .. ', expected a ' .. want .. ': nothing was changed. '
+      .. 'Look at it (redis-cli TYPE / DUMP), then DEL or RENAME it; the scripts that write it refuse to run until then'})
+  end
+end
+local function usable(key, want)
+  local found = key_type(key)
+  if found == 'none' or found == want then return true end
+  PROBLEMS[#PROBLEMS + 1] = key .. ' is a ' .. found .. ', expected a ' .. want
+  return false
+end
+-- Every key a dead-lettering writes.
+local function need_dead_letters()
+  need(P .. 'dead', 'zset')
+  need(P .. 'dead:entries', 'hash')
+  need(P .. 'dead:env', 'hash')
+  need(P .. 'stats', 'hash')
+end
+-- A job key's fields (HMGET), or nil when the key is not a hash (noted in PROBLEMS).
+local function job_fields(jk, ...)
+  local r = redis.pcall('HMGET', jk, ...)
+  if r['err'] then
+    PROBLEMS[#PROBLEMS + 1] = jk .. ' is a ' .. key_type(jk) .. ', expected a hash'
+    return nil
+  end
+  return r
+end
+
+-- One wake-up token per tier (a list of at most one element): idle workers block on the tiers they serve,
+-- so a worker that cannot take a job never swallows the token meant for one that can. A wake-up list of the wrong
+-- type is skipped (listed in PROBLEMS): the job is still in line, and the workers' BLPOP reports the key.
+local WOKEN = {}
+local function wake(tier)
+  tier = tier or 'standard'
+  if WOKEN[tier] then return end
+  WOKEN[tier] = true
+  local sk = P .. 'signal:' .. tier
+  if usable(sk, 'list') then
+    redis.call('LPUSH', sk, '1')
+    redis.call('LTRIM', sk, 0, 0)
+  end
+end
+-- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free.
+local LISTENING = nil
+local function publish(id, what)
+  if LISTENING == nil then
+    LISTENING = redis.call('PUBSUB', 'NUMPAT') > 0 or redis.call('PUBSUB', 'NUMSUB', P .. 'events')[2] > 0
+  end
+  if LISTENING then redis.call('PUBLISH', P .. 'events', id .. ' ' .. what) end
+end
+local function add_history(jk, record)
+  local h = redis.call('HGET', jk, 'history')
+  if h then h = h .. '\n' .. record else h = record end
+  redis.call('HSET', jk, 'history', h)
+end
+-- Moves a job (or a raw queue entry, when jk is nil) to the dead letters with a reason. The caller has checked the
+-- dead-letter keys (need_dead_letters) before its first write.
+local function dead_letter(id, jk, reason, err, raw, retention)
+  local env, attempts, history, kind = raw, 0, nil, nil
+  if jk then
+    local r = redis.call('HMGET', jk, 'env', 'attempts', 'history')
+    env = r[1] or raw or ''
+    attempts = int_field('attempts', r[2], MAX_COUNT) or 0
+    history = r[3]
+    redis.call('HSET', jk, 'state', 'dead', 'finished', NOW, 'error', err, 'reason', reason)
+    redis.call('HDEL', jk, 'worker', 'cancel')
+    if retention > 0 then redis.call('PEXPIRE', jk, retention) end
+  end
+  local ok, obj = pcall(cjson.decode, env)
+  if ok and type(obj) == 'table' and type(obj.kind) == 'string' then kind = obj.kind end
+  local meta = cjson.encode({id = id, queue = Q, reason = reason, error = err, dead_at = NOW,
+                             attempts = attempts, kind = kind})
+  local lines = {}
+  if history then for line in string.gmatch(history, '[^\n]+') do lines[#lines + 1] = line end end
+  meta = string.sub(meta, 1, -2) .. ',"history":[' .. table.concat(lines, ',') .. ']}'
+  redis.call('HSET', P .. 'dead:entries', id, meta)
+  redis.call('HSET', P .. 'dead:env', id, env)
+  redis.call('ZADD', P .. 'dead', NOW, id)
+  redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+  publish(id, 'dead')
+end
+-- Ends a job as cancelled (keep = '2' keeps it as a dead letter, reason `cancelled`).
+local function finish_cancelled(id, jk, keep, retention)
+  if keep == '2' then
+    dead_letter(id, jk, 'cancelled', 'cancelled by request', nil, retention)
+    return
+  end
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW, 'error', 'cancelled by request')
+  redis.call('HDEL', jk, 'worker', 'cancel')
+  if retention > 0 then redis.call('PEXPIRE', jk, retention) end
+  redis.call('HINCRBY', P .. 'stats', 'cancelled', 1)
+  publish(id, 'cancelled')
+end
+local function raw_dead_letter(item, err)
+  local id = 'malformed-' .. NOW .. '-' .. redis.call('HINCRBY', P .. 'stats', 'malformed', 1)
+  dead_letter(id, nil, 'malformed', err, item, 0)
+end
+-- A job record found invalid (fields named in `err`): dead-lettered `malformed` under its own id, so whoever waits
+-- for that id learns that it is dead; the job key must be a hash.
+local function malformed_record(id, jk, err, retention)
+  redis.call('HINCRBY', P .. 'stats', 'malformed', 1)
+  dead_letter(id, jk, 'malformed', 'invalid job record: ' .. err, nil, retention)
+end
