@@ -79,7 +79,7 @@ struct ContractTests {
                 "run", "\(api.base)/openapi.yaml", "--url", api.base,
                 "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
                 "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1", "--seed", "1",
-                "--request-timeout", "30", "--no-color",
+                "--request-timeout", "30", "--generation-database", "none", "--no-color",
             ], timeout: .seconds(200))
         }
         #expect(status == 0, "schemathesis found problems:\n\(output.suffix(6000))")

@@ -198,3 +198,21 @@ struct DispatcherHTTPTests {
         }
     }
 }
+
+@Suite("Waiting for a job", .enabled(if: TestRedis.available, "needs JOBFARM_TEST_REDIS_URL (scripts/test sets it)"))
+struct WaitCancellationTests {
+    /// The dispatcher ends waits at shutdown by cancelling them; `JobFarm.wait` used to ignore cancellation and
+    /// run to its timeout.
+    @Test(.timeLimit(.minutes(1)))
+    func aCancelledWaitEndsAtOnce() async throws {
+        let farm = try TestRedis.farm()
+        let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", delay: .seconds(60)))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let waiter = Task { try await farm.wait(for: id, timeout: .seconds(20)) }
+        try await Task.sleep(for: .milliseconds(300))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(clock.now - start < .seconds(3))
+    }
+}
