@@ -287,10 +287,11 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return Problem(error.status, detail: detail).response
         } catch is NIOTooManyBytesError {
             return Problem(.contentTooLarge, detail: "the body is too large").response
-        } catch let error as JobFarmError {
-            if case .invalidArgument(let text) = error { return Problem(.unprocessableContent, detail: text).response }
-            logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return Problem(.serviceUnavailable, detail: "Redis is unreachable or failing (\(error)); retry later",
+        } catch JobFarmError.invalidArgument(let text) {
+            return Problem(.unprocessableContent, detail: text).response
+        } catch JobFarmError.redis(let text) {
+            logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(text)"])
+            return Problem(.serviceUnavailable, detail: "Redis is unreachable or failing (\(text)); retry later",
                            headers: [.retryAfter: "1"]).response
         } catch {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
