@@ -80,7 +80,7 @@ struct ContractTests {
                 "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
                 "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1", "--seed", "1",
                 "--request-timeout", "30", "--generation-database", "none", "--no-color",
-            ], timeout: .seconds(200))
+            ], in: FileManager.default.temporaryDirectory, timeout: .seconds(200))  // it keeps a .schemathesis/ folder there
         }
         #expect(status == 0, "schemathesis found problems:\n\(output.suffix(6000))")
         #expect(output.contains("operations") || output.contains("Operations"), "\(output.suffix(2000))")
@@ -104,8 +104,9 @@ func shell(_ script: String) async throws -> String {
 
 /// Runs a program (looked up on PATH unless absolute) with a time limit, without blocking a thread of the
 /// cooperative pool (the dispatcher under test runs there); returns its exit status and output.
-func run(_ program: String, _ arguments: [String], timeout: Duration) async throws -> (Int32, String) {
+func run(_ program: String, _ arguments: [String], in directory: URL? = nil, timeout: Duration) async throws -> (Int32, String) {
     let process = Process()
+    if let directory { process.currentDirectoryURL = directory }
     if program.hasPrefix("/") {
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
