@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "jobfarm", targets: ["JobFarmCLI"]),
         .library(name: "JobQueue", targets: ["JobQueue"]),
         .library(name: "JobWorker", targets: ["JobWorker"]),
+        .library(name: "Dispatcher", targets: ["Dispatcher"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -15,6 +16,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        // Tests only: reads docs/openapi.yaml to check the routes and responses against it.
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // System libraries (Debian -dev packages). hiredis without pkg-config: its .pc file adds -D_FILE_OFFSET_BITS=64,
@@ -59,11 +64,21 @@ let package = Package(
             "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobQueue", "RedisClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
+        // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
+        .target(name: "Dispatcher", dependencies: [
+            "JobQueue", "JobProtocol",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], resources: [.embedInCode("openapi.yaml")]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -80,6 +95,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "DispatcherTests", dependencies: [
+            "Dispatcher", "JobFarmTesting", "JobQueue", "JobProtocol", "JobWorker", "JobKinds", "RedisClient",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [

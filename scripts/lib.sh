@@ -55,3 +55,16 @@ wait_for_redis() {
     done
     die "redis-server on port $port did not become ready (last reply: ${reply:-none}); see its log above"
 }
+
+# Installs schemathesis (PyPI) when it is missing, for the dispatcher's contract test; exports its path as
+# JOBFARM_SCHEMATHESIS.
+ensure_schemathesis() {
+    if ! command -v schemathesis >/dev/null; then
+        command -v python3 >/dev/null || die "python3 is needed to install schemathesis; install python3 and python3-pip"
+        say "installing schemathesis (PyPI) for the dispatcher's contract test"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'schemathesis>=4.32,<5' >/dev/null \
+            || die "pip install schemathesis failed; run it by hand to see why"
+    fi
+    JOBFARM_SCHEMATHESIS=$(command -v schemathesis) || die "schemathesis is installed but not on PATH; add pip's script directory to PATH"
+    export JOBFARM_SCHEMATHESIS
+}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Compute
+import Dispatch
 import Foundation
 import JobProtocol
 import JobQueue
@@ -343,9 +344,7 @@ struct CPUPeak {
 /// Best-of-rounds timing, interleaved so that load from other processes hits every variant alike.
 enum BenchTiming {
     static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+        Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
     }
 
     /// Best seconds per call of each body.

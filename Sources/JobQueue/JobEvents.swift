@@ -103,7 +103,8 @@ final class JobEvents: Sendable {
 extension JobFarm {
     /// Waits until the job is final (succeeded, dead or cancelled) and returns its status.
     /// Woken by published events, not by polling; `onUpdate` sees every progress change on the way.
-    /// - Throws: `JobFarmError.notFound` for an unknown id, `.timedOut` after `timeout`.
+    /// - Throws: `JobFarmError.notFound` for an unknown id, `.timedOut` after `timeout`, `CancellationError` when the
+    ///   calling task is cancelled.
     public func wait(
         for id: String, queue: String? = nil, timeout: Duration = .seconds(60),
         onUpdate: (@Sendable (JobStatus) -> Void)? = nil
@@ -125,8 +126,14 @@ extension JobFarm {
             if remaining <= .zero {
                 throw JobFarmError.timedOut("job \(id) is still \(status.state.rawValue) after \(timeout); wait again or check `jobfarm status \(id)`")
             }
-            // Wait for the next event, or re-check after a while in case the subscription is down.
-            await signal.wait(upTo: min(remaining, .seconds(5)))
+            // Wait for the next event, or re-check after a while in case the subscription is down; a cancelled
+            // caller (a client gone, a server shutting down) is answered at once.
+            await withTaskCancellationHandler {
+                await signal.wait(upTo: min(remaining, .seconds(5)))
+            } onCancel: {
+                signal.fire()
+            }
+            try Task.checkCancellation()
         }
     }
 }

@@ -227,13 +227,19 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 
-    /// Parses `250ms`, `10s`, `5m`, `2h`, `1d`, or a bare number of seconds (`1.5`).
+    /// Parses `250ms`, `10s`, `5m`, `2h`, `1d`, or a bare number of seconds (`1.5`); `nil` for anything else,
+    /// including `inf`, `nan` and durations past about 290 million years (they do not fit in milliseconds).
     public static func parse(_ text: String) -> Duration? {
+        func milliseconds(_ value: Double?, _ scale: Double) -> Duration? {
+            guard let value, value >= 0 else { return nil }
+            let ms = value * scale * 1000
+            guard ms.isFinite, ms < 9.2e18 else { return nil }
+            return .milliseconds(Int64(ms))
+        }
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)), value >= 0 { return .milliseconds(Int64(value * scale * 1000)) }
+            if let duration = milliseconds(Double(text.dropLast(suffix.count)), scale) { return duration }
         }
-        if let value = Double(text), value >= 0 { return .milliseconds(Int64(value * 1000)) }
-        return nil
+        return milliseconds(Double(text), 1)
     }
 }

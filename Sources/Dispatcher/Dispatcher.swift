@@ -1,0 +1,302 @@
+import Foundation
+import Hummingbird
+import JobProtocol
+import JobQueue
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// The HTTP dispatcher behind `jobfarm serve`: the routes of `docs/openapi.yaml` over a `JobFarm`.
+///
+/// Stateless: everything it knows is in Redis, so any number of replicas can run behind a load balancer.
+/// Routes are written by hand (docs/DESIGN-NOTES.md says why); `operations` lists them, and a test checks that
+/// list, and every response the tests get, against the document.
+public struct Dispatcher: Sendable {
+    public let farm: JobFarm
+    public let configuration: DispatcherConfiguration
+    let validator: SubmissionValidator
+    let workers: WorkerDirectory
+    let logger: Logger
+
+    /// Every operation served: method and path template, as in docs/openapi.yaml.
+    public static let operations: [(method: String, path: String)] = [
+        ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
+        ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/queues"), ("GET", "/healthz"), ("GET", "/readyz"),
+        ("GET", "/openapi.yaml"),
+    ]
+
+    /// The contract, embedded at build time from docs/openapi.yaml.
+    public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
+
+    public init(farm: JobFarm, configuration: DispatcherConfiguration, logger: Logger = Logger(label: "jobfarm.dispatcher")) throws {
+        try configuration.validate()
+        self.farm = farm
+        self.configuration = configuration
+        self.validator = SubmissionValidator(configuration: configuration, farm: farm.configuration)
+        self.workers = WorkerDirectory(farm: farm, ttl: configuration.workerCacheTTL, logger: logger)
+        self.logger = logger
+    }
+
+    /// The Hummingbird application: a `Service` to run in a `ServiceGroup` (graceful shutdown stops accepting
+    /// connections and lets requests in flight finish; waits in progress answer at once with the job's state).
+    public func makeApplication(
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: makeRouter(),
+            configuration: ApplicationConfiguration(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "jobfarm"),
+            onServerRunning: onServerRunning, logger: logger)
+    }
+
+    /// The routes.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: ProblemMiddleware(logger: logger))
+        router.post("/v1/jobs") { request, context in try await submit(request) }
+        router.post("/v1/jobs:bulk") { request, context in try await submitBulk(request) }
+        router.get("/v1/jobs/{id}") { request, context in try await show(id: context.parameters.get("id") ?? "") }
+        router.delete("/v1/jobs/{id}") { request, context in try await cancel(id: context.parameters.get("id") ?? "") }
+        router.get("/v1/jobs/{id}/wait") { request, context in
+            try await wait(id: context.parameters.get("id") ?? "", timeout: request.uri.queryParameters.get("timeout"))
+        }
+        router.get("/v1/queues") { _, _ in try await queues() }
+        router.get("/healthz") { _, _ in Self.json(.ok, .object(["status": .string("ok")])) }
+        router.get("/readyz") { _, _ in try await ready() }
+        router.get("/openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.openAPIDocument)))
+        }
+        return router
+    }
+
+    // MARK: - Submissions
+
+    func submit(_ request: Request) async throws -> Response {
+        let body = try await readJSON(request)
+        switch validator.single(body) {
+        case .failure(let problems): throw Self.invalid(problems)
+        case .success(let job):
+            let id = try await farm.enqueue(job)
+            let accepted = await acceptedJSON(job, id: id)
+            return Self.json(.created, accepted, headers: [.location: "/v1/jobs/\(id)"])
+        }
+    }
+
+    func submitBulk(_ request: Request) async throws -> Response {
+        let body = try await readJSON(request)
+        switch validator.bulk(body) {
+        case .failure(let problems): throw Self.invalid(problems)
+        case .success(let jobs):
+            // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
+            let ids = try await farm.enqueue(jobs)
+            var accepted: [JSONValue] = []
+            accepted.reserveCapacity(jobs.count)
+            for (job, id) in zip(jobs, ids) { accepted.append(await acceptedJSON(job, id: id)) }
+            return Self.json(.created, .object(["jobs": .array(accepted)]))
+        }
+    }
+
+    /// The answer for one accepted job.
+    func acceptedJSON(_ job: EnqueueRequest, id: String) async -> JSONValue {
+        let scheduled = (job.delay ?? .zero) > .zero || (job.runAt.map { $0 > WallClock.nowMilliseconds() } ?? false)
+        return .object([
+            "id": .string(id), "kind": .string(job.kind), "queue": .string(job.queue),
+            "tier": .string(job.tier ?? farm.configuration.defaultTier),
+            "state": .string(scheduled ? "scheduled" : "queued"),
+            "workersServing": .number(Double(await workers.serving(job.queue))),
+            "links": Self.links(id),
+        ])
+    }
+
+    /// Reads the body as JSON: 415 unless it says JSON, 413 over the limit, 400 unless it parses.
+    func readJSON(_ request: Request) async throws -> JSONValue {
+        let contentType = request.headers[.contentType] ?? ""
+        let mediaType = contentType.split(separator: ";").first.map { String($0).trimmingWhitespace.lowercased() } ?? ""
+        guard mediaType == "application/json" else {
+            throw Problem(.unsupportedMediaType,
+                          detail: contentType.isEmpty ? "no Content-Type: send the body as application/json"
+                              : "Content-Type '\(contentType.prefix(100))' is not accepted: send the body as application/json")
+        }
+        let limit = configuration.bodyLimitBytes
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw Self.tooLarge(limit)
+        }
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw Self.tooLarge(limit)
+        }
+        if buffer.readableBytes == 0 { throw Problem(.badRequest, detail: "the body is empty: send a JSON object") }
+        do {
+            return try buffer.readableBytesView.withContiguousStorageIfAvailable { bytes in
+                try JSONParser.parse(bytes: bytes)
+            } ?? JSONParser.parse(String(buffer: buffer))
+        } catch let failure as JSONParser.Failure {
+            throw Problem(.badRequest, detail: "the body is not valid JSON: \(failure.message) at byte \(failure.offset)")
+        } catch {
+            throw Problem(.badRequest, detail: "the body is not valid JSON: \(error)")
+        }
+    }
+
+    static func tooLarge(_ limit: Int) -> Problem {
+        Problem(.contentTooLarge, detail: "the body is over the limit of \(limit) bytes: send fewer jobs per request, or smaller payloads")
+    }
+
+    static func invalid(_ problems: Problems) -> Problem {
+        let count = problems.items.count
+        return Problem(.unprocessableContent, detail: "the request has \(count) problem\(count == 1 ? "" : "s"); nothing was enqueued",
+                       errors: problems.items)
+    }
+
+    // MARK: - One job
+
+    func show(id: String) async throws -> Response {
+        guard JobID.isValid(id), let status = try await farm.status(id: id) else { throw Problem.notFound(job: id) }
+        return Self.json(.ok, Self.statusJSON(status))
+    }
+
+    func cancel(id: String) async throws -> Response {
+        guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        let outcome: String
+        switch try await farm.cancel(id: id) {
+        case .notFound: throw Problem.notFound(job: id)
+        case .cancelled: outcome = "cancelled"
+        case .cancelling: outcome = "cancelling"
+        case .alreadyFinished: outcome = "already_finished"
+        }
+        return Self.json(.ok, .object(["id": .string(id), "outcome": .string(outcome), "links": Self.links(id)]))
+    }
+
+    /// Long poll: answers when the job is final, woken by the published events (the library's `wait`), or at
+    /// the timeout (or at graceful shutdown) with the state it has then.
+    func wait(id: String, timeout text: String?) async throws -> Response {
+        var timeout = configuration.defaultWait
+        if let text {
+            guard let parsed = Duration.parse(text), parsed <= configuration.maxWait else {
+                throw Problem(.badRequest, detail: "the query parameter timeout is not valid", errors: [
+                    FieldProblem(parameter: "timeout", "must be a duration of 0s…\(Int(configuration.maxWait.seconds))s such as 30s or 500ms, got '\(text.prefix(32))'"),
+                ])
+            }
+            timeout = parsed
+        }
+        guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        let farm = self.farm
+        let limit = timeout
+        do {
+            let status = try await cancelWhenGracefulShutdown { try await farm.wait(for: id, timeout: limit) }
+            return Self.json(.ok, Self.statusJSON(status))
+        } catch JobFarmError.notFound(_) {
+            throw Problem.notFound(job: id)
+        } catch JobFarmError.timedOut(_) {
+        } catch is CancellationError {
+        }
+        guard let status = try await farm.status(id: id) else { throw Problem.notFound(job: id) }
+        return Self.json(.ok, Self.statusJSON(status))
+    }
+
+    // MARK: - Queues and health
+
+    func queues() async throws -> Response {
+        let names = Set(try await farm.queues()).union(configuration.routing.routedQueues).sorted()
+        let stats = try await farm.stats(queues: names)
+        var items: [JSONValue] = []
+        for queue in stats {
+            var object: [String: JSONValue] = [
+                "name": .string(queue.queue), "depth": .number(Double(queue.depth)),
+                "inFlight": .number(Double(queue.inflight)), "scheduled": .number(Double(queue.scheduled)),
+                "dead": .number(Double(queue.dead)),
+                "workersServing": .number(Double(await workers.serving(queue.queue))),
+                "tiers": .array(queue.tiers.map { tier in
+                    var item: [String: JSONValue] = ["name": .string(tier.name), "depth": .number(Double(tier.depth))]
+                    if let age = tier.oldestAge { item["oldestAgeSeconds"] = .number(age.seconds) }
+                    return .object(item)
+                }),
+            ]
+            if let age = queue.oldestAge { object["oldestAgeSeconds"] = .number(age.seconds) }
+            items.append(.object(object))
+        }
+        return Self.json(.ok, .object(["queues": .array(items)]))
+    }
+
+    func ready() async throws -> Response {
+        do {
+            let roundTrip = try await farm.ping()
+            return Self.json(.ok, .object(["status": .string("ready"), "redisMilliseconds": .number(roundTrip.seconds * 1000)]))
+        } catch {
+            throw Problem(.serviceUnavailable, detail: "Redis does not answer (\(error)); check that it runs and the --redis-url",
+                          headers: [.retryAfter: "1"])
+        }
+    }
+
+    // MARK: - JSON
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(string: value.jsonText)))
+    }
+
+    static func links(_ id: String) -> JSONValue {
+        .object(["self": .string("/v1/jobs/\(id)"), "wait": .string("/v1/jobs/\(id)/wait")])
+    }
+
+    /// A job's status as the API shows it (camelCase, RFC 3339 times).
+    static func statusJSON(_ status: JobStatus) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "id": .string(status.id), "queue": .string(status.queue), "state": .string(status.state.rawValue),
+            "attempts": .number(Double(status.attempts)), "cancelRequested": .bool(status.cancelRequested),
+            "links": links(status.id),
+        ]
+        if let kind = status.kind { object["kind"] = .string(kind) }
+        if let tier = status.tier { object["tier"] = .string(tier) }
+        if let maxAttempts = status.maxAttempts { object["maxAttempts"] = .number(Double(maxAttempts)) }
+        if let progress = status.progress { object["progress"] = .number(progress) }
+        if let result = status.result { object["result"] = result }
+        if let error = status.error { object["error"] = .string(error) }
+        if let reason = status.reason { object["reason"] = .string(reason) }
+        for (key, value) in [("enqueuedAt", status.enqueuedAt), ("startedAt", status.startedAt),
+                             ("finishedAt", status.finishedAt), ("runAt", status.runAt)] {
+            if let value { object[key] = .string(rfc3339(value)) }
+        }
+        return .object(object)
+    }
+
+    static func rfc3339(_ milliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+}
+
+/// Turns every error into an `application/problem+json` answer: `Problem`s as they are, Hummingbird's own
+/// errors (unknown route: 404) with their status, Redis trouble as 503, anything else as 500 (logged).
+struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let problem as Problem {
+            return problem.response
+        } catch let error as HTTPError {
+            let detail = error.status == .notFound
+                ? "no route \(request.method.rawValue) \(request.uri.path); the routes are in /openapi.yaml" : (error.body ?? error.status.reasonPhrase)
+            return Problem(error.status, detail: detail).response
+        } catch is NIOTooManyBytesError {
+            return Problem(.contentTooLarge, detail: "the body is too large").response
+        } catch JobFarmError.invalidArgument(let text) {
+            return Problem(.unprocessableContent, detail: text).response
+        } catch let error as JobFarmError where error.isConnectionError || error.isConfigurationError {
+            // Redis down, not ready, or refusing this dispatcher's credentials: nothing the client can mend.
+            logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Problem(.serviceUnavailable, detail: "Redis is unreachable or failing (\(error)); retry later",
+                           headers: [.retryAfter: "1"]).response
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Problem(.internalServerError, detail: "the dispatcher failed: \(error)").response
+        }
+    }
+}

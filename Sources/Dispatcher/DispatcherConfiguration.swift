@@ -1,0 +1,141 @@
+import JobProtocol
+import JobQueue
+
+/// Where each job kind goes. Frontends name a kind and a tier, never a queue; a kind missing here is refused
+/// at submission (422) instead of being dead-lettered later as `malformed` by a worker that does not know it.
+public struct RoutingTable: Sendable, Equatable {
+    /// kind → queue.
+    public var queues: [String: String]
+
+    public init(_ queues: [String: String]) {
+        self.queues = queues
+    }
+
+    /// The kinds this repository ships: the ML kinds run on the `ml` pool, the rest on `default` (workers.yaml).
+    public static let `default` = RoutingTable([
+        "inference": "ml", "batch_analysis": "ml", "quantize": "ml", "validate": "ml", "train": "ml",
+        "noop": "default", "echo": "default", "sleep": "default", "fail": "default",
+    ])
+
+    /// The queue of `kind`, or `nil` when the farm does not know the kind.
+    public func queue(for kind: String) -> String? { queues[kind] }
+
+    /// Known kinds, sorted.
+    public var kinds: [String] { queues.keys.sorted() }
+
+    /// Every queue a kind routes to, sorted.
+    public var routedQueues: [String] { Set(queues.values).sorted() }
+
+    /// Parses `kind=queue,kind=queue` (a whole table, not additions to the default).
+    public init(parsing text: String) throws {
+        var table: [String: String] = [:]
+        for item in text.split(separator: ",") {
+            let pair = item.split(separator: "=", omittingEmptySubsequences: false).map { String($0).trimmingWhitespace }
+            guard pair.count == 2, !pair[0].isEmpty, pair[0].utf8.count <= 128, QueueKeys.isValidName(pair[1]) else {
+                throw JobFarmError.invalidArgument(
+                    "routing entry '\(item)' must be kind=queue (queue: 1–64 of A–Z a–z 0–9 _ - .), as in inference=ml,echo=default")
+            }
+            table[pair[0]] = pair[1]
+        }
+        guard !table.isEmpty else {
+            throw JobFarmError.invalidArgument("the routing table is empty: give kind=queue pairs, as in inference=ml,echo=default")
+        }
+        self.queues = table
+    }
+}
+
+/// The settings of `jobfarm serve`: one value with defaults, overridden by `JOBFARM_SERVE_*` environment variables
+/// (`init(environment:)`), then by flags. The Redis side (URL, namespace, tiers) is the farm's `JobFarmConfiguration`.
+public struct DispatcherConfiguration: Sendable {
+    /// Address to listen on.
+    public var host: String
+    /// Port to listen on; 0 picks a free one (tests).
+    public var port: Int
+    /// Largest request body accepted (413 above it).
+    public var bodyLimitBytes: Int
+    /// Most jobs in one `POST /v1/jobs:bulk`.
+    public var bulkLimit: Int
+    /// kind → queue.
+    public var routing: RoutingTable
+    /// Longest `GET /v1/jobs/{id}/wait`; a longer `timeout` is refused.
+    public var maxWait: Duration
+    /// `timeout` of a wait that names none.
+    public var defaultWait: Duration
+    /// How long the live-worker count per queue is reused before the registry is read again.
+    public var workerCacheTTL: Duration
+    /// Per-kind payload checks run after the field checks (none yet: see `PayloadValidator`).
+    public var payloadValidators: [String: any PayloadValidator]
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8080, bodyLimitBytes: Int = 4 << 20, bulkLimit: Int = 1000,
+        routing: RoutingTable = .default, maxWait: Duration = .seconds(60), defaultWait: Duration = .seconds(30),
+        workerCacheTTL: Duration = .seconds(1), payloadValidators: [String: any PayloadValidator] = [:]
+    ) {
+        self.host = host
+        self.port = port
+        self.bodyLimitBytes = bodyLimitBytes
+        self.bulkLimit = bulkLimit
+        self.routing = routing
+        self.maxWait = maxWait
+        self.defaultWait = defaultWait
+        self.workerCacheTTL = workerCacheTTL
+        self.payloadValidators = payloadValidators
+    }
+
+    /// The environment variables read by `init(environment:)`, with what each sets.
+    public static let environmentVariables: [(name: String, meaning: String)] = [
+        ("JOBFARM_SERVE_HOST", "address to listen on (127.0.0.1)"),
+        ("JOBFARM_SERVE_PORT", "port (8080)"),
+        ("JOBFARM_SERVE_BODY_LIMIT", "largest request body in bytes (4194304)"),
+        ("JOBFARM_SERVE_BULK_LIMIT", "most jobs per bulk request (1000)"),
+        ("JOBFARM_SERVE_ROUTES", "kind=queue,… (the ML kinds to ml, the rest to default)"),
+        ("JOBFARM_SERVE_MAX_WAIT", "longest wait, e.g. 60s"),
+    ]
+
+    /// The defaults, overridden by whichever `JOBFARM_SERVE_*` variables are set; names the variable that is wrong.
+    public init(environment: [String: String]) throws {
+        self.init()
+        if let value = environment["JOBFARM_SERVE_HOST"], !value.isEmpty { host = value }
+        if let value = environment["JOBFARM_SERVE_PORT"] {
+            guard let number = Int(value) else { throw JobFarmError.invalidArgument("JOBFARM_SERVE_PORT '\(value)' is not a port number") }
+            port = number
+        }
+        if let value = environment["JOBFARM_SERVE_BODY_LIMIT"] {
+            guard let number = Int(value) else { throw JobFarmError.invalidArgument("JOBFARM_SERVE_BODY_LIMIT '\(value)' is not a number of bytes") }
+            bodyLimitBytes = number
+        }
+        if let value = environment["JOBFARM_SERVE_BULK_LIMIT"] {
+            guard let number = Int(value) else { throw JobFarmError.invalidArgument("JOBFARM_SERVE_BULK_LIMIT '\(value)' is not a number") }
+            bulkLimit = number
+        }
+        if let value = environment["JOBFARM_SERVE_ROUTES"] { routing = try RoutingTable(parsing: value) }
+        if let value = environment["JOBFARM_SERVE_MAX_WAIT"] {
+            guard let duration = Duration.parse(value) else {
+                throw JobFarmError.invalidArgument("JOBFARM_SERVE_MAX_WAIT '\(value)' is not a duration such as 60s")
+            }
+            maxWait = duration
+        }
+        try validate()
+    }
+
+    /// Checks the settings, naming the first that is wrong and what would be right.
+    public func validate() throws {
+        guard (0...65_535).contains(port) else { throw JobFarmError.invalidArgument("port \(port) must be 0…65535") }
+        guard bodyLimitBytes >= 1024 else { throw JobFarmError.invalidArgument("the body limit \(bodyLimitBytes) must be at least 1024 bytes") }
+        guard bulkLimit >= 1 else { throw JobFarmError.invalidArgument("the bulk limit \(bulkLimit) must be at least 1") }
+        guard maxWait >= .seconds(1) else { throw JobFarmError.invalidArgument("the longest wait must be at least 1s") }
+        if defaultWait > maxWait {
+            throw JobFarmError.invalidArgument("the default wait \(defaultWait) is longer than the longest wait \(maxWait)")
+        }
+        guard !routing.queues.isEmpty else { throw JobFarmError.invalidArgument("the routing table is empty") }
+    }
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var text = Substring(self)
+        while let first = text.first, first.isWhitespace { text = text.dropFirst() }
+        while let last = text.last, last.isWhitespace { text = text.dropLast() }
+        return String(text)
+    }
+}

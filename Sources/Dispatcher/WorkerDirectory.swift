@@ -1,0 +1,55 @@
+import JobQueue
+import Logging
+import Synchronization
+
+/// How many live workers serve each queue, from the worker registry the library exposes (`JobFarm.workers`),
+/// read at most once per `ttl` so submissions do not each cost a registry scan.
+///
+/// A worker counts while its registry hash exists (its lease keeper refreshes it; it expires 3 leases after the
+/// last heartbeat). A worker started without `--queues` (`*`) serves every queue. Kinds are not in the registry:
+/// the routing table is what ties a kind to the queue whose workers run it.
+final class WorkerDirectory: Sendable {
+    private struct Snapshot {
+        var takenAt: ContinuousClock.Instant
+        var byQueue: [String: Int]
+        var everyQueue: Int
+    }
+
+    private let farm: JobFarm
+    private let ttl: Duration
+    private let logger: Logger
+    private let snapshot = Mutex<Snapshot?>(nil)
+
+    init(farm: JobFarm, ttl: Duration, logger: Logger) {
+        self.farm = farm
+        self.ttl = ttl
+        self.logger = logger
+    }
+
+    /// Live workers serving `queue` (0 when the registry cannot be read: the job is accepted all the same).
+    func serving(_ queue: String) async -> Int {
+        let now = ContinuousClock.now
+        if let cached = snapshot.withLock({ $0 }), now - cached.takenAt < ttl {
+            return cached.byQueue[queue, default: 0] + cached.everyQueue
+        }
+        do {
+            var byQueue: [String: Int] = [:]
+            var everyQueue = 0
+            for worker in try await farm.workers() where !worker.fields.isEmpty {
+                let queues = worker.fields["queues"] ?? "*"
+                if queues == "*" {
+                    everyQueue += 1
+                } else {
+                    for name in Set(queues.split(separator: ",").map(String.init)) { byQueue[name, default: 0] += 1 }
+                }
+            }
+            let fresh = Snapshot(takenAt: now, byQueue: byQueue, everyQueue: everyQueue)
+            snapshot.withLock { $0 = fresh }
+            return byQueue[queue, default: 0] + everyQueue
+        } catch {
+            logger.warning("cannot read the worker registry", metadata: ["error": "\(error)"])
+            let cached = snapshot.withLock { $0 }
+            return (cached?.byQueue[queue] ?? 0) + (cached?.everyQueue ?? 0)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Dispatcher
+import Foundation
+import JobQueue
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+/// `jobfarm serve`: the HTTP dispatcher frontends submit jobs to (docs/openapi.yaml).
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the HTTP dispatcher: submit, wait for and cancel jobs over HTTP (docs/openapi.yaml).",
+        discussion: """
+            Settings: the defaults, then JOBFARM_SERVE_* environment variables, then these flags. \
+            Environment: \(DispatcherConfiguration.environmentVariables.map { "\($0.name) (\($0.meaning))" }.joined(separator: ", ")). \
+            SIGTERM/SIGINT: stop accepting connections, finish the requests in flight (a wait in progress answers at once \
+            with the job's state), exit.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Address to listen on (default: $JOBFARM_SERVE_HOST, else 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on; 0 picks a free one (default: $JOBFARM_SERVE_PORT, else 8080).") var port: Int?
+    @Option(help: "Largest request body in bytes (default: $JOBFARM_SERVE_BODY_LIMIT, else 4194304).") var bodyLimit: Int?
+    @Option(help: "Most jobs per POST /v1/jobs:bulk (default: $JOBFARM_SERVE_BULK_LIMIT, else 1000).") var bulkLimit: Int?
+    @Option(help: "Routing table kind=queue,… replacing the default (ML kinds to ml, the rest to default; $JOBFARM_SERVE_ROUTES).")
+    var routes: String?
+    @Option(help: "Longest wait a client may ask for, e.g. 60s (default: $JOBFARM_SERVE_MAX_WAIT, else 60s).") var maxWait: String?
+
+    func run() async throws {
+        let farm = try global.makeFarm()
+        var configuration: DispatcherConfiguration
+        do {
+            configuration = try DispatcherConfiguration(environment: ProcessInfo.processInfo.environment)
+            if let host { configuration.host = host }
+            if let port { configuration.port = port }
+            if let bodyLimit { configuration.bodyLimitBytes = bodyLimit }
+            if let bulkLimit { configuration.bulkLimit = bulkLimit }
+            if let routes { configuration.routing = try RoutingTable(parsing: routes) }
+            if let maxWait {
+                guard let duration = Duration.parse(maxWait) else { throw ValidationError("--max-wait '\(maxWait)' is not a duration such as 60s") }
+                configuration.maxWait = duration
+            }
+            if configuration.defaultWait > configuration.maxWait { configuration.defaultWait = configuration.maxWait }
+            try configuration.validate()
+        } catch let error as JobFarmError {
+            throw ValidationError("\(error)")
+        }
+        let logger = Logger(label: "jobfarm.serve")
+        let dispatcher = try Dispatcher(farm: farm, configuration: configuration, logger: logger)
+        let (host, port) = (configuration.host, configuration.port)
+        let application = dispatcher.makeApplication { channel in
+            // Printed on stdout so scripts that pass --port 0 learn the port.
+            print("listening on http://\(host):\(channel.localAddress?.port ?? port)")
+            fflush(nil)
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: application, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "jobfarm.lifecycle")))
+        try await group.run()
+    }
+}
