@@ -211,12 +211,11 @@ extension JSONValue {
 
 /// The key of an array element in coding paths: "Index 3", as Foundation's `JSONDecoder` names it.
 struct JSONIndexKey: CodingKey {
-    let intValue: Int?
-    let stringValue: String
-    init(index: Int) {
-        intValue = index
-        stringValue = "Index \(index)"
-    }
+    let index: Int
+    var intValue: Int? { index }
+    /// Made when asked for (error messages): not for every element decoded.
+    var stringValue: String { "Index \(index)" }
+    init(index: Int) { self.index = index }
     init?(stringValue: String) { return nil }
     init?(intValue: Int) { self.init(index: intValue) }
     /// `super`, for `superDecoder()`.

@@ -22,6 +22,7 @@ public struct JSONValueEncoder: Sendable {
     public func encodeText<T: Encodable>(_ value: T) throws -> String {
         let node = try encodeNode(value)
         var out = ""
+        out.reserveCapacity(256)
         node.write(to: &out)
         return out
     }
@@ -40,8 +41,10 @@ public struct JSONValueEncoder: Sendable {
 /// What an encoder built: a tree whose containers are references, so a container handed out can still be filled.
 enum EncodedNode {
     case value(JSONValue)
-    /// A number whose exact text differs from its double's (a `Float`, an integer beyond ±2^53, a `Decimal`).
+    /// A number whose exact text differs from its double's (an integer beyond ±2^53, a `Decimal`).
     case exact(Double, String)
+    /// Written with its shortest text (`0.1`); as a `JSONValue`, the double that text reads as.
+    case float(Float)
     case array(EncodedArray)
     case object(EncodedObject)
     /// What a `superEncoder()` produced, read when the tree is.
@@ -51,6 +54,7 @@ enum EncodedNode {
         switch self {
         case .value(let value): return value
         case .exact(let number, _): return .number(number)
+        case .float(let value): return .number(EncodedNode.text(of: value).double)
         case .array(let array): return .array(array.items.map(\.jsonValue))
         case .object(let object):
             var members: [String: JSONValue] = [:]
@@ -65,6 +69,7 @@ enum EncodedNode {
         switch self {
         case .value(let value): value.write(to: &out)
         case .exact(_, let text): out += text
+        case .float(let value): out += EncodedNode.text(of: value).text
         case .array(let array):
             out += "["
             for (index, item) in array.items.enumerated() {
@@ -86,6 +91,18 @@ enum EncodedNode {
     }
 }
 
+extension EncodedNode {
+    /// The shortest text that reads back as `value`, and the double a JSON reader of that text gets.
+    static func text(of value: Float) -> (text: String, double: Double) {
+        if value == value.rounded() && value.magnitude < 1e15 {
+            let integer = Int64(value)
+            return (String(integer), Double(integer))
+        }
+        let text = value.description
+        return (text, Double(text) ?? Double(value))
+    }
+}
+
 final class EncodedArray {
     var items: [EncodedNode] = []
 }
@@ -94,15 +111,25 @@ final class EncodedArray {
 final class EncodedObject {
     var keys: [String] = []
     var values: [EncodedNode] = []
-    private var positions: [String: Int] = [:]
+    /// Positions by key, made once an object grows past a few members (most have a handful: a scan is cheaper).
+    private var positions: [String: Int]?
 
     func set(_ key: String, _ value: EncodedNode) {
-        if let position = positions[key] {
+        if let positions {
+            if let position = positions[key] {
+                values[position] = value
+                return
+            }
+        } else if let position = keys.firstIndex(of: key) {
             values[position] = value
-        } else {
-            positions[key] = keys.count
-            keys.append(key)
-            values.append(value)
+            return
+        }
+        keys.append(key)
+        values.append(value)
+        if positions != nil {
+            positions![key] = keys.count - 1
+        } else if keys.count > 16 {
+            positions = Dictionary(uniqueKeysWithValues: zip(keys, keys.indices))
         }
     }
 }
@@ -199,10 +226,7 @@ final class JSONValueEncoding: Encoder {
 
     func float(_ value: Float, key: (any CodingKey)?) throws -> EncodedNode {
         guard value.isFinite else { throw invalid(value, "Unable to encode Float.\(value) directly in JSON.", key: key) }
-        // The shortest text that reads back as this Float, and the double that text reads as (what a JSON reader
-        // of the text gets).
-        let text = value == value.rounded() && value.magnitude < 1e15 ? String(Int64(value)) : "\(value)"
-        return .exact(Double(text) ?? Double(value), text)
+        return .float(value)
     }
 
     func integer<T: BinaryInteger>(_ value: T) -> EncodedNode {
