@@ -67,7 +67,9 @@ final class KernelLimitsSetup: Sendable {
     /// Nil when the limits were settled already.
     private func begin(anyQueue: Bool) -> String? {
         let key = SmallBatchLimitsCache.currentKey()
-        let cached = cachePath.flatMap { SmallBatchLimitsCache.load(path: $0).entry(for: key) }
+        // The file is read only by a worker that may use what it holds.
+        let useful = options.calibrateKernels && SmallBatchKernel.accelerated && (anyQueue || options.servesMLQueue)
+        let cached = useful ? cachePath.flatMap { SmallBatchLimitsCache.load(path: $0).entry(for: key) } : nil
         let plan = options.kernelLimitsPlan(accelerated: SmallBatchKernel.accelerated, cached: cached, anyQueue: anyQueue)
         var next = Stage.done
         if case .defaulted = plan, !anyQueue, !options.servesMLQueue { next = .deferred }
