@@ -308,15 +308,6 @@ public struct BLASKernelCache: Codable, Equatable, Sendable {
     public func store(path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(self)
-        let temporary = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temporary])
-        }
-        guard rename(temporary, path) == 0 else {
-            let error = errno
-            unlink(temporary)
-            throw POSIXError(POSIXErrorCode(rawValue: error) ?? .EIO)
-        }
+        try CacheFile.writeAtomically(try encoder.encode(self), to: path)
     }
 }

@@ -56,6 +56,7 @@ struct WorkerCommand: AsyncParsableCommand {
         var ml = MLJobOptions.fromEnvironment()
         ml.workerConcurrency = concurrency
         ml.blasChoice = blasChoice
+        ml.servedQueues = queueNames  // no ML queue among them: the small-batch kernel calibration is skipped
         let registry = makeRegistry(farm: farm, mlOptions: ml)
         let worker = Worker(
             farm: farm, registry: registry,

@@ -10,6 +10,10 @@ public enum JSONValue: Sendable, Hashable, Codable {
     case object([String: JSONValue])
 
     public init(from decoder: Decoder) throws {
+        if let own = decoder as? JSONValueDecoding {
+            self = own.value
+            return
+        }
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
@@ -27,6 +31,10 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     public func encode(to encoder: Encoder) throws {
+        if let own = encoder as? JSONValueEncoding {
+            own.node = .value(self)
+            return
+        }
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()
@@ -48,6 +56,11 @@ public enum JSONValue: Sendable, Hashable, Codable {
         self = try data.withUnsafeBytes { raw in
             try JSONParser.parse(bytes: raw.bindMemory(to: UInt8.self))
         }
+    }
+
+    /// Parses JSON bytes.
+    public init(parsing bytes: [UInt8]) throws {
+        self = try bytes.withUnsafeBufferPointer { try JSONParser.parse(bytes: $0) }
     }
 
     /// Compact JSON text (object keys sorted, so equal values give equal text).
@@ -138,14 +151,13 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
-    /// Decodes a `Decodable` value from this JSON.
+    /// Decodes a `Decodable` value from this JSON, without going through JSON text (`JSONValueDecoder`).
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONDecoder().decode(T.self, from: Data(jsonText.utf8))
+        try JSONValueDecoder().decode(T.self, from: self)
     }
 
-    /// Encodes an `Encodable` value as JSON.
+    /// Encodes an `Encodable` value as JSON, without going through JSON text (`JSONValueEncoder`).
     public init<T: Encodable>(encoding value: T) throws {
-        let data = try JSONEncoder().encode(value)
-        self = try JSONDecoder().decode(JSONValue.self, from: data)
+        self = try JSONValueEncoder().encode(value)
     }
 }

@@ -172,7 +172,7 @@ public struct JobEnvelope: Sendable, Equatable {
                 throw EnvelopeError.corruptPayload("CRC-32 is \(actual), the envelope says \(expected)")
             }
             do {
-                self.payload = try JSONValue(parsing: Data(inflated))
+                self.payload = try JSONValue(parsing: inflated)
             } catch {
                 throw EnvelopeError.corruptPayload("inflated payload is not JSON")
             }

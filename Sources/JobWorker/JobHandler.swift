@@ -128,20 +128,22 @@ public struct HandlerRegistry: Sendable {
 
     /// Registers a handler under its kind (a later registration of the same kind replaces the earlier).
     public mutating func register<H: JobHandler>(_ handler: H) {
+        // The payload was parsed once, with the envelope: parameters are decoded from that tree and the result is
+        // written as text straight away (no JSON text in between, no Foundation coders).
         entries[H.kind] = Entry(retryPolicy: handler.retryPolicy) { payload, context in
             let parameters: H.Parameters
             if let direct = payload as? H.Parameters {
                 parameters = direct
             } else {
                 do {
-                    parameters = try JSONDecoder().decode(H.Parameters.self, from: Data(payload.jsonText.utf8))
+                    parameters = try JSONValueDecoder().decode(H.Parameters.self, from: payload)
                 } catch {
                     throw JobError.nonRetryable("payload does not fit kind '\(H.kind)': \(describe(error))")
                 }
             }
             let output = try await handler.run(parameters, context: context)
             if let json = output as? JSONValue { return json.jsonText }
-            return String(decoding: try JSONEncoder().encode(output), as: UTF8.self)
+            return try JSONValueEncoder().encodeText(output)
         }
     }
 
@@ -162,7 +164,15 @@ func describe(_ error: Error) -> String {
     case .keyNotFound(let key, let context):
         let parent = context.codingPath.map(\.stringValue).joined(separator: ".")
         return "missing field '\(parent.isEmpty ? key.stringValue : parent + "." + key.stringValue)'"
-    case .typeMismatch(let type, let context): return "\(path(context)) should be \(type)"
+    case .typeMismatch(let type, let context):
+        // "… but found a string instead." (JSONDecoder's and JSONValueDecoder's wording) → ", found a string".
+        var found = ""
+        if let range = context.debugDescription.range(of: " but found ") {
+            var tail = context.debugDescription[range.upperBound...]
+            if tail.hasSuffix(" instead.") { tail = tail.dropLast(" instead.".count) }
+            found = ", found \(tail)"
+        }
+        return "\(path(context)) should be \(type)\(found)"
     case .valueNotFound(let type, let context): return "\(path(context)) is null, expected \(type)"
     case .dataCorrupted(let context): return "\(path(context)): \(context.debugDescription)"
     @unknown default: return "\(error)"

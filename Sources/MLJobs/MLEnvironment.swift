@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import JobQueue
 import JobWorker
+import Logging
 import ModelStore
 import RedisClient
 import Synchronization
@@ -118,10 +119,14 @@ public final class MLEnvironment: Sendable {
     public let executor: ComputeExecutor
     private let resolved: Mutex<[String: (version: ModelVersion, at: ContinuousClock.Instant)]> = Mutex([:])
 
+    /// Sets the small-batch kernel limits (cached, measured or defaults).
+    let kernelLimits: KernelLimitsSetup
+
     /// Creates the environment; opens no connection until first use.
-    public init(farm: JobFarm, options: MLJobOptions) {
+    public init(farm: JobFarm, options: MLJobOptions, logger: Logger = Logger(label: "jobfarm.ml")) {
         self.farm = farm
         self.options = options
+        kernelLimits = KernelLimitsSetup(options: options, logger: logger)
         let client = RedisClient(configuration: farm.configuration.redis, name: "ml-models")
         models = ModelRegistry(client: client, namespace: farm.configuration.namespace)
         datasets = DatasetStore(
@@ -153,6 +158,7 @@ public final class MLEnvironment: Sendable {
 
     /// The model of `version` at `precision` (the stored precision when nil), from the cache or loaded.
     public func model(_ version: ModelVersion, precision: Precision?) async throws -> MLPModel {
+        kernelLimits.ensureStarted()
         let stored = Precision(rawValue: version.precision)
         let target = precision ?? stored ?? .fp32
         let base = try await cache.model(for: version.sha256 + "|stored") { [models] in try await models.load(version) }

@@ -18,10 +18,19 @@ public struct MLJobOptions: Sendable {
     /// Nice value of the compute threads (0…19): above 0, the worker's coordination threads and a Redis server on
     /// the same machine preempt a forward pass at once. Default 5.
     public var computeNice: Int
-    /// Re-measure the small-batch kernels' batch limits against `sgemm` on this machine, in the background at start
-    /// (`SmallBatchKernel.calibrate()`, ~0.3 s of one core). On in `fromEnvironment()` (what `jobfarm worker` uses)
-    /// unless `JOBFARM_KERNEL_CALIBRATION=0`; off by default otherwise (tests, embedders).
+    /// Measure the small-batch kernels' batch limits against `sgemm` on this machine (`SmallBatchKernel.calibrate()`,
+    /// ~0.9 s of one core, in the background) unless `cacheDirectory` holds this machine's figures, and only when
+    /// the worker can get ML jobs (`servesMLQueue`). On in `fromEnvironment()` (what `jobfarm worker` uses) unless
+    /// `JOBFARM_KERNEL_CALIBRATION=0`; off by default otherwise (tests, embedders).
     public var calibrateKernels: Bool = false
+    /// Where measured limits are cached (`small-batch-limits.json`, beside the OpenBLAS kernel choice); nil: measured
+    /// at every start. `fromEnvironment()` sets `JOBFARM_CACHE_DIR`, else `${XDG_CACHE_HOME:-$HOME/.cache}/jobfarm`.
+    public var cacheDirectory: String?
+    /// The queues this worker serves (`jobfarm worker --queues`); nil: every queue.
+    public var servedQueues: [String]?
+    /// The queues ML jobs are sent to (`JOBFARM_ML_QUEUES`, default `ml`; `*`: any). A worker serving none of them
+    /// keeps the default kernel limits until an ML job reaches it anyway.
+    public var mlQueues: [String] = ["ml"]
     /// Bytes of model tensors cached per process.
     public var modelCacheBytes: Int
     /// Cached models unused this long are dropped.
@@ -84,6 +93,11 @@ public struct MLJobOptions: Sendable {
         if let v = environment["JOBFARM_BLAS_THREADS"].flatMap(Int.init), v >= 1 { options.blasThreads = v }
         if let v = environment["JOBFARM_COMPUTE_NICE"].flatMap(Int.init), (0...19).contains(v) { options.computeNice = v }
         options.calibrateKernels = !["0", "false", "off", "no"].contains(environment["JOBFARM_KERNEL_CALIBRATION"]?.lowercased() ?? "")
+        options.cacheDirectory = BLASKernelChooser.cacheDirectory(environment: environment)
+        if let list = environment["JOBFARM_ML_QUEUES"] {
+            let queues = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if !queues.isEmpty { options.mlQueues = queues }
+        }
         if let v = environment["JOBFARM_ML_CACHE_MB"].flatMap(Int.init), v >= 0 { options.modelCacheBytes = v << 20 }
         if let v = environment["JOBFARM_DATA_ROOT"] { options.dataRoot = v }
         if let v = environment["JOBFARM_SPOOL_DIR"], !v.isEmpty { options.spoolDirectory = v }
@@ -114,32 +128,20 @@ public func registerMLJobs(
     into registry: inout HandlerRegistry, farm: JobFarm, options: MLJobOptions = .fromEnvironment(),
     logger: Logger = Logger(label: "jobfarm.ml")
 ) -> MLEnvironment {
-    let environment = MLEnvironment(farm: farm, options: options)
+    let environment = MLEnvironment(farm: farm, options: options, logger: logger)
     BLASThreads.set(options.resolvedBLASThreads())
+    // After the thread count is set: it is part of what the limits depend on.
+    let limits = environment.kernelLimits.start()
     logger.info("ML kinds ready", metadata: [
         "blas_core": "\(BLASInfo.coreName)", "blas_threads": "\(BLASThreads.current)",
         "blas_choice": "\"\(options.blasChoice ?? "not measured (no kernel chooser in this process)")\"",
         "compute_threads": "\(options.resolvedComputeThreads())", "compute_nice": "\(options.computeNice)",
         "small_batch_kernels": "\(SmallBatchKernel.accelerated ? "avx2" : "off (no AVX2/FMA/F16C)")",
+        "small_batch_limits": "\"\(limits)\"",
         "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",
         "f16c": "\(FP16Conversion.hardwareAccelerated)",
         "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay) passThreads=\(environment.batcher.passThreads)" : "off")",
     ])
-    if options.calibrateKernels && SmallBatchKernel.accelerated {
-        // In the background, at the compute threads' priority: the worker serves meanwhile with the default limits.
-        let nice = options.computeNice
-        let thread = Thread {
-            if nice != 0 { ComputeThreadPriority.setCurrentThread(nice: nice) }
-            let before = SmallBatchKernel.SizeClass.allCases.map { SmallBatchKernel.limit($0) }
-            let results = SmallBatchKernel.calibrate()
-            logger.info("small-batch kernel limits measured", metadata: [
-                "limits": "\(results.map { String($0.limit) }.joined(separator: "/")) rows (defaults \(before.map(String.init).joined(separator: "/")))",
-                "detail": "\"\(results.map(\.description).joined(separator: "; "))\"",
-            ])
-        }
-        thread.name = "jf.calibrate"
-        thread.start()
-    }
     registry.register(InferenceJob(environment: environment))
     registry.register(BatchAnalysisJob(environment: environment))
     registry.register(QuantizeJob(environment: environment))

@@ -299,6 +299,11 @@ struct QueueTests {
         #expect(status.state == .dead)
         #expect(status.reason == "non_retryable")
         #expect(status.error?.contains("missing field 'seconds'") == true, "\(status.error ?? "")")
+        // A field of the wrong type names the field, the type expected and what was found.
+        let wrong = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .string("soon")])))
+        let wrongStatus = try await withWorker(farm: farm) { _ in try await farm.wait(for: wrong, timeout: .seconds(10)) }
+        #expect(wrongStatus.reason == "non_retryable")
+        #expect(wrongStatus.error == "payload does not fit kind 'sleep': 'seconds' should be Double, found a string", "\(wrongStatus.error ?? "")")
     }
 
     @Test func garbageOnTheQueueIsDeadLetteredAndTheWorkerLivesOn() async throws {

@@ -1,0 +1,106 @@
+import Foundation
+
+/// The measured small-batch kernel limits (`SmallBatchKernel.calibrate()`), cached per machine in
+/// `small-batch-limits.json` beside the OpenBLAS kernel choice (`BLASKernelChooser.cacheDirectory`).
+///
+/// Why: the calibration costs a worker ~0.9 s of CPU and a 53 MB peak of memory at every start, and its figures
+/// depend only on the machine, the OpenBLAS build and kernels running, the kernels' own code and the thread count;
+/// workers that an autoscaler starts and stops often measure once.
+public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
+    /// Bump when the kernels (`Sources/CComputeKernels/gemm_small.c`) or what `calibrate()` times change: figures of
+    /// another version are measured again.
+    public static let kernelVersion = 1
+    public static let fileName = "small-batch-limits.json"
+    /// Beside the cache file: workers started together measure one at a time.
+    public static let lockFileName = "small-batch-limits.lock"
+
+    /// One measurement.
+    public struct Entry: Codable, Equatable, Sendable {
+        /// ISO 8601.
+        public var measuredAt: String
+        /// The one-thread batch limit per size class (`SmallBatchKernel.SizeClass`, in order).
+        public var limits: [Int]
+        /// What the calibration printed, for people.
+        public var detail: String
+
+        public init(measuredAt: String, limits: [Int], detail: String) {
+            self.measuredAt = measuredAt
+            self.limits = limits
+            self.detail = detail
+        }
+
+        /// A limit per size class, each one `SmallBatchKernel.setLimit` accepts.
+        public var isValid: Bool {
+            limits.count == SmallBatchKernel.SizeClass.allCases.count && limits.allSatisfy { (2...64).contains($0) }
+        }
+    }
+
+    public var version = 1
+    public var entries: [String: Entry] = [:]
+
+    public init(entries: [String: Entry] = [:]) { self.entries = entries }
+
+    /// The cache key: what the limits depend on. Another CPU or flag set, OpenBLAS build, kernel family running
+    /// (`OPENBLAS_CORETYPE` after the kernel choice), kernel version or OpenBLAS thread count measures again.
+    public static func key(cpu: String, flags: Set<String>, openBLASConfig: String, core: String, threads: Int,
+                           kernelVersion: Int = kernelVersion) -> String {
+        let relevant = BLASKernelChooser.relevantFlags.filter(flags.contains).joined(separator: ",")
+        return "cpu=\(cpu); flags=\(relevant); openblas=\(openBLASConfig); core=\(core); threads=\(threads); kernels=\(kernelVersion)"
+    }
+
+    /// The key of this process: /proc/cpuinfo, the OpenBLAS build and kernels loaded, the thread count in force.
+    public static func currentKey() -> String {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        return key(cpu: BLASKernelChooser.cpuIdentity(cpuinfo: cpuinfo), flags: BLASKernelChooser.cpuFlags(cpuinfo: cpuinfo),
+                   openBLASConfig: BLASInfo.config, core: BLASInfo.coreName, threads: BLASThreads.current)
+    }
+
+    /// The valid entry for `key`, if any.
+    public func entry(for key: String) -> Entry? {
+        guard let entry = entries[key], entry.isValid else { return nil }
+        return entry
+    }
+
+    /// The file's contents; an empty cache when it is missing, unreadable or of another version (a corrupt file is
+    /// measured over).
+    public static func load(path: String) -> SmallBatchLimitsCache {
+        guard let data = FileManager.default.contents(atPath: path),
+              let cache = try? JSONDecoder().decode(SmallBatchLimitsCache.self, from: data), cache.version == 1 else {
+            return SmallBatchLimitsCache()
+        }
+        return cache
+    }
+
+    /// Writes the file atomically (a temporary file renamed over the old one: a reader never sees half a file).
+    public func store(path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try CacheFile.writeAtomically(try encoder.encode(self), to: path)
+    }
+}
+
+extension SmallBatchKernel {
+    /// The one-thread limits in force, per size class.
+    public static var limits: [Int] { SizeClass.allCases.map { limit($0) } }
+
+    /// Sets the one-thread limit of every size class (`limits` in `SizeClass` order).
+    public static func setLimits(_ limits: [Int]) {
+        for (sizeClass, value) in zip(SizeClass.allCases, limits) { setLimit(value, for: sizeClass) }
+    }
+}
+
+/// Files of the measurement caches.
+enum CacheFile {
+    /// Writes `data` to a temporary file in the same directory and renames it over `path`.
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: data) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temporary])
+        }
+        guard rename(temporary, path) == 0 else {
+            let error = errno
+            unlink(temporary)
+            throw POSIXError(POSIXErrorCode(rawValue: error) ?? .EIO)
+        }
+    }
+}

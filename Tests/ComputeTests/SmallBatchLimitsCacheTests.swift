@@ -1,0 +1,75 @@
+import Compute
+import Foundation
+import Testing
+
+/// The cache of measured small-batch kernel limits, with injected figures (no measurement here).
+@Suite struct SmallBatchLimitsCacheTests {
+    func temporaryFile() throws -> (directory: URL, path: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-limits-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return (directory, directory.appendingPathComponent(SmallBatchLimitsCache.fileName).path)
+    }
+
+    let key = SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2", "ht"],
+                                        openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1)
+    let entry = SmallBatchLimitsCache.Entry(measuredAt: "2026-11-30T12:00:00Z", limits: [16, 24, 32], detail: "injected")
+
+    @Test func hitAfterStore() throws {
+        let (directory, path) = try temporaryFile()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        #expect(SmallBatchLimitsCache.load(path: path) == SmallBatchLimitsCache(), "a missing file is an empty cache")
+        var cache = SmallBatchLimitsCache()
+        cache.entries[key] = entry
+        try cache.store(path: path)
+        #expect(SmallBatchLimitsCache.load(path: path).entry(for: key) == entry)
+        // Written atomically: nothing left beside it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [SmallBatchLimitsCache.fileName])
+    }
+
+    @Test func missOnAnyOtherKey() throws {
+        var cache = SmallBatchLimitsCache()
+        cache.entries[key] = entry
+        let others = [
+            SmallBatchLimitsCache.key(cpu: "Other CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1),
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2", "avx512f"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1),
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.26 DYNAMIC_ARCH", core: "Haswell", threads: 1),
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "SkylakeX", threads: 1),
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 2),
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1,
+                                      kernelVersion: SmallBatchLimitsCache.kernelVersion + 1),
+        ]
+        #expect(Set(others).count == others.count)
+        for other in others { #expect(cache.entry(for: other) == nil, "\(other)") }
+        // Flags that do not tell kernels apart (ht) do not change the key.
+        #expect(SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"],
+                                          openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1) == key)
+    }
+
+    @Test(arguments: ["", "not json", "{\"version\": 1, \"entries\": {\"k\": {\"limits\": ", "[1, 2, 3]", "{\"version\": 2, \"entries\": {}}"])
+    func corruptFileIsAnEmptyCache(text: String) throws {
+        let (directory, path) = try temporaryFile()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        #expect(SmallBatchLimitsCache.load(path: path) == SmallBatchLimitsCache())
+        // Measured over: a store replaces it with a readable file.
+        var cache = SmallBatchLimitsCache.load(path: path)
+        cache.entries[key] = entry
+        try cache.store(path: path)
+        #expect(SmallBatchLimitsCache.load(path: path).entry(for: key) == entry)
+    }
+
+    @Test func entriesWithImpossibleLimitsAreMisses() {
+        var cache = SmallBatchLimitsCache()
+        for limits in [[16, 24], [16, 24, 32, 8], [1, 8, 8], [8, 8, 65], []] {
+            cache.entries[key] = .init(measuredAt: "x", limits: limits, detail: "edited by hand")
+            #expect(cache.entry(for: key) == nil, "\(limits)")
+        }
+    }
+
+    @Test func cachedLimitsAreApplied() {
+        defer { SmallBatchKernel.setLimits(SmallBatchKernel.defaultLimits) }
+        SmallBatchKernel.setLimits(entry.limits)
+        #expect(SmallBatchKernel.limits == [16, 24, 32])
+        #expect(SmallBatchKernel.limit(.medium) == 24)
+    }
+}
