@@ -13,9 +13,12 @@ public enum QueueScripts {
     /// Returns one id per job: the new id, or the id already stored under the same job id or idempotency key.
     public static let enqueue = script("enqueue", EmbeddedLuaScripts.enqueue)
 
-    /// FETCH: ARGV = queue, count, lease ms, worker id, aging ms (0 = strict), tier count, tiers in preference order.
-    /// Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope.
-    /// Garbage entries are dead-lettered as `malformed` on the way; stale entries (cancelled jobs) are dropped.
+    /// FETCH: ARGV = queue, count, lease ms, worker id, aging ms (0 = strict), tier count, tiers in preference order,
+    /// then (optional) the aged share N: at most one job of an aged tier per N jobs fetched (default 10).
+    /// Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope; when
+    /// something was skipped (a key of the wrong type), one more item: an array of messages naming the keys.
+    /// Garbage entries and invalid job records are dead-lettered as `malformed` on the way; stale entries (cancelled
+    /// jobs) are dropped.
     public static let fetch = script("fetch", EmbeddedLuaScripts.fetch)
 
     /// COMPLETE: ARGV = queue, retention ms, then per job: id, fencing token, result JSON.
@@ -44,7 +47,8 @@ public enum QueueScripts {
     public static let reap = script("reap", EmbeddedLuaScripts.reap)
 
     /// PROMOTE: ARGV = queue, limit. Moves due scheduled and retrying jobs to their tier lists.
-    /// Returns {moved, ms until the next due job or -1}.
+    /// Returns {moved, ms until the next due job or -1}, plus an array of messages when a key of the wrong type made
+    /// it leave a job in `scheduled`.
     public static let promote = script("promote", EmbeddedLuaScripts.promote)
 
     /// CANCEL: ARGV = queue, id, retention ms, keep as dead letter (1/0).

@@ -1,6 +1,7 @@
 -- promote.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
 -- PROMOTE: ARGV = queue, limit. Moves due scheduled and retrying jobs to their tier lists.
--- Returns {moved, ms until the next due job or -1}.
+-- Returns {moved, ms until the next due job or -1}, plus an array of messages when a key of the wrong type made it
+-- leave a job in `scheduled`.
 local limit = tonumber(ARGV[2])
 need(P .. 'scheduled', 'zset')
 need_dead_letters()
