@@ -18,7 +18,7 @@ import Testing
 func readmeLibrarySample(requests: [EnqueueRequest]) async throws {
     let farm = try JobFarm(configuration: JobFarmConfiguration(redis: RedisConfiguration(url: "redis://127.0.0.1:6380")))
     let id = try await farm.enqueue(EnqueueRequest(kind: "echo", queue: "default", tier: "premium", payload: .object(["x": .number(1)])))
-    let ids = try await farm.enqueue(requests)                  // bulk: one round trip per 2000 jobs
+    let ids = try await farm.enqueue(requests)                  // bulk: chunks of 1000 jobs, pipelined
     let status = try await farm.wait(for: id, timeout: .seconds(30))   // woken by pub/sub, no polling
     try await farm.cancel(id: id)
     let stats = try await farm.stats()                          // depth, in flight, delayed, dead, oldest age per tier
