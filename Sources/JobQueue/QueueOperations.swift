@@ -344,7 +344,7 @@ extension JobFarm {
         return (result.requeued, result.poisoned)
     }
 
-    /// One reaper step with the lease clock (docs/PROTOCOL.md §6, "Outages"): when no reaper step reached the
+    /// One reaper step with the lease clock (docs/PROTOCOL.md §6, row "outage"): when no reaper step reached the
     /// queue for `leaseClockGap`, nothing is reaped for `leaseGrace` from now.
     func reapStep(queue: String, limit: Int = 1000, on client: RedisClient) async throws -> ReapResult {
         let reply = try await run(

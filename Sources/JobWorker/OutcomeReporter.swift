@@ -90,7 +90,8 @@ final class OutcomeReporter: Sendable {
                     logger.warning("outcomes refused: the lease had been lost (another worker owns the job now)", metadata: ["jobs": "\(refused.joined(separator: ","))"])
                 }
             } catch {
-                // Only after an hour of failed retries: the leases will expire and the jobs run again.
+                // After an hour of failed reconnects, or at once for an error reply (a key of the wrong type): the
+                // leases are no longer renewed, so they expire and the jobs run again.
                 logger.error("could not record outcomes", metadata: ["error": "\(error)", "jobs": "\(items.count)"])
             }
         }
