@@ -6,8 +6,9 @@ import Synchronization
 /// read at most once per `ttl` so submissions do not each cost a registry scan.
 ///
 /// A worker counts while its registry hash exists (its lease keeper refreshes it; it expires 3 leases after the
-/// last heartbeat). A worker started without `--queues` (`*`) serves every queue. Kinds are not in the registry:
-/// the routing table is what ties a kind to the queue whose workers run it.
+/// last heartbeat). A worker started without `--queues` (`*`) serves every queue. The count does not look at the
+/// `kinds` the registry also records (`JobFarm.coverage(ofKind:queue:)` does): the routing table is what ties a kind
+/// to the queue whose workers run it.
 final class WorkerDirectory: Sendable {
     private struct Snapshot {
         var takenAt: ContinuousClock.Instant
