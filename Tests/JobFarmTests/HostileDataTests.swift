@@ -56,6 +56,46 @@ struct HostileDataTests {
         #expect(try await q.farm.stats(queues: ["default"])[0].depth == 0)
     }
 
+    /// A batch of failures in which one job's tier list is broken: every job is recorded (the broken one retried
+    /// through `scheduled`), none is left half done, and a stale report in the same batch changes nothing.
+    @Test func aFailBatchWithABrokenTierListIsRecordedWhole() async throws {
+        let q = try Queue()
+        let free = try await q.enqueue(tier: "free")
+        let standard = try await q.enqueue(tier: "standard")
+        let jobs = try await q.fetch()
+        #expect(Set(jobs.map(\.id)) == [free, standard])
+        try await q.raw("SET", q.keys.tier("free"), "broken")
+        let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
+        var stale = byID[standard]!
+        stale.token = "999"
+        let refused = try await q.farm.report([
+            (job: stale, outcome: .retry(error: "stale", delay: .zero)),
+            (job: byID[free]!, outcome: .retry(error: "boom", delay: .zero)),
+            (job: byID[standard]!, outcome: .retry(error: "boom", delay: .zero)),
+        ], queue: "default", on: q.client)
+        #expect(refused == [standard], "only the stale report is refused")
+        let retried = try #require(try await q.farm.status(id: free, queue: "default"))
+        #expect(retried.state == .retrying, "through scheduled: \(retried.state)")
+        #expect(try await q.raw("ZSCORE", q.keys.scheduled, free).string != nil)
+        #expect(try await q.farm.status(id: standard, queue: "default")?.state == .queued)
+        #expect(try await q.raw("ZCARD", q.keys.inflight).int == 0)
+    }
+
+    /// Handing back a batch on shutdown in which one job's tier list is broken: the others go back in line, the broken
+    /// one stays leased (for the reaper), and the call does not fail.
+    @Test func aReleaseBatchWithABrokenTierListReleasesTheOthers() async throws {
+        let q = try Queue()
+        let free = try await q.enqueue(tier: "free")
+        let standard = try await q.enqueue(tier: "standard")
+        let jobs = try await q.fetch()
+        try await q.raw("SET", q.keys.tier("free"), "broken")
+        let released = try await q.farm.release(jobs, queue: "default", on: q.client)
+        #expect(released == 1)
+        #expect(try await q.farm.status(id: standard, queue: "default")?.state == .queued)
+        #expect(try await q.farm.status(id: free, queue: "default")?.state == .running)
+        #expect(try await q.raw("ZSCORE", q.keys.inflight, free).string != nil, "left for the reaper")
+    }
+
     @Test func anUnknownStateIsDeadLetteredNotDropped() async throws {
         let q = try Queue()
         let bad = try await q.enqueue()

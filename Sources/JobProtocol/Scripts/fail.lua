@@ -14,7 +14,13 @@ for b = 3, #ARGV, 5 do
   local jk = jobkey(id)
   local r = job_fields(jk, 'state', 'lease', 'attempts', 'worker', 'tier', 'cancel') or {}
   local tier, bad = tier_field(r[5])
-  if not bad and r[1] == 'running' and outcome == 'retry' and delay <= 0 then need(P .. 't:' .. tier, 'list') end
+  -- A retry at once goes to its tier's list; a list of the wrong type would fail the script halfway through the
+  -- batch (the jobs before it recorded, the rest not), so the retry goes through `scheduled` instead, where `promote`
+  -- leaves it (reported) until the key is repaired.
+  local list_ok = true
+  if not bad and r[1] == 'running' and r[2] == token and outcome == 'retry' and delay <= 0 and not r[6] then
+    list_ok = usable(P .. 't:' .. tier, 'list')
+  end
   if r[1] == 'running' and r[2] == token and bad and redis.call('ZREM', P .. 'inflight', id) == 1 then
     malformed_record(id, jk, bad, retention)
     out[#out + 1] = 1
@@ -27,7 +33,8 @@ for b = 3, #ARGV, 5 do
     elseif outcome == 'retry' then
       redis.call('HSET', jk, 'state', 'retrying', 'error', err)
       redis.call('HDEL', jk, 'worker')
-      if delay > 0 then
+      if delay > 0 or not list_ok then
+        delay = math.max(delay, 1000)
         redis.call('HSET', jk, 'run_at', NOW + delay)
         redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
       else

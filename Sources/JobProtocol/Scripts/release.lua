@@ -11,8 +11,11 @@ for b = 3, #ARGV, 2 do
   local r = job_fields(jk, 'state', 'lease', 'tier', 'cancel', 'attempts') or {}
   local tier, bad = tier_field(r[3])
   bad = bad or select(2, int_field('attempts', r[5], MAX_COUNT))
-  if r[1] == 'running' and r[2] == token and not bad and not r[4] then need(P .. 't:' .. tier, 'list') end
-  if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
+  -- A tier list of the wrong type: the job is left leased (its lease expires and `reap` leaves it in `inflight`,
+  -- reported, until the key is repaired) rather than failing the script halfway through the batch.
+  local list_ok = true
+  if r[1] == 'running' and r[2] == token and not bad and not r[4] then list_ok = usable(P .. 't:' .. tier, 'list') end
+  if r[1] == 'running' and r[2] == token and list_ok and redis.call('ZREM', P .. 'inflight', id) == 1 then
     if bad then
       malformed_record(id, jk, bad, retention)
     elseif r[4] then
