@@ -1,5 +1,7 @@
 import JobProtocol
+import Logging
 import RedisClient
+import Synchronization
 
 /// A job leased to a worker: the raw envelope plus the lease's fencing token.
 public struct LeasedJob: Sendable {
@@ -255,7 +257,9 @@ extension JobFarm {
     }
 
     /// Renews the leases of many queues in one round trip, from a thread that may block (the lease keeper
-    /// runs on a thread of its own so that busy handlers never delay it). Returns the state of each lease.
+    /// runs on a thread of its own so that busy handlers never delay it). Returns the state of each lease; the jobs
+    /// of a queue whose heartbeat script failed (a key of the wrong type) are left out, and that failure is logged once.
+    /// Throws only when Redis cannot be reached.
     public func renewBlocking(_ jobs: [LeasedJob], on client: RedisClient) throws -> [String: LeaseState] {
         var byQueue: [String: [LeasedJob]] = [:]
         for job in jobs { byQueue[job.queue, default: []].append(job) }
@@ -268,7 +272,15 @@ extension JobFarm {
         let replies = try blockingCall("heartbeat") { try client.pipelineBlocking(requests) }
         var states: [String: LeaseState] = [:]
         for (queue, reply) in zip(queues, replies) {
-            if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.heartbeat.name) }
+            if let message = reply.errorMessage {
+                // One queue's broken key (a foreign client's write) must not stop the heartbeats of the others: its
+                // jobs are left out (not renewed, so not reported lost either), and it is logged once.
+                let error = JobFarmError(reply: message, script: Scripts.heartbeat.name)
+                if reportedProblems.withLock({ $0.insert("heartbeat \(queue): \(message)").inserted }) {
+                    logger.error("heartbeat of queue \(queue) failed; its leases are not renewed until the key is repaired", metadata: ["error": "\(error)"])
+                }
+                continue
+            }
             for (job, flag) in zip(byQueue[queue]!, reply.array ?? []) {
                 switch flag.int {
                 case 1: states[job.id] = .held

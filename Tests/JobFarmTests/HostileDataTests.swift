@@ -96,6 +96,22 @@ struct HostileDataTests {
         #expect(try await q.raw("ZSCORE", q.keys.inflight, free).string != nil, "left for the reaper")
     }
 
+    /// A heartbeat across queues in which one queue's `inflight` is broken: the other queue's leases are renewed and
+    /// its answers (held, cancel requested) still come back; nothing throws.
+    @Test func oneBrokenQueueDoesNotStopTheHeartbeatsOfTheOthers() async throws {
+        let q = try Queue()
+        try await q.enqueue()
+        let other = try await q.farm.enqueue(EnqueueRequest(kind: "echo", queue: "other", payload: .null))
+        let leased = try await q.fetch() + q.farm.fetch(queue: "other", count: 10, worker: "w", on: q.client)
+        #expect(leased.count == 2)
+        try await q.raw("DEL", q.keys.inflight)
+        try await q.raw("SET", q.keys.inflight, "broken")
+        #expect(try await q.farm.cancel(id: other, queue: "other") == .cancelling)
+        let states = try q.farm.renewBlocking(leased, on: q.client)
+        #expect(states[other] == .cancelRequested(keepAsDeadLetter: false))
+        #expect(states.count == 1, "the broken queue's job is left out: \(states)")
+    }
+
     @Test func anUnknownStateIsDeadLetteredNotDropped() async throws {
         let q = try Queue()
         let bad = try await q.enqueue()
