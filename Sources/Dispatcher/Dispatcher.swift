@@ -289,11 +289,12 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return Problem(.contentTooLarge, detail: "the body is too large").response
         } catch JobFarmError.invalidArgument(let text) {
             return Problem(.unprocessableContent, detail: text).response
-        } catch let error as JobFarmError where error.isConnectionError || error.isConfigurationError {
-            // Redis down, not ready, or refusing this dispatcher's credentials: nothing the client can mend.
+        } catch let error as JobFarmError {
+            // Redis down, not ready, refusing this dispatcher's credentials, or failing (a key a foreign client broke,
+            // out of memory): nothing the client can mend, so 503 as the document says; the detail stays in the log.
             logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return Problem(.serviceUnavailable, detail: "Redis is unreachable or failing (\(error)); retry later",
-                           headers: [.retryAfter: "1"]).response
+            let detail = error.isConnectionError ? "Redis is unreachable or not ready; retry later" : "the job store is failing; retry later"
+            return Problem(.serviceUnavailable, detail: detail, headers: [.retryAfter: "1"]).response
         } catch {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return Problem(.internalServerError, detail: "the dispatcher failed: \(error)").response
