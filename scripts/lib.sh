@@ -59,12 +59,27 @@ wait_for_redis() {
 # Installs schemathesis (PyPI) when it is missing, for the dispatcher's contract test; exports its path as
 # JOBFARM_SCHEMATHESIS.
 ensure_schemathesis() {
-    if ! command -v schemathesis >/dev/null; then
-        command -v python3 >/dev/null || die "python3 is needed to install schemathesis; install python3 and python3-pip"
-        say "installing schemathesis (PyPI) for the dispatcher's contract test"
-        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'schemathesis>=4.32,<5' >/dev/null \
-            || die "pip install schemathesis failed; run it by hand to see why"
+    # A schemathesis on PATH is used as it is; otherwise it goes into a virtualenv of the project's own (Debian 12's
+    # python3 refuses a system-wide pip install: "externally managed").
+    local venv=".build-tools/schemathesis"
+    if command -v schemathesis >/dev/null; then
+        JOBFARM_SCHEMATHESIS=$(command -v schemathesis)
+    else
+        if [ ! -x "$venv/bin/schemathesis" ]; then
+            command -v python3 >/dev/null || die "python3 is needed to install schemathesis; install python3 (apt-get install python3 python3-venv)"
+            say "installing schemathesis (PyPI) into $venv for the dispatcher's contract test"
+            if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+                local saved=("${JOBFARM_PACKAGES[@]}")
+                JOBFARM_PACKAGES=(python3-venv)
+                ensure_packages
+                JOBFARM_PACKAGES=("${saved[@]}")
+                rm -rf "$venv"
+                python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and retry"
+            fi
+            "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4.32,<5' >/dev/null \
+                || die "pip install schemathesis into $venv failed; run '$venv/bin/pip install schemathesis' to see why"
+        fi
+        JOBFARM_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
     fi
-    JOBFARM_SCHEMATHESIS=$(command -v schemathesis) || die "schemathesis is installed but not on PATH; add pip's script directory to PATH"
     export JOBFARM_SCHEMATHESIS
 }

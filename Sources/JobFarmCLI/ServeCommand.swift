@@ -21,12 +21,18 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Address to listen on (default: $JOBFARM_SERVE_HOST, else 127.0.0.1).") var host: String?
-    @Option(help: "Port to listen on; 0 picks a free one (default: $JOBFARM_SERVE_PORT, else 8080).") var port: Int?
-    @Option(help: "Largest request body in bytes (default: $JOBFARM_SERVE_BODY_LIMIT, else 4194304).") var bodyLimit: Int?
-    @Option(help: "Most jobs per POST /v1/jobs:bulk (default: $JOBFARM_SERVE_BULK_LIMIT, else 1000).") var bulkLimit: Int?
+    @Option(parsing: .unconditional, help: "Port to listen on; 0 picks a free one (default: $JOBFARM_SERVE_PORT, else 8080).") var port: Int?
+    @Option(parsing: .unconditional, help: "Largest request body in bytes (default: $JOBFARM_SERVE_BODY_LIMIT, else 4194304).") var bodyLimit: Int?
+    @Option(parsing: .unconditional, help: "Most jobs per POST /v1/jobs:bulk (default: $JOBFARM_SERVE_BULK_LIMIT, else 1000).") var bulkLimit: Int?
     @Option(help: "Routing table kind=queue,… replacing the default (ML kinds to ml, the rest to default; $JOBFARM_SERVE_ROUTES).")
     var routes: String?
     @Option(help: "Longest wait a client may ask for, e.g. 60s (default: $JOBFARM_SERVE_MAX_WAIT, else 60s).") var maxWait: String?
+
+    func validate() throws {
+        if let port { try OptionCheck.integer(port, "--port", atLeast: 0, atMost: 65535) }
+        if let bodyLimit { try OptionCheck.integer(bodyLimit, "--body-limit", atLeast: 1) }
+        if let bulkLimit { try OptionCheck.integer(bulkLimit, "--bulk-limit", atLeast: 1) }
+    }
 
     func run() async throws {
         let farm = try global.makeFarm()
