@@ -2,8 +2,13 @@ import JobQueue
 import Logging
 import Synchronization
 
-/// Leases jobs while slots are free: a plain fetch per queue while work is waiting, and when none came, one wait
-/// in the engine (`awaitAndFetch`) that an enqueue ends at once, with the fetch in the same round trip.
+/// Leases jobs while slots are free, and a few ahead of them when jobs are short (`PrefetchBuffer`): a plain fetch
+/// per queue while work is waiting, and when none came, one wait in the engine (`awaitAndFetch`) that an enqueue ends
+/// at once, with the fetch in the same round trip.
+///
+/// Two tasks: the starter moves buffered jobs into free slots as soon as a slot frees (never more running than
+/// `concurrency`), and the fetcher keeps the buffer filled, so the next fetch round trip overlaps the running jobs
+/// instead of following them. At shutdown the jobs still buffered are handed back without counting an attempt.
 ///
 /// Queues are isolated: a queue whose fetch or wake-up list fails (a key a foreign client broke) is set aside
 /// with a growing pause (`QueueBackoff`), logged once when it starts failing and once when it recovers, while the
@@ -12,24 +17,29 @@ final class FetchLoop: Sendable {
     private let driver: any WorkerDriver
     private let configuration: WorkerConfiguration
     private let attempts: RunningAttempts
+    /// Jobs leased ahead of the free slots.
+    let buffer: PrefetchBuffer
     private let start: @Sendable (LeasedJob) -> Void
     private let isStopping: @Sendable () -> Bool
     private let beginShutdown: @Sendable () -> Void
     private let logger: Logger
     private let backoff: Mutex<QueueBackoff>
+    private let fetching = Mutex(false)
 
     /// - Parameters:
+    ///   - buffer: where jobs leased ahead wait (one sized from `configuration` when `nil`).
     ///   - start: runs a leased job (the job runner's `start`).
     ///   - beginShutdown: called when the queues are drained under `exitWhenEmpty`.
     init(
         driver: any WorkerDriver, configuration: WorkerConfiguration, attempts: RunningAttempts, logger: Logger,
-        backoff: QueueBackoff = QueueBackoff(),
+        backoff: QueueBackoff = QueueBackoff(), buffer: PrefetchBuffer? = nil,
         isStopping: @escaping @Sendable () -> Bool, beginShutdown: @escaping @Sendable () -> Void,
         start: @escaping @Sendable (LeasedJob) -> Void
     ) {
         self.driver = driver
         self.configuration = configuration
         self.attempts = attempts
+        self.buffer = buffer ?? PrefetchBuffer(concurrency: configuration.concurrency, limit: configuration.fetchBatch)
         self.logger = logger
         self.backoff = Mutex(backoff)
         self.isStopping = isStopping
@@ -40,8 +50,55 @@ final class FetchLoop: Sendable {
     /// The queues currently set aside, with their faults.
     var faults: [String: QueueBackoff.Fault] { backoff.withLock { $0.faults } }
 
-    /// Fetches until shutdown begins (or the queues are drained under `exitWhenEmpty`).
+    /// Fetches and starts jobs until shutdown begins (or the queues are drained under `exitWhenEmpty`); then hands
+    /// the buffered jobs back.
     func run() async {
+        fetching.withLock { $0 = true }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.startJobs() }
+            await fetchJobs()
+            fetching.withLock { $0 = false }
+            attempts.slotFreed.fire()
+        }
+        let left = buffer.removeAll()
+        if !left.isEmpty {
+            var byQueue: [String: [LeasedJob]] = [:]
+            for job in left { byQueue[job.queue, default: []].append(job) }
+            for (queue, jobs) in byQueue {
+                do { try await driver.release(jobs, queue: queue) } catch {
+                    logger.error("could not hand buffered jobs back; their leases will expire and they run later", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Jobs to lease now: the free slots plus the prefetch target, less what is buffered.
+    private func wanted() -> (count: Int, fetchNow: Bool) {
+        // The buffer first: a job moving from it to the running table meanwhile is counted twice, never missed.
+        let buffered = buffer.count
+        let running = attempts.count
+        let free = configuration.concurrency - running
+        let target = buffer.target()
+        let count = free + target - buffered
+        // Refill at half the target, so that prefetching fetches in batches rather than one job per round trip.
+        return (count, count > 0 && buffered <= target / 2)
+    }
+
+    /// The starter: moves buffered jobs into free slots whenever a slot frees or jobs arrive.
+    private func startJobs() async {
+        while !isStopping() && fetching.withLock({ $0 }) {
+            let free = configuration.concurrency - attempts.count
+            let jobs = buffer.takeToStart(free)
+            for job in jobs { start(job) }
+            buffer.started(jobs.count)
+            if wanted().fetchNow { buffer.drained.fire() }
+            await attempts.slotFreed.wait()
+        }
+        buffer.drained.fire()
+    }
+
+    /// The fetcher: keeps the buffer filled.
+    private func fetchJobs() async {
         var queues = configuration.queues ?? []
         var lastDiscovery = ContinuousClock.now - .seconds(60)
         var pause = Duration.milliseconds(50)
@@ -50,11 +107,12 @@ final class FetchLoop: Sendable {
                 if let found = try? await driver.queues() { queues = found }
                 lastDiscovery = .now
             }
-            var free = configuration.concurrency - attempts.count
-            if free <= 0 {
-                await attempts.slotFreed.wait()
+            let (want, fetchNow) = wanted()
+            guard fetchNow else {
+                await buffer.drained.wait()
                 continue
             }
+            var left = want
             if queues.isEmpty {
                 try? await Task.sleep(for: configuration.idleWait)
                 lastDiscovery = .now - .seconds(60)
@@ -69,14 +127,16 @@ final class FetchLoop: Sendable {
             }
             var fetched = 0
             do {
-                for queue in serving where free > 0 {
+                for queue in serving where left > 0 {
                     do {
+                        let began = ContinuousClock.now
                         let jobs = try await driver.fetch(
-                            queue: queue, count: min(free, configuration.fetchBatch), tiers: configuration.tiersByQueue[queue],
+                            queue: queue, count: min(left, configuration.fetchBatch), tiers: configuration.tiersByQueue[queue],
                             worker: configuration.id)
-                        for job in jobs { start(job) }
+                        buffer.noteRoundTrip(.now - began)
+                        hand(jobs)
                         fetched += jobs.count
-                        free -= jobs.count
+                        left -= jobs.count
                         succeeded(queue, at: .fetch)
                     } catch let error as QueueFetchError {
                         failed(error, at: .fetch)
@@ -92,7 +152,7 @@ final class FetchLoop: Sendable {
                     if waiting.isEmpty { continue }
                     // Sleep in the engine until an enqueue wakes us; the fetch rides in the same round trip.
                     let round = try await driver.awaitAndFetch(
-                        queues: waiting, count: min(free, configuration.fetchBatch), tiers: configuration.tiersByQueue,
+                        queues: waiting, count: min(left, configuration.fetchBatch), tiers: configuration.tiersByQueue,
                         timeout: configuration.idleWait, worker: configuration.id)
                     for failure in round.failures { failed(failure, at: .wait) }
                     let failing = Set(round.failures.map(\.queue))
@@ -104,7 +164,7 @@ final class FetchLoop: Sendable {
                         for (queue, leased) in byQueue { _ = try? await driver.release(leased, queue: queue) }
                         break
                     }
-                    for job in round.jobs { start(job) }
+                    hand(round.jobs)
                 }
                 pause = .milliseconds(50)
             } catch {
@@ -113,6 +173,13 @@ final class FetchLoop: Sendable {
                 pause = min(pause * 2, .seconds(2))
             }
         }
+    }
+
+    /// Buffers leased jobs and wakes the starter.
+    private func hand(_ jobs: [LeasedJob]) {
+        guard !jobs.isEmpty else { return }
+        buffer.append(jobs)
+        attempts.slotFreed.fire()
     }
 
     private func ready(_ queues: [String]) -> [String] {
@@ -138,7 +205,7 @@ final class FetchLoop: Sendable {
     }
 
     private func queuesAreDrained(_ queues: [String]) async throws -> Bool {
-        if !attempts.isEmpty { return false }
+        if !attempts.isEmpty || !buffer.isEmpty { return false }
         return try await driver.isDrained(queues: queues)
     }
 }

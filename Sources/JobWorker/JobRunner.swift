@@ -11,8 +11,14 @@ final class JobRunner: Sendable {
     private let driver: any WorkerDriver
     private let workerID: String
     private let logger: Logger
+    /// Told each handler's run time (the prefetch target follows it).
+    private let runTimes: PrefetchBuffer?
 
-    init(registry: HandlerRegistry, attempts: RunningAttempts, reporter: OutcomeReporter, driver: any WorkerDriver, workerID: String, logger: Logger) {
+    init(
+        registry: HandlerRegistry, attempts: RunningAttempts, reporter: OutcomeReporter, driver: any WorkerDriver, workerID: String, logger: Logger,
+        runTimes: PrefetchBuffer? = nil
+    ) {
+        self.runTimes = runTimes
         self.registry = registry
         self.attempts = attempts
         self.reporter = reporter
@@ -61,18 +67,26 @@ final class JobRunner: Sendable {
             id: job.id, kind: envelope.kind, queue: job.queue, tier: job.tier, attempt: job.attempt,
             maxAttempts: envelope.maxAttempts, deadline: deadline, trace: envelope.trace, logger: logger,
             progress: { [self] fraction in await self.progress(job, fraction) })
+        let began = ContinuousClock.now
         do {
             let result = try await entry.run(envelope.payload, context)
             race.finish(.success(result))
         } catch {
             race.finish(.failure(error))
         }
+        runTimes?.noteRun(.now - began)
         // The timeout sweep may have settled the attempt first (and recorded it) while this handler ran on.
         if let ending = race.takeEndingIfUnrecorded() {
             settle(job, rules: rules, ending: ending)
         }
         // Only this attempt's entry: the same id may have been fetched again while a stale handler ran on.
         attempts.remove(job.id, race: race)
+    }
+
+    /// Records a job that a cancel request reached while it waited in the prefetch buffer (it never ran).
+    func cancelWaiting(_ job: LeasedJob, keep: Bool) {
+        logger.info("job cancelled by request before it started", metadata: ["job": "\(job.id)"])
+        reporter.record(job, .cancelled(error: "cancelled by request before it started", keepAsDeadLetter: keep))
     }
 
     /// Records how an attempt ended (once per attempt).

@@ -11,6 +11,9 @@ final class LeaseKeeper: Sendable {
     private let driver: any WorkerDriver
     private let attempts: RunningAttempts
     private let unreported: @Sendable () -> [LeasedJob]
+    private let waiting: PrefetchBuffer?
+    private let cancelWaiting: @Sendable (LeasedJob, Bool) -> Void
+    private let handBack: @Sendable (LeasedJob) -> Void
     private let workerID: String
     private let info: [String: String]
     private let processed: @Sendable () -> Int
@@ -22,10 +25,18 @@ final class LeaseKeeper: Sendable {
     ///   - info: what the registry shows about this worker (host, pid, queues, concurrency…).
     ///   - unreported: jobs whose handler has ended but whose outcome is not recorded yet (their leases are kept).
     ///   - processed: the number of attempts recorded so far, for the registry.
+    ///   - waiting: jobs leased ahead of the free slots: renewed too; one a cancel request reaches is recorded as
+    ///     cancelled (`cancelWaiting`, with whether to keep it as a dead letter), one whose lease is lost is dropped,
+    ///     and one that has waited longer than a heartbeat interval is handed back (`handBack`).
     init(
         driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger,
-        unreported: @escaping @Sendable () -> [LeasedJob], processed: @escaping @Sendable () -> Int
+        unreported: @escaping @Sendable () -> [LeasedJob], processed: @escaping @Sendable () -> Int,
+        waiting: PrefetchBuffer? = nil, cancelWaiting: @escaping @Sendable (LeasedJob, Bool) -> Void = { _, _ in },
+        handBack: @escaping @Sendable (LeasedJob) -> Void = { _ in }
     ) {
+        self.waiting = waiting
+        self.cancelWaiting = cancelWaiting
+        self.handBack = handBack
         self.driver = driver
         self.attempts = attempts
         self.unreported = unreported
@@ -78,13 +89,38 @@ final class LeaseKeeper: Sendable {
         // A finished job keeps its lease until its outcome is recorded; what the heartbeat says of it changes nothing
         // here (the report settles it), and an id fetched again meanwhile is renewed for its new attempt only.
         let finished = unreported().filter { !running.contains($0.id) }
-        if !jobs.isEmpty || !finished.isEmpty {
-            let states = try driver.renewLeasesBlocking(jobs + finished)
-            for (id, state) in states where running.contains(id) {
-                switch state {
-                case .held: break
-                case .lost: attempts.stop(id, because: .leaseLost)
-                case .cancelRequested(let keep): attempts.stop(id, because: .cancelRequested(keep: keep))
+        // Jobs that waited in the buffer for longer than a heartbeat: this worker is not keeping up with them, and
+        // another may be idle. Handed back (no attempt counted) rather than renewed.
+        for job in waiting?.takeStale(olderThan: driver.heartbeatInterval) ?? [] { handBack(job) }
+        let buffered = (waiting?.leased() ?? []).filter { !running.contains($0.id) }
+        let bufferedIDs = Set(buffered.map(\.id))
+        if !jobs.isEmpty || !finished.isEmpty || !buffered.isEmpty {
+            let states = try driver.renewLeasesBlocking(jobs + finished + buffered)
+            var cancelled: [String: Bool] = [:]
+            var lost: Set<String> = []
+            for (id, state) in states {
+                if running.contains(id) {
+                    switch state {
+                    case .held: break
+                    case .lost: attempts.stop(id, because: .leaseLost)
+                    case .cancelRequested(let keep): attempts.stop(id, because: .cancelRequested(keep: keep))
+                    }
+                } else if bufferedIDs.contains(id) {
+                    switch state {
+                    case .held: break
+                    case .lost: lost.insert(id)
+                    case .cancelRequested(let keep): cancelled[id] = keep
+                    }
+                }
+            }
+            if let waiting, !cancelled.isEmpty || !lost.isEmpty {
+                // Only those still waiting: a job the starter took meanwhile is running and the next beat reaches it.
+                for job in waiting.take(Set(cancelled.keys).union(lost)) {
+                    if let keep = cancelled[job.id] {
+                        cancelWaiting(job, keep)
+                    } else {
+                        logger.warning("lease lost while the job waited in the prefetch buffer; dropped", metadata: ["job": "\(job.id)"])
+                    }
                 }
             }
         }

@@ -63,6 +63,8 @@ public final class Worker: Service, Sendable {
     let attempts = RunningAttempts()
     let reporter: OutcomeReporter
     let runner: JobRunner
+    /// Jobs leased ahead of the free slots.
+    let buffer: PrefetchBuffer
     private let stopping = Mutex(false)
 
     /// A worker on any queue engine; the caller owns `driver` (the worker does not close it).
@@ -84,7 +86,10 @@ public final class Worker: Service, Sendable {
         logger[metadataKey: "worker"] = "\(configuration.id)"
         self.logger = logger
         reporter = OutcomeReporter(driver: driver, logger: logger)
-        runner = JobRunner(registry: registry, attempts: attempts, reporter: reporter, driver: driver, workerID: configuration.id, logger: logger)
+        buffer = PrefetchBuffer(concurrency: configuration.concurrency, limit: configuration.fetchBatch)
+        runner = JobRunner(
+            registry: registry, attempts: attempts, reporter: reporter, driver: driver, workerID: configuration.id, logger: logger,
+            runTimes: buffer)
     }
 
     /// Jobs finished (any outcome) since start.
@@ -108,9 +113,11 @@ public final class Worker: Service, Sendable {
                 "concurrency": String(configuration.concurrency), "kinds": registry.kinds.joined(separator: ","),
                 "started": String(WallClock.nowMilliseconds()),
             ],
-            logger: logger, unreported: { [reporter] in reporter.unreportedJobs() }, processed: { [reporter] in reporter.processedCount })
+            logger: logger, unreported: { [reporter] in reporter.unreportedJobs() }, processed: { [reporter] in reporter.processedCount },
+            waiting: buffer, cancelWaiting: { [runner] job, keep in runner.cancelWaiting(job, keep: keep) },
+            handBack: { [reporter] job in reporter.release(job) })
         let fetchLoop = FetchLoop(
-            driver: driver, configuration: configuration, attempts: attempts, logger: logger,
+            driver: driver, configuration: configuration, attempts: attempts, logger: logger, buffer: buffer,
             isStopping: { [self] in isStopping }, beginShutdown: { [self] in beginShutdown() },
             start: { [runner] job in runner.start(job) })
         // After a failed step (Redis out of reach), this worker renews its leases, those of finished jobs whose
@@ -156,6 +163,7 @@ public final class Worker: Service, Sendable {
         }
         if first { logger.info("graceful shutdown: no new jobs; waiting for the running ones", metadata: ["grace": "\(configuration.shutdownGrace)"]) }
         attempts.slotFreed.fire()
+        buffer.drained.fire()
     }
 
     private func drain() async {
