@@ -50,7 +50,7 @@ public struct SubmissionValidator: Sendable {
     /// Many jobs (`POST /v1/jobs:bulk`, `{"jobs": [...]}`): all of them or, with any problem, none.
     public func bulk(_ body: JSONValue, now: Int64 = WallClock.nowMilliseconds()) -> Result<[EnqueueRequest], Problems> {
         guard case .object(let members) = body else {
-            return .failure(Problems([FieldProblem(pointer: "", "must be an object with a member \"jobs\" (an array of jobs), got \(Self.typeName(body))")]))
+            return .failure(Problems([FieldProblem(pointer: "", "must be an object with a member \"jobs\" (an array of jobs), got \(body.kindDescription)")]))
         }
         var problems: [FieldProblem] = []
         for key in members.keys.sorted() where key != "jobs" {
@@ -72,7 +72,7 @@ public struct SubmissionValidator: Sendable {
                 }
             }
         case .some(let other):
-            problems.append(FieldProblem(pointer: "/jobs", "must be an array of jobs, got \(Self.typeName(other))"))
+            problems.append(FieldProblem(pointer: "/jobs", "must be an array of jobs, got \(other.kindDescription)"))
         }
         if problems.isEmpty { return .success(requests) }
         return .failure(Problems(problems))
@@ -81,7 +81,7 @@ public struct SubmissionValidator: Sendable {
     /// Checks one job object at `pointer`; appends its problems and returns the request when it has none.
     func job(_ value: JSONValue, at pointer: String, now: Int64, problems: inout [FieldProblem]) -> EnqueueRequest? {
         guard case .object(let members) = value else {
-            problems.append(FieldProblem(pointer: pointer, "a job must be an object with at least \"kind\", got \(Self.typeName(value))"))
+            problems.append(FieldProblem(pointer: pointer, "a job must be an object with at least \"kind\", got \(value.kindDescription)"))
             return nil
         }
         let before = problems.count
@@ -97,14 +97,14 @@ public struct SubmissionValidator: Sendable {
         case nil: problem("kind", "required: the job kind, one of \(routing.kinds.joined(separator: ", "))")
         case .string(let text) where !text.isEmpty && text.utf8.count <= 128: kind = text
         case .string: problem("kind", "must be 1–128 bytes")
-        case .some(let other): problem("kind", "must be a string, got \(Self.typeName(other))")
+        case .some(let other): problem("kind", "must be a string, got \(other.kindDescription)")
         }
         var tier: String?
         switch members["tier"] {
         case nil: break
         case .string(let text) where !text.isEmpty && text.utf8.count <= 64: tier = text
         case .string: problem("tier", "must be 1–64 bytes")
-        case .some(let other): problem("tier", "must be a string, got \(Self.typeName(other))")
+        case .some(let other): problem("tier", "must be a string, got \(other.kindDescription)")
         }
         let delay = number(members["delaySeconds"], "delaySeconds", in: 0...Self.maxDelaySeconds, problem)
         var runAt: Int64?
@@ -116,14 +116,14 @@ public struct SubmissionValidator: Sendable {
             } else {
                 problem("runAt", "must be an RFC 3339 date-time such as 2026-12-01T08:00:00Z, got '\(text.prefix(64))'")
             }
-        case .some(let other): problem("runAt", "must be an RFC 3339 date-time string, got \(Self.typeName(other))")
+        case .some(let other): problem("runAt", "must be an RFC 3339 date-time string, got \(other.kindDescription)")
         }
         var maxAttempts = 5
         switch members["maxAttempts"] {
         case nil: break
         case .number(let value) where value == value.rounded() && (1...1000).contains(value): maxAttempts = Int(value)
         case .number(let value): problem("maxAttempts", "must be a whole number 1…1000, got \(Self.format(value))")
-        case .some(let other): problem("maxAttempts", "must be an integer, got \(Self.typeName(other))")
+        case .some(let other): problem("maxAttempts", "must be an integer, got \(other.kindDescription)")
         }
         let timeout = number(members["timeoutSeconds"], "timeoutSeconds", in: 0.001...Self.maxTimeoutSeconds, problem)
         var id: String?
@@ -131,7 +131,7 @@ public struct SubmissionValidator: Sendable {
         case nil: break
         case .string(let text) where JobID.isValid(text): id = text
         case .string: problem("id", "must be 1–128 of A–Z a–z 0–9 - _ . :")
-        case .some(let other): problem("id", "must be a string, got \(Self.typeName(other))")
+        case .some(let other): problem("id", "must be a string, got \(other.kindDescription)")
         }
 
         // Layer 2: cross-field rules.
@@ -172,20 +172,9 @@ public struct SubmissionValidator: Sendable {
         case nil: return nil
         case .number(let number) where range.contains(number): return number
         case .number(let number): problem(member, "must be \(Self.format(range.lowerBound))…\(Self.format(range.upperBound)), got \(Self.format(number))")
-        case .some(let other): problem(member, "must be a number, got \(Self.typeName(other))")
+        case .some(let other): problem(member, "must be a number, got \(other.kindDescription)")
         }
         return nil
-    }
-
-    static func typeName(_ value: JSONValue) -> String {
-        switch value {
-        case .null: return "null"
-        case .bool: return "a boolean"
-        case .number: return "a number"
-        case .string: return "a string"
-        case .array: return "an array"
-        case .object: return "an object"
-        }
     }
 
     static func format(_ value: Double) -> String {

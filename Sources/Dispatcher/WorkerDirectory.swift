@@ -37,11 +37,10 @@ final class WorkerDirectory: Sendable {
             var byQueue: [String: Int] = [:]
             var everyQueue = 0
             for worker in try await farm.workers() where !worker.fields.isEmpty {
-                let queues = worker.fields["queues"] ?? "*"
-                if queues == "*" {
-                    everyQueue += 1
+                if let queues = worker.servedQueues {
+                    for name in queues { byQueue[name, default: 0] += 1 }
                 } else {
-                    for name in Set(queues.split(separator: ",").map(String.init)) { byQueue[name, default: 0] += 1 }
+                    everyQueue += 1
                 }
             }
             let fresh = Snapshot(takenAt: now, byQueue: byQueue, everyQueue: everyQueue)

@@ -196,8 +196,8 @@ final class JSONValueDecoding: Decoder {
 }
 
 extension JSONValue {
-    /// "a string", "a number", … for decoding errors.
-    var kindDescription: String {
+    /// "a string", "a number", … for error messages (decoding errors, the dispatcher's validation problems).
+    public var kindDescription: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"

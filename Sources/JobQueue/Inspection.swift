@@ -166,6 +166,22 @@ public struct WorkerInfo: Sendable, Equatable {
     /// ms since 1970 of its last heartbeat.
     public var lastSeen: Int64
     public var fields: [String: String]
+
+    public init(id: String, lastSeen: Int64, fields: [String: String]) {
+        self.id = id
+        self.lastSeen = lastSeen
+        self.fields = fields
+    }
+
+    /// The queues it serves; nil for every queue (started without `--queues`: `*`, or an entry without the field,
+    /// counted as possibly serving any queue).
+    public var servedQueues: Set<String>? {
+        guard let queues = fields["queues"], queues != "*" else { return nil }
+        return Set(queues.split(separator: ",").map(String.init))
+    }
+
+    /// Whether it serves `queue`.
+    public func serves(queue: String) -> Bool { servedQueues?.contains(queue) ?? true }
 }
 
 extension JobFarm {

@@ -16,8 +16,7 @@ extension JobFarm {
     public func coverage(ofKind kind: String, queue: String) async throws -> KindCoverage {
         // A worker's hash expires 3 leases after its last heartbeat: one without fields is gone.
         let serving = try await workers(seenWithin: .seconds(60), what: "checking the live workers of queue '\(queue)'").filter { worker in
-            guard let queues = worker.fields["queues"] else { return false }
-            return queues == "*" || queues.split(separator: ",").contains { $0 == queue }
+            !worker.fields.isEmpty && worker.serves(queue: queue)
         }
         if serving.isEmpty { return .noLiveWorker }
         var kinds: Set<String> = []

@@ -189,3 +189,18 @@ struct RedisErrorTests {
         #expect(!RedisError.server("ERR wrong number of arguments").isConnectionError)
     }
 }
+
+/// One reading of a registry entry's `queues` for every caller (`enqueue`'s kind check, the dispatcher's
+/// `workersServing`).
+@Suite("Worker registry entries")
+struct WorkerInfoTests {
+    @Test func servedQueues() {
+        let listed = WorkerInfo(id: "w1", lastSeen: 0, fields: ["queues": "default,ml"])
+        #expect(listed.servedQueues == ["default", "ml"])
+        #expect(listed.serves(queue: "ml") && !listed.serves(queue: "other"))
+        let every = WorkerInfo(id: "w2", lastSeen: 0, fields: ["queues": "*"])
+        #expect(every.servedQueues == nil && every.serves(queue: "anything"))
+        let unknown = WorkerInfo(id: "w3", lastSeen: 0, fields: ["pid": "1"])
+        #expect(unknown.serves(queue: "default"), "an entry without the field may serve any queue")
+    }
+}

@@ -84,6 +84,13 @@ local function wake(tier)
     redis.call('LTRIM', sk, 0, 0)
   end
 end
+-- Puts a leased job back at the front of its tier's line (`reap`, `release`): queued again, no worker.
+local function back_to_front(id, jk, tier)
+  redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
+  redis.call('HDEL', jk, 'worker')
+  redis.call('RPUSH', P .. 't:' .. tier, id)
+  wake(tier)
+end
 -- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free.
 local LISTENING = nil
 local function publish(id, what)

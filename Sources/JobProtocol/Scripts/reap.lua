@@ -53,10 +53,7 @@ for _, id in ipairs(ids) do
       dead_letter(id, jk, 'poison', 'lost its lease ' .. lost .. ' times; last: ' .. why, nil, retention)
       poisoned = poisoned + 1
     else
-      redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-      redis.call('HDEL', jk, 'worker')
-      redis.call('RPUSH', P .. 't:' .. tier, id)
-      wake(tier)
+      back_to_front(id, jk, tier)
       requeued = requeued + 1
     end
   end

@@ -22,10 +22,7 @@ for b = 3, #ARGV, 2 do
       finish_cancelled(id, jk, r[4], retention)
     else
       redis.call('HINCRBY', jk, 'attempts', -1)
-      redis.call('HSET', jk, 'state', 'queued', 'qt', NOW)
-      redis.call('HDEL', jk, 'worker')
-      redis.call('RPUSH', P .. 't:' .. tier, id)
-      wake(tier)
+      back_to_front(id, jk, tier)
       released = released + 1
     end
   end
