@@ -30,12 +30,13 @@ final class MaintenanceLoop: Sendable {
     func run() async {
         var failed = false
         var inGrace: Set<String> = []
+        var broken: Set<String> = []
         while !isStopping() && !Task.isCancelled {
             var sleep = driver.maintenanceInterval
             if failed, !(await resynchronize()) {
                 // Still out of reach: reaping now could take this worker's own finished work for a crashed worker's.
             } else {
-                let result = await step(inGrace: &inGrace)
+                let result = await step(inGrace: &inGrace, broken: &broken)
                 sleep = result.sleep
                 failed = result.failed
             }
@@ -45,9 +46,13 @@ final class MaintenanceLoop: Sendable {
         }
     }
 
-    /// One pass over the queues; returns the time until the next pass and whether any call failed.
-    /// - Parameter inGrace: the queues whose reaper is holding off after an outage (logged once per outage).
-    func step(inGrace: inout Set<String>) async -> (sleep: Duration, failed: Bool) {
+    /// One pass over the queues; returns the time until the next pass and whether a call failed on the connection
+    /// (then the next pass renews this worker's leases before it reaps).
+    /// - Parameters:
+    ///   - inGrace: the queues whose reaper is holding off after an outage (logged once per outage).
+    ///   - broken: the queues whose steps fail on their data (a key of the wrong type): logged once when it starts
+    ///     and once when it ends, not at every pass.
+    func step(inGrace: inout Set<String>, broken: inout Set<String>) async -> (sleep: Duration, failed: Bool) {
         var queues = self.queues ?? []
         var failed = false
         if self.queues == nil {
@@ -72,6 +77,15 @@ final class MaintenanceLoop: Sendable {
                 }
                 if moved > 0 { logger.debug("promoted due jobs", metadata: ["queue": "\(queue)", "count": "\(moved)"]) }
                 if let nextDue, nextDue < sleep { sleep = max(.milliseconds(5), nextDue) }
+                if broken.remove(queue) != nil {
+                    logger.notice("maintenance of this queue works again", metadata: ["queue": "\(queue)"])
+                }
+            } catch let error as JobFarmError where !error.isConnectionError {
+                if broken.insert(queue).inserted {
+                    logger.error("maintenance of this queue fails: its due jobs are not promoted and its expired leases not reaped until the cause is repaired (see the error; docs/PROTOCOL.md, keys of the wrong type); the other queues go on", metadata: [
+                        "queue": "\(queue)", "error": "\(error)",
+                    ])
+                }
             } catch {
                 failed = true
                 logger.debug("maintenance step failed", metadata: ["queue": "\(queue)", "error": "\(error)"])
