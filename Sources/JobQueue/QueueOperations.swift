@@ -78,7 +78,11 @@ extension JobFarm {
         var jobs: [LeasedJob] = []
         for (_, result) in round.fetched { jobs += try result.get() }
         if jobs.isEmpty, let message = round.wait {
-            throw try await blockingError(message, keys: wakeUpKeys(queues: queues, tiers: tiers).map(\.key), on: client)
+            if let fault = try await wakeUpKeyFaults(queues: queues, tiers: tiers, on: client).first {
+                throw JobFarmError.wrongType(key: fault.key, operation: "fetch",
+                                             message: "waiting for work: \(fault.key) is a \(fault.type), expected a list (\(message))")
+            }
+            throw wakeUpError(message)
         }
         return jobs
     }
@@ -131,15 +135,20 @@ extension JobFarm {
         .script(Scripts.fetch, keys: [keys(queue).prefix], arguments: [queue] + fetchArguments(count: count, worker: worker, tiers: only))
     }
 
-    /// The error for a failed BLPOP: `wrongType` naming the first of its keys that is not a list, if any.
-    private func blockingError(_ message: String, keys: [String], on client: RedisClient) async throws -> JobFarmError {
-        let types = try await client.pipeline(keys.map { .command(RedisCommand("TYPE", $0)) })
-        for (key, type) in zip(keys, types) {
-            if let found = type.string, found != "none", found != "list" {
-                return .wrongType(key: key, operation: "fetch", message: "waiting for work: \(key) is a \(found), expected a list (\(message))")
-            }
+    /// The wake-up lists that exist with another type than LIST (one round trip of `TYPE`s): what a `BLPOP` that
+    /// failed at once met.
+    func wakeUpKeyFaults(queues: [String], tiers: [String: [String]], on client: RedisClient) async throws -> [(queue: String, key: String, type: String)] {
+        let keys = wakeUpKeys(queues: queues, tiers: tiers)
+        let types = try await client.send(keys.map { RedisCommand("TYPE", $0.key) })
+        return zip(keys, types).compactMap { key, type in
+            let name = type.string ?? "?"
+            return name == "list" || name == "none" ? nil : (key.queue, key.key, name)
         }
-        return JobFarmError(RedisError(reply: message, context: "waiting for work (BLPOP)"), operation: "fetch")
+    }
+
+    /// The error for a `BLPOP` that failed although none of its lists is of the wrong type.
+    func wakeUpError(_ message: String) -> JobFarmError {
+        JobFarmError(RedisError(reply: message, context: "waiting for a wake-up (BLPOP)"), operation: "fetch")
     }
 
     /// The configured tiers in preference order, restricted to `only` when given.

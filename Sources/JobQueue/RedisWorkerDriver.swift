@@ -57,21 +57,11 @@ public final class RedisWorkerDriver: WorkerDriver {
         if let wait {
             // The BLPOP answered at once with an error instead of blocking: find the wake-up lists at fault, so
             // that only their queues are set aside.
-            let faulty = try await wakeUpKeyFaults(queues: queues, tiers: tiers)
-            if faulty.isEmpty { throw JobFarmError(RedisError(reply: wait, context: "waiting for a wake-up (BLPOP)"), operation: "fetch") }
+            let faulty = try await farm.wakeUpKeyFaults(queues: queues, tiers: tiers, on: fetchClient)
+            if faulty.isEmpty { throw farm.wakeUpError(wait) }
             round.failures += faulty.map { QueueFetchError(queue: $0.queue, key: $0.key, message: "\(wait) (it is a \($0.type), not a list)") }
         }
         return round
-    }
-
-    /// The wake-up lists that exist with another type than LIST (one round trip of `TYPE`s).
-    private func wakeUpKeyFaults(queues: [String], tiers: [String: [String]]) async throws -> [(queue: String, key: String, type: String)] {
-        let keys = farm.wakeUpKeys(queues: queues, tiers: tiers)
-        let types = try await fetchClient.send(keys.map { RedisCommand("TYPE", $0.key) })
-        return zip(keys, types).compactMap { key, type in
-            let name = type.string ?? "?"
-            return name == "list" || name == "none" ? nil : (key.queue, key.key, name)
-        }
     }
 
     public func report(_ outcomes: [(job: LeasedJob, outcome: AttemptOutcome)], queue: String) async throws -> [String] {
