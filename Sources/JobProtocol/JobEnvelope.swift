@@ -72,37 +72,94 @@ public struct JobEnvelope: Sendable, Equatable {
 
     /// The envelope as compact JSON, with the payload's JSON text given (bulk enqueue encodes a shared payload once).
     public func encoded(payloadText: String) -> String {
-        var out = "{\"v\":1,\"id\":"
-        out.reserveCapacity(200 + payloadText.utf8.count)
-        JSONValue.writeString(id, to: &out)
-        out += ",\"kind\":"
-        JSONValue.writeString(kind, to: &out)
-        out += ",\"queue\":"
-        JSONValue.writeString(queue, to: &out)
-        out += ",\"tier\":"
-        JSONValue.writeString(tier, to: &out)
+        var bytes: [UInt8] = []
+        encode(payloadText: payloadText, into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the envelope's compact JSON (the bytes `encoded(payloadText:)` returns) to `out`: bulk enqueue writes
+    /// thousands of envelopes per call, and building each as a `String` first cost more than the rest of the call.
+    public func encode(payloadText: String, into out: inout [UInt8]) {
+        out.reserveCapacity(out.count + 200 + payloadText.utf8.count)
+        Self.append("{\"v\":1,\"id\":", to: &out)
+        Self.appendJSONString(id, to: &out)
+        Self.append(",\"kind\":", to: &out)
+        Self.appendJSONString(kind, to: &out)
+        Self.append(",\"queue\":", to: &out)
+        Self.appendJSONString(queue, to: &out)
+        Self.append(",\"tier\":", to: &out)
+        Self.appendJSONString(tier, to: &out)
         if payloadText.utf8.count > PayloadCompression.threshold {
             let raw = Array(payloadText.utf8)
-            out += ",\"payload_z\":\""
-            out += Data(PayloadCompression.compress(raw)).base64EncodedString()
-            out += "\",\"payload_crc32\":\(PayloadCompression.crc32(raw))"
+            Self.append(",\"payload_z\":\"", to: &out)
+            Self.append(Data(PayloadCompression.compress(raw)).base64EncodedString(), to: &out)
+            Self.append("\",\"payload_crc32\":", to: &out)
+            Self.appendDecimal(Int64(PayloadCompression.crc32(raw)), to: &out)
         } else {
-            out += ",\"payload\":"
-            out += payloadText
+            Self.append(",\"payload\":", to: &out)
+            Self.append(payloadText, to: &out)
         }
-        out += ",\"attempts\":\(attempts),\"max_attempts\":\(maxAttempts),\"enqueued_at\":\(enqueuedAt)"
-        if let runAt { out += ",\"run_at\":\(runAt)" }
-        out += ",\"timeout_ms\":\(timeoutMilliseconds)"
+        Self.append(",\"attempts\":", to: &out)
+        Self.appendDecimal(Int64(attempts), to: &out)
+        Self.append(",\"max_attempts\":", to: &out)
+        Self.appendDecimal(Int64(maxAttempts), to: &out)
+        Self.append(",\"enqueued_at\":", to: &out)
+        Self.appendDecimal(enqueuedAt, to: &out)
+        if let runAt {
+            Self.append(",\"run_at\":", to: &out)
+            Self.appendDecimal(runAt, to: &out)
+        }
+        Self.append(",\"timeout_ms\":", to: &out)
+        Self.appendDecimal(timeoutMilliseconds, to: &out)
         if let idempotencyKey {
-            out += ",\"idempotency_key\":"
-            JSONValue.writeString(idempotencyKey, to: &out)
+            Self.append(",\"idempotency_key\":", to: &out)
+            Self.appendJSONString(idempotencyKey, to: &out)
         }
         if !trace.isEmpty {
-            out += ",\"trace\":"
-            JSONValue.object(trace.mapValues(JSONValue.string)).write(to: &out)
+            var text = ",\"trace\":"
+            JSONValue.object(trace.mapValues(JSONValue.string)).write(to: &text)
+            Self.append(text, to: &out)
         }
-        out += "}"
-        return out
+        out.append(UInt8(ascii: "}"))
+    }
+
+    private static func append(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { out.append(contentsOf: $0) }
+    }
+
+    /// A JSON string, escaped exactly as `JSONValue.writeString` escapes it.
+    private static func appendJSONString(_ value: String, to out: inout [UInt8]) {
+        var value = value
+        let plain = value.withUTF8 { bytes in
+            !bytes.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        }
+        if plain {
+            out.append(UInt8(ascii: "\""))
+            value.withUTF8 { out.append(contentsOf: $0) }
+            out.append(UInt8(ascii: "\""))
+        } else {
+            var text = ""
+            JSONValue.writeString(value, to: &text)
+            append(text, to: &out)
+        }
+    }
+
+    private static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            out.append(contentsOf: buffer[(20 - count)...])
+        }
     }
 
     /// Reads an envelope, checking every field; a compressed payload is inflated and its CRC verified.

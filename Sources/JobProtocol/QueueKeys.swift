@@ -14,8 +14,11 @@ public struct QueueKeys: Sendable, Hashable {
 
     /// LIST of job ids (LPUSH to enqueue, RPOP to fetch: the tail is the oldest).
     public func tier(_ tier: String) -> String { prefix + "t:" + tier }
-    /// HASH of one job: envelope, state, counters, result.
+    /// HASH of one job: envelope, state, counters, result. A job enqueued to run now has none until it is leased.
     public func job(_ id: String) -> String { prefix + "job:" + id }
+    /// HASH id → `<qt> <tier> <envelope>`: the jobs enqueued to run now and not leased yet, which have no key of
+    /// their own (`fetch` creates their job hash when it leases them).
+    public var pending: String { prefix + "pending" }
     /// ZSET id → lease deadline (ms).
     public var inflight: String { prefix + "inflight" }
     /// ZSET id → run-at (ms): delayed, scheduled and retrying jobs.

@@ -11,6 +11,8 @@ public enum QueueScripts {
 
     /// ENQUEUE: ARGV = queue, count, idempotency TTL ms, then per job: id, tier, envelope, delay ms (0 = now), idempotency key ('' = none).
     /// Returns one id per job: the new id, or the id already stored under the same job id or idempotency key.
+    /// A job to run now gets no key of its own: its envelope goes into the queue's `pending` hash and its id onto
+    /// its tier's list; `fetch` creates its job hash when it leases it.
     public static let enqueue = script("enqueue", EmbeddedLuaScripts.enqueue)
 
     /// FETCH: ARGV = queue, count, lease ms, worker id, aging ms (0 = strict), tier count, tiers in preference order,

@@ -59,12 +59,20 @@ extension JobFarm {
             envelopes.append(try makeEnvelope(request, now: now, generator: &generator))
         }
         // Group by queue (each queue is its own hash slot), keeping request order for the answer.
+        // (A run of jobs for one queue, the usual bulk, is collected without hashing the queue's name per job.)
         var order: [String] = []
         var byQueue: [String: [Int]] = [:]
+        var run: (queue: String, indices: [Int])?
         for (index, item) in envelopes.enumerated() {
+            if run?.queue == item.env.queue {
+                run!.indices.append(index)
+                continue
+            }
+            if let (queue, indices) = run { byQueue[queue, default: []] += indices }
             if byQueue[item.env.queue] == nil { order.append(item.env.queue) }
-            byQueue[item.env.queue, default: []].append(index)
+            run = (item.env.queue, [index])
         }
+        if let (queue, indices) = run { byQueue[queue, default: []] += indices }
         // Encoding a chunk overlaps with Redis running the previous ones: up to `inFlight` chunks are sent
         // while the next is built (one connection; its queue keeps them in order).
         let client = self.client
@@ -77,6 +85,11 @@ extension JobFarm {
         var lastPayloadText = ""
         func collect(_ chunk: [Int], _ reply: RESPValue) throws {
             if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueue.name) }
+            if case .integer = reply {
+                // The script answers a count when every id it answered is the id it was sent.
+                for index in chunk { ids[index] = envelopes[index].env.id }
+                return
+            }
             let returned = reply.array ?? []
             guard returned.count == chunk.count else {
                 throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("expected \(chunk.count) ids, got \(returned.count)"))
@@ -86,6 +99,7 @@ extension JobFarm {
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
             var arguments = RedisCommand(queue, String(chunk.count), idemTTL)
             arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
+            var text: [UInt8] = []
             for index in chunk {
                 let (env, delayMs) = envelopes[index]
                 if lastPayload != env.payload {
@@ -94,8 +108,10 @@ extension JobFarm {
                 }
                 arguments.append(env.id)
                 arguments.append(env.tier)
-                arguments.append(env.encoded(payloadText: lastPayloadText))
-                arguments.append(String(delayMs))
+                text.removeAll(keepingCapacity: true)
+                env.encode(payloadText: lastPayloadText, into: &text)
+                arguments.append(bytes: text)
+                arguments.append(delayMs == 0 ? "0" : String(delayMs))
                 arguments.append(env.idempotencyKey ?? "")
             }
             var batch: [RedisRequest] = []

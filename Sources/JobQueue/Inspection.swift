@@ -93,18 +93,32 @@ extension JobFarm {
         if let queue { candidates = [queue] } else { candidates = try await queues() }
         if candidates.isEmpty { return nil }
         let client = self.client
+        // Per queue, the job hash and the `pending` field (a job not leased yet has no hash), in one round trip.
         let replies = try await retrying(for: .seconds(10), what: "status") {
-            try await client.send(candidates.map { RedisCommand("HGETALL", keys($0).job(id)) })
+            try await client.send(candidates.flatMap { [RedisCommand("HGETALL", keys($0).job(id)), RedisCommand("HGET", keys($0).pending, id)] })
         }
-        for (queue, reply) in zip(candidates, replies) {
-            guard let items = reply.array, !items.isEmpty else { continue }
-            var fields: [String: String] = [:]
-            for pair in stride(from: 0, to: items.count - 1, by: 2) {
-                if let key = items[pair].string, let value = items[pair + 1].string { fields[key] = value }
+        for (index, queue) in candidates.enumerated() {
+            let (hash, pending) = (replies[2 * index], replies[2 * index + 1])
+            if let items = hash.array, !items.isEmpty {
+                var fields: [String: String] = [:]
+                for pair in stride(from: 0, to: items.count - 1, by: 2) {
+                    if let key = items[pair].string, let value = items[pair + 1].string { fields[key] = value }
+                }
+                return Self.makeStatus(id: id, queue: queue, fields: fields)
             }
-            return Self.makeStatus(id: id, queue: queue, fields: fields)
+            if let entry = pending.string {
+                return Self.makeStatus(id: id, queue: queue, fields: Self.pendingFields(entry))
+            }
         }
         return nil
+    }
+
+    /// The job-hash fields a pending job would have (docs/PROTOCOL.md §3a): its entry is `<qt> <tier> <envelope>`.
+    /// An entry that is not of that form reads as `queued` with what can be read (`fetch` dead-letters it).
+    static func pendingFields(_ entry: String) -> [String: String] {
+        let parts = entry.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { return ["state": "queued"] }
+        return ["state": "queued", "qt": String(parts[0]), "tier": String(parts[1]), "env": String(parts[2])]
     }
 
     static func makeStatus(id: String, queue: String, fields: [String: String]) -> JobStatus {

@@ -28,6 +28,22 @@ struct HostileDataTests {
             try await farm.enqueue(EnqueueRequest(kind: "echo", tier: tier, payload: .object(["x": .number(1)])))
         }
 
+        /// A queued job with a job hash, written with plain commands as docs/PROTOCOL.md §10 shows (a job enqueued
+        /// by the library has no hash until it is leased, §3a).
+        func enqueueRecord(tier: String = "standard") async throws -> String {
+            let id = JobID.make()
+            let env = #"{"v":1,"id":"\#(id)","kind":"echo","payload":{"x":1}}"#
+            try await raw("HSET", keys.job(id), "env", env, "state", "queued", "tier", tier, "qt", "1764000000000")
+            try await raw("LPUSH", keys.tier(tier), id)
+            return id
+        }
+
+        /// A pending job (§3a) written with plain commands, its entry as given.
+        func enqueuePending(_ id: String, entry: String, tier: String = "standard") async throws {
+            try await raw("HSET", keys.pending, id, entry)
+            try await raw("LPUSH", keys.tier(tier), id)
+        }
+
         func fetch(_ count: Int = 10) async throws -> [LeasedJob] {
             try await farm.fetch(queue: "default", count: count, worker: "w", on: client)
         }
@@ -46,7 +62,7 @@ struct HostileDataTests {
 
     @Test func aNonNumericQtAtTheHeadOfATierDoesNotStallTheQueue() async throws {
         let q = try Queue()
-        let bad = try await q.enqueue(tier: "free")
+        let bad = try await q.enqueueRecord(tier: "free")
         try await q.raw("HSET", q.keys.job(bad), "qt", "soon")
         let premium = try await q.enqueue(tier: "premium")
         let free = try await q.enqueue(tier: "free")
@@ -114,7 +130,7 @@ struct HostileDataTests {
 
     @Test func anUnknownStateIsDeadLetteredNotDropped() async throws {
         let q = try Queue()
-        let bad = try await q.enqueue()
+        let bad = try await q.enqueueRecord()
         try await q.raw("HSET", q.keys.job(bad), "state", "paused")
         #expect(try await q.fetch().isEmpty)
         try await q.expectMalformed(bad, naming: ["state", "paused"])
@@ -122,9 +138,9 @@ struct HostileDataTests {
 
     @Test func attemptsAndLeaseTokensOutOfRangeAreMalformed() async throws {
         let q = try Queue()
-        let negative = try await q.enqueue()
-        let huge = try await q.enqueue()
-        let token = try await q.enqueue()
+        let negative = try await q.enqueueRecord()
+        let huge = try await q.enqueueRecord()
+        let token = try await q.enqueueRecord()
         let good = try await q.enqueue()
         try await q.raw("HSET", q.keys.job(negative), "attempts", "-5")
         try await q.raw("HSET", q.keys.job(huge), "attempts", "1e23")
@@ -155,6 +171,67 @@ struct HostileDataTests {
         try await Task.sleep(for: .milliseconds(5))
         #expect(try await q.farm.promoteDueJobs(queue: "default", on: q.client).moved == 0)
         try await q.expectMalformed(bad, naming: ["tier", "no such tier!"])
+    }
+
+    /// A pending entry (§3a) pushed by a foreign client with a bad queue time, tier or shape: dead-lettered `malformed`
+    /// under its own id, naming what is wrong, and the jobs behind it (in every tier) are served.
+    @Test func aMalformedPendingEntryIsDeadLetteredNamingWhatIsWrong() async throws {
+        let q = try Queue()
+        let env = { (id: String) in #"{"v":1,"id":"\#(id)","kind":"echo"}"# }
+        try await q.enqueuePending("bad-qt", entry: "soon free " + env("bad-qt"), tier: "free")
+        try await q.enqueuePending("bad-tier", entry: "1764000000000 no!tier " + env("bad-tier"))
+        try await q.enqueuePending("bad-shape", entry: "garbage")
+        try await q.enqueuePending("huge-qt", entry: "1e23 standard " + env("huge-qt"))
+        let premium = try await q.enqueue(tier: "premium")
+        let standard = try await q.enqueue(tier: "standard")
+        let free = try await q.enqueue(tier: "free")
+        #expect(Set(try await q.fetch().map(\.id)) == [premium, standard, free])
+        try await q.expectMalformed("bad-qt", naming: ["qt", "soon"])
+        try await q.expectMalformed("bad-tier", naming: ["tier", "no!tier"])
+        try await q.expectMalformed("bad-shape", naming: ["pending entry", "garbage", "<qt> <tier> <envelope>"])
+        try await q.expectMalformed("huge-qt", naming: ["qt", "1e23"])
+        #expect(try await q.raw("HLEN", q.keys.pending).int == 0)
+        #expect(try await q.farm.stats(queues: ["default"])[0].depth == 0)
+        // The dead record keeps what the producer wrote, so the letter can be inspected and requeued.
+        #expect(try await q.farm.deadLetter(id: "bad-qt", queue: "default")?.envelope == env("bad-qt"))
+    }
+
+    /// `cancel` of a pending job whose entry is invalid ends it `malformed` (it could not have run).
+    @Test func cancelOfAMalformedPendingEntryDeadLettersIt() async throws {
+        let q = try Queue()
+        try await q.enqueuePending("bad-cancel", entry: "x y")
+        #expect(try await q.farm.cancel(id: "bad-cancel", queue: "default") == .alreadyFinished)
+        try await q.expectMalformed("bad-cancel", naming: ["pending entry"])
+        #expect(try await q.fetch().isEmpty, "the id left in the list is dropped")
+    }
+
+    /// A foreign client writes a job hash under an id that is pending: the record wins, the pending entry is
+    /// dead-lettered as garbage (kept, not dropped), and the job runs once.
+    @Test func aPendingEntryBesideAJobRecordRunsOnce() async throws {
+        let q = try Queue()
+        let id = try await q.enqueue()
+        try await q.raw("HSET", q.keys.job(id), "env", #"{"v":1,"id":"\#(id)","kind":"echo"}"#, "state", "queued", "tier", "standard")
+        let jobs = try await q.fetch()
+        #expect(jobs.map(\.id) == [id])
+        #expect(jobs.first?.rawEnvelope == #"{"v":1,"id":"\#(id)","kind":"echo"}"#, "the record's envelope")
+        let letters = try await q.farm.deadLetters(queue: "default")
+        #expect(letters.count == 1)
+        #expect(letters.first?.error.contains("beside a job record") == true)
+        #expect(try await q.raw("HLEN", q.keys.pending).int == 0)
+    }
+
+    @Test func pendingOfTheWrongTypeRefusesEnqueueAndFetchBeforeAnyWrite() async throws {
+        let q = try Queue()
+        try await q.raw("LPUSH", q.keys.tier("standard"), "some-id")
+        try await q.raw("SET", q.keys.pending, "x")
+        await expectWrongType(key: q.keys.pending, found: "string", expected: "hash") { _ = try await q.enqueue() }
+        #expect(try await q.raw("LLEN", q.keys.tier("standard")).int == 1)
+        await expectWrongType(key: q.keys.pending, found: "string", expected: "hash") { _ = try await q.fetch() }
+        #expect(try await q.raw("LLEN", q.keys.tier("standard")).int == 1, "nothing popped")
+        #expect(try await q.raw("HLEN", q.keys.deadEntries).int == 0)
+        try await q.raw("DEL", q.keys.pending)
+        let id = try await q.enqueue()
+        #expect(try await q.farm.status(id: id, queue: "default")?.state == .queued)
     }
 
     @Test func anInlineEnvelopeThatIsNotJSONIsDeadUnderTheProducersID() async throws {

@@ -59,4 +59,23 @@ struct ProtocolRecipeTests {
         #expect(try shell(script).trimmingCharacters(in: .whitespacesAndNewlines) == "cancelled")
         #expect(try await farm.status(id: "ext-0003")?.state == .cancelled)
     }
+
+    /// docs/PROTOCOL.md §10: the `sh foreign-pending` block (a job without a key of its own, §3a), run as written.
+    @Test func thePendingEnqueueRecipeOfTheProtocolDocWorks() async throws {
+        let doc = try String(contentsOf: PackagePaths.root.appendingPathComponent("docs/PROTOCOL.md"), encoding: .utf8)
+        let recipe = try #require(codeBlock(doc, info: "sh foreign-pending"), "docs/PROTOCOL.md has no ```sh foreign-pending block")
+        let farm = try TestRedis.farm()
+        let port = try #require(TestRedis.url?.split(separator: ":").last.map(String.init))
+        let script = recipe.replacingOccurrences(of: "jf:", with: "\(farm.configuration.namespace):")
+            .replacingOccurrences(of: "redis-cli ", with: "redis-cli -p \(port) ")
+        _ = try shell(script)
+        _ = try await farm.enqueue(EnqueueRequest(kind: "echo", id: "ext-0005"))  // registers the queue for status without a queue
+        let status = try #require(try await farm.status(id: "ext-0004"))
+        #expect(status.state == .queued)
+        #expect(status.kind == "echo")
+        let client = RedisClient(configuration: farm.configuration.redis)
+        defer { client.close() }
+        let jobs = try await farm.fetch(queue: "default", count: 10, worker: "w", on: client)
+        #expect(jobs.map(\.id) == ["ext-0004", "ext-0005"])
+    }
 }

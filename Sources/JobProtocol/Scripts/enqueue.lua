@@ -1,54 +1,86 @@
 -- enqueue.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
 -- ENQUEUE: ARGV = queue, count, idempotency TTL ms, then per job: id, tier, envelope, delay ms (0 = now), idempotency key ('' = none).
--- Returns one id per job: the new id, or the id already stored under the same job id or idempotency key.
+-- Returns one id per job: the new id, or the id already stored under the same job id or idempotency key; or, when
+-- every answer is the id that was sent (no idempotency key named another id), just the number of jobs created: a
+-- reply of 1,000 ids costs Redis and the client more than the rest of the call's bookkeeping.
+-- A job ready now gets no key of its own: its envelope goes into the hash `pending` (id → "<qt> <tier> <envelope>")
+-- and its id onto its tier's list; `fetch` creates the job record when it leases it. A delayed job gets its job hash
+-- (state `scheduled`) and its `scheduled` entry at once, as before. An id already used (pending, or with a job key
+-- of any type) is answered and nothing is written for it: a repeated enqueue is a no-op.
 local n = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[3])
-local out, ready, added = {}, {}, 0
-local checked = {}
-local function check(key, want)
-  if not checked[key] then need(key, want); checked[key] = true end
-end
-check(P .. 'stats', 'hash')
+local PK = P .. 'pending'
+-- Key types, checked before the first write; the ids and job keys gathered for the duplicate check on the way.
+need(P .. 'stats', 'hash')
+need(PK, 'hash')
+local tiers_checked, delayed_checked, any_idem = {}, false, false
+local ids, jks = {}, {}
 for i = 0, n - 1 do
   local b = 4 + i * 5
-  if tonumber(ARGV[b + 3]) > 0 then check(P .. 'scheduled', 'zset') else check(P .. 't:' .. ARGV[b + 1], 'list') end
-  if ARGV[b + 4] ~= '' then check(P .. 'idem:' .. ARGV[b + 4], 'string') end
+  local id = ARGV[b]
+  ids[i + 1] = id
+  jks[i + 1] = P .. 'job:' .. id
+  if ARGV[b + 3] ~= '0' and tonumber(ARGV[b + 3]) > 0 then
+    if not delayed_checked then need(P .. 'scheduled', 'zset'); delayed_checked = true end
+  else
+    local tier = ARGV[b + 1]
+    if not tiers_checked[tier] then need(P .. 't:' .. tier, 'list'); tiers_checked[tier] = true end
+  end
+  if ARGV[b + 4] ~= '' then need(P .. 'idem:' .. ARGV[b + 4], 'string'); any_idem = true end
 end
+-- Ids already in use, 1,000 at a time: one HMGET of `pending`, one EXISTS of the job keys (a key of another type
+-- counts as taken); only when that finds some does each job key get a look of its own.
+local taken = {}
+for s = 1, n, 1000 do
+  local e = math.min(s + 999, n)
+  local found = redis.call('HMGET', PK, unpack(ids, s, e))
+  local any_key = redis.call('EXISTS', unpack(jks, s, e)) > 0
+  for k = s, e do
+    if found[k - s + 1] or (any_key and redis.call('EXISTS', jks[k]) == 1) then taken[ids[k]] = true end
+  end
+end
+-- Then per job: an idempotency key seen before answers the id stored under it; an id in use answers itself; the
+-- rest are written.
+local out, ready, fields, prefix, added, differs = {}, {}, {}, {}, 0, false
 for i = 0, n - 1 do
   local b = 4 + i * 5
-  local id, tier, env, delay, idem = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
-  local jk = jobkey(id)
+  local id = ids[i + 1]
   local existing = nil
-  if idem ~= '' then
-    local ik = P .. 'idem:' .. idem
+  if any_idem and ARGV[b + 4] ~= '' then
+    local ik = P .. 'idem:' .. ARGV[b + 4]
     existing = redis.call('GET', ik)
     if not existing then redis.call('SET', ik, id, 'PX', idem_ttl) end
+    if existing and existing ~= id then differs = true end
   end
-  if existing then
-    out[#out + 1] = existing
-  elseif redis.call('EXISTS', jk) == 1 then
-    -- (a key of another type under the id counts as taken: nothing is written to it)
-    out[#out + 1] = id
-  else
+  if any_idem then out[i + 1] = existing or id end
+  if not existing and not taken[id] then
+    taken[id] = true  -- the same id twice in one call: the second is a repeat
+    local tier, delay = ARGV[b + 1], tonumber(ARGV[b + 3])
     if delay > 0 then
-      redis.call('HSET', jk, 'env', env, 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', NOW + delay)
+      redis.call('HSET', jks[i + 1], 'env', ARGV[b + 2], 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', NOW + delay)
       redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
     else
-      redis.call('HSET', jk, 'env', env, 'state', 'queued', 'tier', tier, 'qt', NOW)
+      local pre = prefix[tier]
+      if not pre then pre = NOW .. ' ' .. tier .. ' '; prefix[tier] = pre end
+      fields[#fields + 1] = id
+      fields[#fields + 1] = pre .. ARGV[b + 2]
       local list = ready[tier]
       if not list then list = {}; ready[tier] = list end
       list[#list + 1] = id
     end
     added = added + 1
-    out[#out + 1] = id
   end
 end
-for tier, ids in pairs(ready) do
-  for s = 1, #ids, 1000 do
-    redis.call('LPUSH', P .. 't:' .. tier, unpack(ids, s, math.min(s + 999, #ids)))
+for s = 1, #fields, 1000 do
+  redis.call('HSET', PK, unpack(fields, s, math.min(s + 999, #fields)))
+end
+for tier, list in pairs(ready) do
+  for s = 1, #list, 1000 do
+    redis.call('LPUSH', P .. 't:' .. tier, unpack(list, s, math.min(s + 999, #list)))
   end
   wake(tier)
 end
 if added > 0 then redis.call('HINCRBY', P .. 'stats', 'enqueued', added) end
 
-return out
+if differs then return out end
+return added

@@ -4,13 +4,15 @@
 -- Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope; when something
 -- was skipped (a key of the wrong type), one more item: an array of messages naming the keys.
 -- Garbage entries and invalid job records are dead-lettered as `malformed` on the way; stale entries (cancelled jobs)
--- are dropped.
+-- are dropped. A job enqueued without a key of its own (its envelope in the hash `pending`) gets its job record here,
+-- when it is leased.
 local want = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local worker = ARGV[4]
 local aging = tonumber(ARGV[5])
 local nt = tonumber(ARGV[6])
 local every = math.max(1, tonumber(ARGV[7 + nt] or '') or 10)
+local PK = P .. 'pending'
 -- Every key this call may write is checked before its first write (the first RPOP of a non-empty list, so that an
 -- empty fetch, the idle worker's, costs nothing more); tier lists are checked as they are popped, job keys as read.
 local CHECKED = false
@@ -18,6 +20,7 @@ local function check_keys()
   need(P .. 'inflight', 'zset')
   need(P .. 'scheduled', 'zset')
   need(P .. 'aging', 'hash')
+  need(PK, 'hash')
   need_dead_letters()
   CHECKED = true
 end
@@ -33,6 +36,11 @@ if aging > 0 and nt > 1 then
     local ok, oldest = pcall(redis.call, 'LINDEX', P .. 't:' .. tier, -1)
     if ok and oldest then
       local r = string.sub(oldest, 1, 1) ~= '{' and job_fields(jobkey(oldest), 'qt')
+      if r and not r[1] then
+        -- No job record: a pending job's qt is the first word of its entry.
+        local v = redis.pcall('HGET', PK, oldest)
+        if type(v) == 'string' then r = {string.match(v, '^(%S*)')} end
+      end
       local qt = r and int_field('qt', r[1], MAX_MS)
       -- An invalid qt counts as aged, so the record reaches the loop below and is dead-lettered soon.
       if r and (not qt or (r[1] and NOW - qt >= aging)) then aged[#aged + 1] = tier end
@@ -59,6 +67,16 @@ if any_aged then
 end
 
 local out, got, leased, skipped = {}, 0, {}, {}
+local function lease_out(id, token, attempts, tier, env)
+  leased[#leased + 1] = NOW + lease
+  leased[#leased + 1] = id
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = attempts
+  out[#out + 1] = tier
+  out[#out + 1] = env or ''
+  got = got + 1
+end
 -- Pops up to `n` entries of one tier and leases the jobs among them; returns how many it leased.
 local function take(tier, n)
   local lk = P .. 't:' .. tier
@@ -73,11 +91,61 @@ local function take(tier, n)
       return taken
     end
     if not items then break end
+    -- Pending jobs among the entries: one HMGET of `pending` for all of them, one EXISTS of their job keys (a job key
+    -- beside a pending entry is a foreign client's doing: only then is each looked at on its own).
+    local names, pend, clash, done = {}, {}, {}, {}
+    for _, item in ipairs(items) do
+      if string.byte(item, 1) ~= 123 then names[#names + 1] = item end
+    end
+    if #names > 0 then
+      local values, jks = hmget_many(PK, names), {}
+      for k = 1, #names do
+        if values[k] then pend[names[k]] = values[k]; jks[#jks + 1] = jobkey(names[k]) end
+      end
+      local any_key = false
+      for s = 1, #jks, 1000 do
+        if redis.call('EXISTS', unpack(jks, s, math.min(s + 999, #jks))) > 0 then any_key = true end
+      end
+      if any_key then
+        for name in pairs(pend) do
+          if redis.call('EXISTS', jobkey(name)) == 1 then clash[name] = true end
+        end
+      end
+    end
     for _, item in ipairs(items) do
       local id, jk = item, jobkey(item)
-      local r = job_fields(jk, 'state', 'env', 'attempts', 'lease', 'tier', 'qt')
-      local state, env = r and r[1], r and r[2]
-      if not r then
+      local v = pend[item]
+      local r, state, env
+      if v then
+        pend[item] = nil  -- a second copy of the id in this batch finds the record made now: stale, dropped
+        done[#done + 1] = item
+      end
+      if v and not clash[item] then
+        local qt, _, penv, err = parse_pending(v)
+        if err then
+          if qt then
+            redis.call('HSET', jk, 'env', penv or v, 'state', 'queued', 'tier', tier, 'qt', qt)
+          else
+            redis.call('HSET', jk, 'env', penv or v, 'state', 'queued', 'tier', tier)
+          end
+          malformed_record(id, jk, err, 0)
+        else
+          redis.call('HSET', jk, 'env', penv, 'state', 'running', 'tier', tier, 'qt', qt, 'started', NOW, 'worker', worker,
+                     'attempts', 1, 'lease', 1)
+          lease_out(id, 1, 1, tier, penv)
+          taken = taken + 1
+        end
+        state = 'skip'
+      else
+        if v then
+          raw_dead_letter(v, 'pending entry of ' .. show(id) .. ' beside a job record of the same id (the record is kept)')
+        end
+        r = job_fields(jk, 'state', 'env', 'attempts', 'lease', 'tier', 'qt')
+        state, env = r and r[1], r and r[2]
+      end
+      if state == 'skip' then
+        -- handled above
+      elseif not r then
         raw_dead_letter(item, 'queue entry ' .. show(item) .. ' names ' .. jk .. ', which is a ' .. key_type(jk)
           .. ', not a job hash')
         state = 'skip'
@@ -102,7 +170,7 @@ local function take(tier, n)
         elseif type(obj.run_at) == 'number' and (obj.run_at ~= obj.run_at or obj.run_at < 0 or obj.run_at > MAX_MS) then
           why = 'inline envelope field run_at is ' .. show(obj.run_at) .. ': expected ms 0..' .. string.format('%.0f', MAX_MS)
         end
-        if valid_id and key_type(jobkey(eid)) ~= 'none' then
+        if valid_id and (key_type(jobkey(eid)) ~= 'none' or redis.call('HEXISTS', PK, eid) == 1) then
           raw_dead_letter(item, (why and (why .. '; ') or '') .. 'envelope id ' .. eid .. ' is already used by another job')
           state = 'skip'
         elseif why and valid_id then
@@ -145,14 +213,7 @@ local function take(tier, n)
             redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
                        'tier', tier)
           end
-          leased[#leased + 1] = NOW + lease
-          leased[#leased + 1] = id
-          out[#out + 1] = id
-          out[#out + 1] = token
-          out[#out + 1] = attempts
-          out[#out + 1] = tier
-          out[#out + 1] = env or ''
-          got = got + 1
+          lease_out(id, token, attempts, tier, env)
           taken = taken + 1
         end
       elseif not state then
@@ -161,6 +222,9 @@ local function take(tier, n)
         local err = bad_state(state)
         if err then malformed_record(id, jk, err, 0) end
       end
+    end
+    for s = 1, #done, 1000 do
+      redis.call('HDEL', PK, unpack(done, s, math.min(s + 999, #done)))
     end
     -- Into `inflight` after each batch popped, so that nothing leased can miss the reaper.
     for s = 1, #leased, 1000 do

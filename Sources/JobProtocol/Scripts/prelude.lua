@@ -35,6 +35,26 @@ local function bad_state(raw)
   return 'field state is ' .. show(raw) .. ': expected one of queued, scheduled, running, retrying, succeeded, dead, cancelled'
 end
 
+-- A job enqueued and not leased yet has no key of its own: the hash `pending` holds id → "<qt> <tier> <envelope>"
+-- (qt in server ms, the tier whose list holds the id). Returns qt, tier, envelope, or, for an entry that is not
+-- that, what is wrong with it as the fourth value (and whatever could be read of the rest).
+local function parse_pending(v)
+  local qt, tier, env = string.match(v, '^(%S+) (%S+) (.*)$')
+  if not qt then return nil, nil, nil, 'pending entry is ' .. show(v) .. ': expected "<qt> <tier> <envelope>"' end
+  local q, e1 = int_field('qt', qt, MAX_MS)
+  local t, e2 = tier_field(tier)
+  return q, t, env, e1 or e2
+end
+-- HMGET of many fields, 1,000 per call (Lua's unpack has a limit).
+local function hmget_many(key, fields)
+  local out = {}
+  for s = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, s, math.min(s + 999, #fields)))
+    for k = 1, #part do out[s + k - 1] = part[k] end
+  end
+  return out
+end
+
 -- Keys of the wrong type (a foreign client's mistake): a script checks (TYPE) every key it is about to write before
 -- its first write, so it never leaves a half-written record. `need` fails the whole call with an error that names the
 -- key; `usable` lets a script skip what it can do without (one tier's list) and lists it in its reply (PROBLEMS).

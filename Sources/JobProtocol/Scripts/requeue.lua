@@ -5,6 +5,7 @@
 local id, edited, tier = ARGV[2], ARGV[3], ARGV[4]
 need_dead_letters()
 need(jobkey(id), 'hash')
+need(P .. 'pending', 'hash')
 if redis.call('ZSCORE', P .. 'dead', id) == false then return 'unknown' end
 local env = edited ~= '' and edited or redis.call('HGET', P .. 'dead:env', id)
 local ok, obj = pcall(cjson.decode, env or '')
@@ -12,6 +13,8 @@ if not (ok and type(obj) == 'table' and type(obj.kind) == 'string' and obj.id ==
 local jk = jobkey(id)
 local current = redis.call('HMGET', jk, 'state', 'tier')
 if current[1] and current[1] ~= 'dead' and current[1] ~= 'cancelled' then return 'conflict' end
+-- A job enqueued under the id since (no record of its own yet) uses it too.
+if not current[1] and redis.call('HEXISTS', P .. 'pending', id) == 1 then return 'conflict' end
 if tier == '' then tier = current[2] or (type(obj.tier) == 'string' and obj.tier) or 'standard' end
 local _, bad = tier_field(tier)
 if bad then return 'malformed' end
