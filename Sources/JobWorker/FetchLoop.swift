@@ -207,7 +207,7 @@ final class FetchLoop: Sendable {
     private func pause(after error: any Error) async {
         if let error = error as? JobFarmError, error.isConfigurationError, !error.isPermissionDenied {
             refused(error)
-            return
+            if isStopping() { return }
         }
         let kind = Self.kind(of: error)
         let (first, pause, changed) = enginePause.withLock { backoff in
