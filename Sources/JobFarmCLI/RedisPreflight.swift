@@ -4,12 +4,13 @@ import ServiceLifecycle
 import UnixSignals
 import Synchronization
 
-/// The check `jobfarm worker` runs before it builds the worker: Redis must answer, accept the credentials and the
-/// database, and load the protocol's scripts.
+/// The check `jobfarm worker` and `jobfarm serve` run before they start: Redis must answer, accept the credentials
+/// and the database, and load the protocol's scripts.
 ///
 /// A wrong password, user, database or URL cannot mend itself: it is reported at once (the process exits with
-/// `EX_CONFIG`). An unreachable or not yet ready Redis may: the check retries with a growing pause, logging each
-/// wait, until Redis answers or SIGTERM/SIGINT arrives.
+/// `EX_CONFIG`). An unreachable or not yet ready Redis may: the worker's check (`run`) retries with a growing pause,
+/// logging each wait, until Redis answers or SIGTERM/SIGINT arrives; the dispatcher's (`checkOnce`) logs it and lets
+/// the dispatcher start (it answers `/readyz` with 503 until Redis answers).
 struct RedisPreflight {
     let farm: JobFarm
     let logger: Logger
@@ -72,6 +73,23 @@ struct RedisPreflight {
             } catch let error as JobFarmError {
                 throw CLIError(error)
             }
+        }
+    }
+
+    /// One attempt: returns true when Redis is ready, false (logged) when it is unreachable or not ready yet;
+    /// throws a `CLIError` on anything a retry cannot mend (exit 78, or 64 for a URL that does not parse).
+    @discardableResult
+    func checkOnce() async throws -> Bool {
+        do {
+            try await farm.checkConnection()
+            return true
+        } catch let error as JobFarmError where error.isConnectionError {
+            logger.warning(
+                "Redis at \(farm.configuration.redis) \(error.serverCondition == nil ? "unreachable" : "not ready"): starting anyway; /readyz answers 503 until it does",
+                metadata: ["error": "\(error)"])
+            return false
+        } catch let error as JobFarmError {
+            throw CLIError(error)
         }
     }
 

@@ -36,6 +36,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let farm = try global.makeFarm()
+        // As `jobfarm worker`: a wrong password, database or URL fails here (exit 78 or 64); an unreachable Redis does not.
+        try await RedisPreflight(farm: farm, logger: Logger(label: "jobfarm.serve")).checkOnce()
         var configuration: DispatcherConfiguration
         do {
             configuration = try DispatcherConfiguration(environment: ProcessInfo.processInfo.environment)

@@ -69,6 +69,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "jobfarm.lifecycle")))
-        try await group.run()
+        // A worker that Redis refuses after start (its password changed) stops gracefully and exits as the pre-flight
+        // would (78): a supervisor should not restart it until the URL changes.
+        try await reportingErrors { try await group.run() }
     }
 }

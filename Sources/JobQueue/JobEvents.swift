@@ -10,7 +10,7 @@ final class JobEvents: Sendable {
         var ready = false
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var nextToken = 0
-        var streams: [String: [Int: (signal: EventSignal, progress: Bool)]] = [:]
+        var streams: [String: [Int: (signal: AsyncSignal, progress: Bool)]] = [:]
     }
 
     private let configuration: JobFarmConfiguration
@@ -54,8 +54,8 @@ final class JobEvents: Sendable {
     /// A signal fired by every event (`succeeded`, `progress 0.5`, a reconnect…) of one job id.
     /// - Parameter progress: also fire on progress events (a waiter that shows progress); otherwise only on
     ///   state changes, so a waiter re-reads the job only when there is something new to read.
-    func subscribe(id: String, progress: Bool) -> (token: Int, signal: EventSignal) {
-        let signal = EventSignal()
+    func subscribe(id: String, progress: Bool) -> (token: Int, signal: AsyncSignal) {
+        let signal = AsyncSignal()
         let token = state.withLock { state -> Int in
             state.nextToken += 1
             state.streams[id, default: [:]][state.nextToken] = (signal, progress)
@@ -134,67 +134,6 @@ extension JobFarm {
                 signal.fire()
             }
             try Task.checkCancellation()
-        }
-    }
-}
-
-/// A one-slot wake-up: `fire()` wakes the current `wait`, or the next one if nobody waits yet.
-final class EventSignal: Sendable {
-    private struct State {
-        var pending = false
-        var waiter: CheckedContinuation<Void, Never>?
-        var generation = 0
-    }
-    private let state = Mutex(State())
-
-    func fire() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return waiter
-            }
-            state.pending = true
-            return nil
-        }
-        waiter?.resume()
-    }
-
-    /// Returns when fired or after `limit`, whichever comes first.
-    func wait(upTo limit: Duration) async {
-        let generation = state.withLock { state -> Int? in
-            if state.pending {
-                state.pending = false
-                return nil
-            }
-            state.generation += 1
-            return state.generation
-        }
-        guard let generation else { return }
-        let timer = Task {
-            try? await Task.sleep(for: limit)
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                guard state.generation == generation else { return nil }
-                state.generation += 1
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume()
-        }
-        await withCheckedContinuation { continuation in
-            let resumeNow = state.withLock { state -> Bool in
-                // Fired, or timed out, between the check above and now.
-                if state.pending || state.generation != generation {
-                    state.pending = false
-                    return true
-                }
-                state.waiter = continuation
-                return false
-            }
-            if resumeNow { continuation.resume() }
-        }
-        timer.cancel()
-        state.withLock { state in
-            if state.generation == generation { state.generation += 1 }
         }
     }
 }

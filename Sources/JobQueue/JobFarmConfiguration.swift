@@ -205,6 +205,23 @@ public enum JobFarmError: Error, CustomStringConvertible, Sendable, Equatable {
         }
     }
 
+    /// The condition of the whole Redis server behind this error, when it is one (read-only replica, out of memory,
+    /// cannot save, not ready): every queue fails alike, so a worker pauses all its work once instead of setting the
+    /// queues aside one by one.
+    public var serverCondition: RedisServerCondition? {
+        switch self {
+        case .redisNotReady(_, let cause), .redisFailed(_, let cause): return cause.serverCondition
+        default: return nil
+        }
+    }
+
+    /// True when the ACL user may not run a command or touch a key (`NOPERM`): a fault of what was asked (one
+    /// queue's keys may be off limits to the user), unlike a refused password.
+    public var isPermissionDenied: Bool {
+        if case .authenticationFailed(_, .permissionDenied) = self { return true }
+        return false
+    }
+
     /// True when retrying cannot help until the Redis URL changes (password, user, database, syntax).
     public var isConfigurationError: Bool {
         switch self {

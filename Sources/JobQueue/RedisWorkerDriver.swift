@@ -34,34 +34,65 @@ public final class RedisWorkerDriver: WorkerDriver {
     public func queues() async throws -> [String] { try await farm.queues() }
 
     public func fetch(queue: String, count: Int, tiers: [String]?, worker: String) async throws -> [LeasedJob] {
-        // Not `farm.fetch`: a connection failure must stay a `RedisError`, apart from an error of this queue's script.
-        let reply = try await fetchClient.pipeline([farm.fetchRequest(queue: queue, count: count, worker: worker, tiers: tiers)])[0]
-        if let message = reply.errorMessage { throw QueueFetchError(queue: queue, message: "fetch script: \(message)") }
+        // Not `farm.fetch`: a connection failure must stay apart from an error of this queue's script.
+        let reply = try await fetching { try await fetchClient.pipeline([farm.fetchRequest(queue: queue, count: count, worker: worker, tiers: tiers)])[0] }
         do {
             return try await farm.refusingInvalidText(try farm.leasedJobs(from: reply, queue: queue), on: fetchClient)
         } catch let error as JobFarmError where !error.isConnectionError {
-            throw QueueFetchError(queue: queue, message: "\(error)")
+            throw Self.fault(error, queue: queue)
+        } catch let error as RedisError {
+            throw JobFarmError(error, operation: "fetch")
         }
     }
 
     public func awaitAndFetch(queues: [String], count: Int, tiers: [String: [String]], timeout: Duration, worker: String) async throws -> FetchRound {
-        let (wait, fetched) = try await farm.awaitAndFetchEach(
-            queues: queues, count: count, worker: worker, tiers: tiers, timeout: timeout, on: fetchClient)
+        let (wait, fetched) = try await fetching {
+            try await farm.awaitAndFetchEach(queues: queues, count: count, worker: worker, tiers: tiers, timeout: timeout, on: fetchClient)
+        }
         var round = FetchRound()
         for (queue, result) in fetched {
             switch result {
             case .success(let jobs): round.jobs += jobs
-            case .failure(let error): round.failures.append(QueueFetchError(queue: queue, message: "\(error)"))
+            case .failure(let error):
+                switch Self.fault(error, queue: queue) {
+                case let fault as QueueFetchError: round.failures.append(fault)
+                default: round.engineFault = round.engineFault ?? error
+                }
             }
         }
         if let wait {
+            let error = farm.wakeUpError(wait)
+            if error.serverCondition != nil || error.isConfigurationError {
+                // The server refuses the wait itself (a read-only replica, a loading or busy server): every queue alike.
+                round.engineFault = round.engineFault ?? error
+                return round
+            }
             // The BLPOP answered at once with an error instead of blocking: find the wake-up lists at fault, so
             // that only their queues are set aside.
-            let faulty = try await farm.wakeUpKeyFaults(queues: queues, tiers: tiers, on: fetchClient)
-            if faulty.isEmpty { throw farm.wakeUpError(wait) }
+            let faulty = try await fetching { try await farm.wakeUpKeyFaults(queues: queues, tiers: tiers, on: fetchClient) }
+            if faulty.isEmpty {
+                round.engineFault = round.engineFault ?? error
+                return round
+            }
             round.failures += faulty.map { QueueFetchError(queue: $0.queue, key: $0.key, message: "\(wait) (it is a \($0.type), not a list)") }
         }
         return round
+    }
+
+    /// Runs a call on the fetch connection; its Redis errors (the connection, the credentials) become `JobFarmError`s.
+    private func fetching<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as RedisError { throw JobFarmError(error, operation: "fetch") }
+    }
+
+    /// The error a worker acts on for a failed fetch of one queue: a `QueueFetchError` naming the key at fault when
+    /// the fault lies in the queue's data, or the error itself when the whole server refuses (read-only, out of
+    /// memory, cannot save, not ready) or the credentials are refused: those are the same for every queue.
+    static func fault(_ error: JobFarmError, queue: String) -> any Error {
+        // A user the ACL refuses one queue's keys (`NOPERM` in a reply) is that queue's fault; a refused password is not.
+        if error.isPermissionDenied { return QueueFetchError(queue: queue, message: "\(error)") }
+        if error.serverCondition != nil || error.isConnectionError || error.isConfigurationError { return error }
+        if case .wrongType(let key, _, let message) = error { return QueueFetchError(queue: queue, key: key, message: message) }
+        return QueueFetchError(queue: queue, message: "\(error)")
     }
 
     public func report(_ outcomes: [(job: LeasedJob, outcome: AttemptOutcome)], queue: String) async throws -> [String] {

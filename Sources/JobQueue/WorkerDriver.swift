@@ -24,10 +24,12 @@ public protocol WorkerDriver: Sendable {
     /// Leases up to `count` jobs of one queue in one round trip, honouring the tier policy.
     /// - Parameter tiers: the tiers to serve; `nil` serves them all.
     /// - Throws: `QueueFetchError` when the fault lies in this queue's data (the other queues may go on); any
-    ///   other error means the engine could not be reached.
+    ///   other error is the engine's as a whole, the same for every queue: unreachable, not ready, refusing writes
+    ///   (`JobFarmError.serverCondition`), or refusing the credentials (`isConfigurationError`).
     func fetch(queue: String, count: Int, tiers: [String]?, worker: String) async throws -> [LeasedJob]
     /// Waits up to `timeout` for a wake-up on any of the queues, then leases up to `count` jobs among them, in the
-    /// round trip of the wait. Faults of single queues come back in the round; only an unreachable engine throws.
+    /// round trip of the wait. Faults of single queues come back in the round, and so does a fault of the whole
+    /// engine met after jobs were leased (`engineFault`); an engine that cannot be reached throws.
     func awaitAndFetch(queues: [String], count: Int, tiers: [String: [String]], timeout: Duration, worker: String) async throws -> FetchRound
     /// Records how attempts of one queue ended, in one round trip. Returns the ids whose outcome was refused
     /// because the lease had been lost (the fencing token no longer matched).
@@ -62,10 +64,14 @@ public protocol WorkerDriver: Sendable {
 public struct FetchRound: Sendable {
     public var jobs: [LeasedJob]
     public var failures: [QueueFetchError]
+    /// A fault of the whole engine met in this round (a read-only or out-of-memory server, refused credentials):
+    /// the worker runs the jobs leased and pauses its fetching as a whole, as if `awaitAndFetch` had thrown it.
+    public var engineFault: (any Error)?
 
-    public init(jobs: [LeasedJob] = [], failures: [QueueFetchError] = []) {
+    public init(jobs: [LeasedJob] = [], failures: [QueueFetchError] = [], engineFault: (any Error)? = nil) {
         self.jobs = jobs
         self.failures = failures
+        self.engineFault = engineFault
     }
 }
 

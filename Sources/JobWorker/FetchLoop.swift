@@ -6,13 +6,16 @@ import Synchronization
 /// per queue while work is waiting, and when none came, one wait in the engine (`awaitAndFetch`) that an enqueue ends
 /// at once, with the fetch in the same round trip.
 ///
-/// Two tasks: the starter moves buffered jobs into free slots as soon as a slot frees (never more running than
-/// `concurrency`), and the fetcher keeps the buffer filled, so the next fetch round trip overlaps the running jobs
-/// instead of following them. At shutdown the jobs still buffered are handed back without counting an attempt.
+/// Two tasks: the fetcher keeps the buffer filled and starts at once, on its own task, the jobs it leased that find a
+/// free slot (an idle worker's job starts without another hand-off); the starter moves buffered jobs into slots as
+/// they free (never more running than `concurrency`), so the next fetch round trip overlaps the running jobs instead
+/// of following them. At shutdown the jobs still buffered are handed back without counting an attempt.
 ///
 /// Queues are isolated: a queue whose fetch or wake-up list fails (a key a foreign client broke) is set aside
 /// with a growing pause (`QueueBackoff`), logged once when it starts failing and once when it recovers, while the
-/// other queues are served as usual. Only a failure of the connection itself pauses every queue.
+/// other queues are served as usual. A fault of the whole engine (unreachable, not ready, a read-only or
+/// out-of-memory server) pauses every queue at once, with one growing pause, logged once when it starts (again if it
+/// changes) and once when fetching works again. Credentials refused after start stop the worker (`refused`).
 final class FetchLoop: Sendable {
     private let driver: any WorkerDriver
     private let configuration: WorkerConfiguration
@@ -24,18 +27,30 @@ final class FetchLoop: Sendable {
     private let beginShutdown: @Sendable () -> Void
     private let logger: Logger
     private let backoff: Mutex<QueueBackoff>
+    /// Faults of the whole engine (key `QueueBackoff.engine`): one growing pause for every queue.
+    private let enginePause: Mutex<QueueBackoff>
+    private let refused: @Sendable (JobFarmError) -> Void
     private let fetching = Mutex(false)
+    /// Held while buffered jobs are moved into free slots (`startBuffered`).
+    private let starting = Mutex(())
 
     /// - Parameters:
     ///   - buffer: where jobs leased ahead wait (one sized from `configuration` when `nil`).
     ///   - start: runs a leased job (the job runner's `start`).
     ///   - beginShutdown: called when the queues are drained under `exitWhenEmpty`.
+    ///   - enginePause: the pauses after faults of the whole engine (50 ms doubling to 2 s by default).
+    ///   - refused: called once when the engine refuses the worker's credentials after start (a password changed
+    ///     under it): retrying cannot help, the worker stops.
     init(
         driver: any WorkerDriver, configuration: WorkerConfiguration, attempts: RunningAttempts, logger: Logger,
         backoff: QueueBackoff = QueueBackoff(), buffer: PrefetchBuffer? = nil,
+        enginePause: QueueBackoff = QueueBackoff(initialPause: .milliseconds(50), maximumPause: .seconds(2)),
         isStopping: @escaping @Sendable () -> Bool, beginShutdown: @escaping @Sendable () -> Void,
+        refused: @escaping @Sendable (JobFarmError) -> Void = { _ in },
         start: @escaping @Sendable (LeasedJob) -> Void
     ) {
+        self.enginePause = Mutex(enginePause)
+        self.refused = refused
         self.driver = driver
         self.configuration = configuration
         self.attempts = attempts
@@ -49,6 +64,9 @@ final class FetchLoop: Sendable {
 
     /// The queues currently set aside, with their faults.
     var faults: [String: QueueBackoff.Fault] { backoff.withLock { $0.faults } }
+
+    /// The fault of the whole engine that pauses every queue now, if any.
+    var engineFault: QueueBackoff.Fault? { enginePause.withLock { $0.faults[QueueBackoff.engine] } }
 
     /// Fetches and starts jobs until shutdown begins (or the queues are drained under `exitWhenEmpty`); then hands
     /// the buffered jobs back.
@@ -84,24 +102,32 @@ final class FetchLoop: Sendable {
         return (count, count > 0 && buffered <= target / 2)
     }
 
-    /// The starter: moves buffered jobs into free slots whenever a slot frees or jobs arrive.
+    /// The starter: moves buffered jobs into free slots whenever a slot frees.
     private func startJobs() async {
         while !isStopping() && fetching.withLock({ $0 }) {
-            let free = configuration.concurrency - attempts.count
-            let jobs = buffer.takeToStart(free)
-            for job in jobs { start(job) }
-            buffer.started(jobs.count)
+            startBuffered()
             if wanted().fetchNow { buffer.drained.fire() }
             await attempts.slotFreed.wait()
         }
         buffer.drained.fire()
     }
 
+    /// Moves buffered jobs into the free slots, on the caller's task: the fetcher right after a fetch (a job that
+    /// finds a free slot starts without waking the starter task), the starter when a slot frees. Serialised, so
+    /// that the two never fill the same free slot.
+    private func startBuffered() {
+        starting.withLock { _ in
+            guard !isStopping() else { return }
+            let jobs = buffer.takeToStart(configuration.concurrency - attempts.count)
+            for job in jobs { start(job) }
+            buffer.started(jobs.count)
+        }
+    }
+
     /// The fetcher: keeps the buffer filled.
     private func fetchJobs() async {
         var queues = configuration.queues ?? []
         var lastDiscovery = ContinuousClock.now - .seconds(60)
-        var pause = Duration.milliseconds(50)
         while !isStopping() && !Task.isCancelled {
             if configuration.queues == nil, ContinuousClock.now - lastDiscovery > .seconds(3) {
                 if let found = try? await driver.queues() { queues = found }
@@ -156,7 +182,9 @@ final class FetchLoop: Sendable {
                         timeout: configuration.idleWait, worker: configuration.id)
                     for failure in round.failures { failed(failure, at: .wait) }
                     let failing = Set(round.failures.map(\.queue))
-                    for queue in waiting where !failing.contains(queue) { succeeded(queue, at: .wait) }
+                    if round.engineFault == nil {
+                        for queue in waiting where !failing.contains(queue) { succeeded(queue, at: .wait) }
+                    }
                     if isStopping() {
                         // Shutdown began while blocked: hand the jobs straight back.
                         var byQueue: [String: [LeasedJob]] = [:]
@@ -165,21 +193,59 @@ final class FetchLoop: Sendable {
                         break
                     }
                     hand(round.jobs)
+                    if let fault = round.engineFault { throw fault }
                 }
-                pause = .milliseconds(50)
+                engineAnswered()
             } catch {
-                logger.warning("fetch failed; retrying", metadata: ["error": "\(error)", "retry_in": "\(pause)"])
-                try? await Task.sleep(for: pause)
-                pause = min(pause * 2, .seconds(2))
+                await pause(after: error)
             }
         }
     }
 
-    /// Buffers leased jobs and wakes the starter.
+    /// After a fault of the whole engine: stops the worker when the credentials are refused, else sleeps a growing
+    /// pause, logged when the fault starts or changes (not at every retry).
+    private func pause(after error: any Error) async {
+        if let error = error as? JobFarmError, error.isConfigurationError, !error.isPermissionDenied {
+            refused(error)
+            if isStopping() { return }
+        }
+        let kind = Self.kind(of: error)
+        let (first, pause, changed) = enginePause.withLock { backoff in
+            let before = backoff.faults[QueueBackoff.engine]?.error
+            let (first, pause) = backoff.failed(QueueBackoff.engine, error: kind, at: .fetch, now: .now)
+            return (first, pause, before != nil && before != kind)
+        }
+        if first || changed {
+            logger.warning("fetching paused for every queue: \(kind == "connection" ? "Redis is out of reach" : "Redis refuses it (\(kind))"); the running jobs go on. Retrying with a growing pause (up to 2 s), logged again when fetching works", metadata: [
+                "error": "\(error)", "retry_in": "\(pause)",
+            ])
+        } else {
+            logger.debug("fetch failed again; retrying", metadata: ["error": "\(error)", "retry_in": "\(pause)"])
+        }
+        try? await Task.sleep(for: pause)
+    }
+
+    /// A round with no fault of the engine: ends a pause, logging how long it lasted.
+    private func engineAnswered() {
+        if let fault = enginePause.withLock({ $0.succeeded(QueueBackoff.engine, at: .fetch, now: .now) }) {
+            logger.notice("fetching works again", metadata: [
+                "paused_for": "\(ContinuousClock.now - fault.since)", "failures": "\(fault.failures)", "cause": "\(fault.error)",
+            ])
+        }
+    }
+
+    /// What a fault of the engine is, for telling one fault from the next: `connection`, or the server's condition.
+    private static func kind(of error: any Error) -> String {
+        guard let error = error as? JobFarmError else { return "\(type(of: error))" }
+        if let condition = error.serverCondition { return "\(condition)" }
+        return error.isConnectionError ? "connection" : "error"
+    }
+
+    /// Buffers leased jobs and starts those that find a free slot at once.
     private func hand(_ jobs: [LeasedJob]) {
         guard !jobs.isEmpty else { return }
         buffer.append(jobs)
-        attempts.slotFreed.fire()
+        startBuffered()
     }
 
     private func ready(_ queues: [String]) -> [String] {
@@ -207,69 +273,5 @@ final class FetchLoop: Sendable {
     private func queuesAreDrained(_ queues: [String]) async throws -> Bool {
         if !attempts.isEmpty || !buffer.isEmpty { return false }
         return try await driver.isDrained(queues: queues)
-    }
-}
-
-/// Which queues are set aside after failures, and until when: a pure value, one growing pause per queue.
-struct QueueBackoff: Sendable {
-    /// Where a queue failed: its own fetch, or the wait on its wake-up lists.
-    enum Site: Sendable, Equatable { case fetch, wait }
-
-    struct Fault: Sendable, Equatable {
-        var error: String
-        var site: Site
-        /// Failures in a row.
-        var failures: Int
-        var since: ContinuousClock.Instant
-        var retryAt: ContinuousClock.Instant
-    }
-
-    var initialPause: Duration = .milliseconds(100)
-    var maximumPause: Duration = .seconds(5)
-    private(set) var faults: [String: Fault] = [:]
-
-    init(initialPause: Duration = .milliseconds(100), maximumPause: Duration = .seconds(5)) {
-        self.initialPause = initialPause
-        self.maximumPause = maximumPause
-    }
-
-    /// True when the queue is not set aside at `now`.
-    func isReady(_ queue: String, at now: ContinuousClock.Instant) -> Bool {
-        guard let fault = faults[queue] else { return true }
-        return now >= fault.retryAt
-    }
-
-    /// The earliest time one of `queues` may be tried again (`nil` when none is set aside).
-    func nextRetry(among queues: [String]) -> ContinuousClock.Instant? {
-        queues.compactMap { faults[$0]?.retryAt }.min()
-    }
-
-    /// The pause after `failures` failures in a row: doubling from `initialPause`, at most `maximumPause`.
-    func pause(afterFailures failures: Int) -> Duration {
-        var pause = initialPause
-        for _ in 1..<max(1, failures) where pause < maximumPause { pause = pause * 2 }
-        return min(pause, maximumPause)
-    }
-
-    /// Sets the queue aside after a failure. Returns whether this failure starts a run of failures (to be logged:
-    /// the repeats are not) and the pause before the next try.
-    mutating func failed(_ queue: String, error: String, at site: Site, now: ContinuousClock.Instant) -> (first: Bool, pause: Duration) {
-        var fault = faults[queue] ?? Fault(error: error, site: site, failures: 0, since: now, retryAt: now)
-        let first = fault.failures == 0
-        fault.failures += 1
-        fault.error = error
-        fault.site = site
-        let pause = pause(afterFailures: fault.failures)
-        fault.retryAt = now + pause
-        faults[queue] = fault
-        return (first, pause)
-    }
-
-    /// Notes a success. A fetch that works does not clear a fault of the wait (the wake-up lists are not used by it);
-    /// a wait that works clears either. Returns the fault that ended (to log the recovery), if any.
-    mutating func succeeded(_ queue: String, at site: Site, now: ContinuousClock.Instant) -> Fault? {
-        guard let fault = faults[queue], site == .wait || fault.site == site else { return nil }
-        faults[queue] = nil
-        return fault
     }
 }

@@ -66,6 +66,8 @@ public final class Worker: Service, Sendable {
     /// Jobs leased ahead of the free slots.
     let buffer: PrefetchBuffer
     private let stopping = Mutex(false)
+    /// Why the worker stopped on its own, when it did (credentials refused after start): `run` throws it.
+    private let stopCause = Mutex<JobFarmError?>(nil)
 
     /// A worker on any queue engine; the caller owns `driver` (the worker does not close it).
     public convenience init(driver: any WorkerDriver, registry: HandlerRegistry, configuration: WorkerConfiguration, logger: Logger = Logger(label: "jobfarm.worker")) {
@@ -98,6 +100,9 @@ public final class Worker: Service, Sendable {
     var isStopping: Bool { stopping.withLock { $0 } }
 
     /// Runs until graceful shutdown (or, with `exitWhenEmpty`, until the queues are drained).
+    /// - Throws: the `JobFarmError` (`isConfigurationError`) that made the worker stop on its own: Redis refused its
+    ///   credentials after start, which no retry can mend (`jobfarm worker` exits 78). The worker shut down
+    ///   gracefully first.
     public func run() async throws {
         logger.info("worker starting", metadata: [
             "queues": "\(configuration.queues?.joined(separator: ",") ?? "<all>")",
@@ -119,6 +124,7 @@ public final class Worker: Service, Sendable {
         let fetchLoop = FetchLoop(
             driver: driver, configuration: configuration, attempts: attempts, logger: logger, buffer: buffer,
             isStopping: { [self] in isStopping }, beginShutdown: { [self] in beginShutdown() },
+            refused: { [self] error in stop(because: error) },
             start: { [runner] job in runner.start(job) })
         // After a failed step (Redis out of reach), this worker renews its leases, those of finished jobs whose
         // outcome is still buffered included, before it reaps anything: its own work must not be taken for a crashed
@@ -129,7 +135,8 @@ public final class Worker: Service, Sendable {
                 guard await keeper.renewNow() else { return false }
                 reporter.ready.fire()
                 return true
-            })
+            },
+            refused: { [self] error in stop(because: error) })
         let sweep = TimeoutSweep(attempts: attempts) { [runner] attempt, ending in
             runner.settle(attempt.job, rules: attempt.rules, ending: ending)
         }
@@ -153,6 +160,21 @@ public final class Worker: Service, Sendable {
         await keeper.stop()
         if ownsDriver { driver.close() }
         logger.info("worker stopped", metadata: ["processed": "\(processedCount)"])
+        if let cause = stopCause.withLock({ $0 }) { throw cause }
+    }
+
+    /// Stops the worker because Redis refuses its credentials (`error`), gracefully, as `beginShutdown`; logged once,
+    /// and `run` throws it once stopped.
+    func stop(because error: JobFarmError) {
+        let first = stopCause.withLock { cause -> Bool in
+            defer { cause = cause ?? error }
+            return cause == nil
+        }
+        guard first else { return }
+        logger.critical("Redis refuses this worker's credentials after start (the password or user changed, or the server it reaches is another one): retrying cannot help. Fix the password in --redis-url / JOBFARM_REDIS_URL and start the worker again. Stopping now: running jobs finish first, their outcomes are reported where the connections still work", metadata: [
+            "error": "\(error)",
+        ])
+        beginShutdown()
     }
 
     /// Stops fetching; in-flight jobs get `shutdownGrace` to finish.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// A Lua script run by SHA: loaded once per server (`SCRIPT LOAD`), reloaded when the server answers `NOSCRIPT`.
 public struct RedisScript: Sendable, Hashable {
@@ -28,9 +29,13 @@ public enum RedisRequest: Sendable {
 /// connection is dropped and re-opened on the next call, with a doubling pause between failed attempts.
 /// Use one client per concurrent stream of work (fetch, acks, heartbeats): calls on one client are serialised.
 public final class RedisClient: @unchecked Sendable {
-    // @unchecked: `connection`, `shas`, `failedAttempts` and `nextAttempt` are only touched on `queue`.
+    // @unchecked: `connection`, `shas`, `failedAttempts`, `nextAttempt`, `lastConnectError` and `closed` are touched
+    // on `queue`, or by a caller holding `pending` while it counts zero (nothing on `queue` runs or waits then; the
+    // lock orders those accesses with the work `queue` did before).
     public let configuration: RedisConfiguration
     private let queue: DispatchQueue
+    /// Calls submitted to `queue` and not finished. At zero, a caller may write its requests itself (`writeNow`).
+    private let pending = Mutex(0)
     private var connection: RedisConnection?
     private var shas: [String: String] = [:]
     private var failedAttempts = 0
@@ -56,8 +61,17 @@ public final class RedisClient: @unchecked Sendable {
     /// - Parameter blockingFor: extra time the server may hold the reply (BLPOP's own timeout).
     public func pipeline(_ requests: [RedisRequest], blockingFor: Duration = .zero) async throws -> [RESPValue] {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RESPValue], Error>) in
-            queue.async {
-                continuation.resume(with: Result { try self.pipelineSync(requests, blockingFor: blockingFor) })
+            pending.withLock { pending in
+                // With nothing else under way on an open connection, the requests are written here, on the caller's
+                // thread: the round trip starts at once and the queue's thread wakes up while Redis works, instead of
+                // before the write. Only reading the replies blocks, and that happens on the queue.
+                let written = pending == 0 ? writeNow(requests, blockingFor: blockingFor) : nil
+                pending += 1
+                queue.async {
+                    let result = Result { try self.pipelineSync(requests, blockingFor: blockingFor, written: written) }
+                    self.pending.withLock { $0 -= 1 }
+                    continuation.resume(with: result)
+                }
             }
         }
     }
@@ -96,29 +110,65 @@ public final class RedisClient: @unchecked Sendable {
     /// or a user who may not load scripts, is found before the first call.
     public func load(_ scripts: [RedisScript]) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            queue.async {
-                continuation.resume(with: Result {
-                    let connection = try self.connected()
-                    connection.setTimeout(self.configuration.commandTimeout)
-                    let missing = scripts.filter { self.shas[$0.source] == nil }
-                    if !missing.isEmpty { try self.load(missing, on: connection) }
-                })
+            pending.withLock { pending in
+                pending += 1
+                queue.async {
+                    let result = Result {
+                        let connection = try self.connected()
+                        connection.setTimeout(self.configuration.commandTimeout)
+                        let missing = scripts.filter { self.shas[$0.source] == nil }
+                        if !missing.isEmpty { try self.load(missing, on: connection) }
+                    }
+                    self.pending.withLock { $0 -= 1 }
+                    continuation.resume(with: result)
+                }
             }
         }
     }
 
     /// The same as `pipeline`, for callers already on a thread of their own (never the cooperative pool).
     public func pipelineBlocking(_ requests: [RedisRequest], blockingFor: Duration = .zero) throws -> [RESPValue] {
-        try queue.sync { try pipelineSync(requests, blockingFor: blockingFor) }
+        try onQueue { try pipelineSync(requests, blockingFor: blockingFor, written: nil) }
     }
 
     /// Closes the connection; later calls fail.
     public func close() {
-        queue.sync {
+        onQueue {
             closed = true
             connection?.close()
             connection = nil
         }
+    }
+
+    /// Runs `body` on `queue` and waits for it (from a thread that may block).
+    private func onQueue<T>(_ body: () throws -> T) rethrows -> T {
+        pending.withLock { $0 += 1 }
+        defer { pending.withLock { $0 -= 1 } }
+        return try queue.sync(execute: body)
+    }
+
+    /// Writes the requests from the caller's thread when that cannot block: the connection is open, every script is
+    /// loaded, and the batch is small (a write of at most 16 KiB to a socket with nothing queued returns at once).
+    /// Returns nil when the queue must do the whole call, else how the write went (a failed write closed the
+    /// connection: the queue reports it). Called holding `pending` at zero.
+    private func writeNow(_ requests: [RedisRequest], blockingFor: Duration) -> Result<Void, any Error>? {
+        guard !closed, let connection, connection.isOpen else { return nil }
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(requests.count)
+        var bytes = 0
+        for request in requests {
+            switch request {
+            case .script(let script, _, _), .packedScript(let script, _, _):
+                if shas[script.source] == nil { return nil }
+            case .command: break
+            }
+            let command = command(for: request)
+            bytes += command.buffer.count + 16 * command.lengths.count
+            if bytes > 16 * 1024 { return nil }
+            commands.append(command)
+        }
+        connection.setTimeout(configuration.commandTimeout + blockingFor)
+        return Result { try connection.write(commands) }
     }
 
     // MARK: - On `queue`
@@ -146,20 +196,30 @@ public final class RedisClient: @unchecked Sendable {
         }
     }
 
-    private func pipelineSync(_ requests: [RedisRequest], blockingFor: Duration) throws -> [RESPValue] {
-        let connection = try connected()
-        connection.setTimeout(configuration.commandTimeout + blockingFor)
-        // Resolve SHAs first: scripts this client has not loaded yet are loaded in one extra round trip.
-        var missing: [RedisScript] = []
-        for request in requests {
-            switch request {
-            case .script(let script, _, _), .packedScript(let script, _, _):
-                if shas[script.source] == nil && !missing.contains(script) { missing.append(script) }
-            case .command: break
+    /// Runs the requests (or, when the caller `written` them already, reads their replies) on `queue`.
+    private func pipelineSync(_ requests: [RedisRequest], blockingFor: Duration, written: Result<Void, any Error>?) throws -> [RESPValue] {
+        let connection: RedisConnection
+        var replies: [RESPValue]
+        if let written {
+            try written.get()
+            guard let open = self.connection else { throw RedisError.connectionLost("connection is closed") }
+            connection = open
+            replies = try connection.readReplies(requests.count)
+        } else {
+            connection = try connected()
+            connection.setTimeout(configuration.commandTimeout + blockingFor)
+            // Resolve SHAs first: scripts this client has not loaded yet are loaded in one extra round trip.
+            var missing: [RedisScript] = []
+            for request in requests {
+                switch request {
+                case .script(let script, _, _), .packedScript(let script, _, _):
+                    if shas[script.source] == nil && !missing.contains(script) { missing.append(script) }
+                case .command: break
+                }
             }
+            if !missing.isEmpty { try load(missing, on: connection) }
+            replies = try connection.send(requests.map(command(for:)))
         }
-        if !missing.isEmpty { try load(missing, on: connection) }
-        var replies = try connection.send(requests.map(command(for:)))
         // A server still loading its data after a restart refuses every command: report it as not ready, so that
         // callers retry as they do after a reconnect, instead of failing the operation.
         if let message = replies.lazy.compactMap(\.errorMessage).first(where: RedisError.isNotReadyReply) {

@@ -23,8 +23,8 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
     case authenticationFailed(String)
     /// The ACL user may not run a command or touch a key (`NOPERM`).
     case permissionDenied(String)
-    /// The server is up but not serving yet (`LOADING` its data after a restart, `MASTERDOWN`, `TRYAGAIN`): the
-    /// command did not run; the same command may succeed shortly.
+    /// The server is up but not serving yet (`LOADING` its data after a restart, `MASTERDOWN`, `TRYAGAIN`, `BUSY`
+    /// running a long script): the command did not run; the same command may succeed shortly.
     case notReady(String)
     /// A Lua script failed inside Redis: a runtime error, an error it raised, or a compile error at `SCRIPT LOAD`.
     case scriptFailed(script: String, message: String)
@@ -98,6 +98,28 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
     /// Error replies of a server that is up but not serving yet: the command did not run.
     public static func isNotReadyReply(_ message: String) -> Bool {
         message.hasPrefix("LOADING ") || message.hasPrefix("MASTERDOWN ") || message.hasPrefix("TRYAGAIN ")
+            || message.hasPrefix("BUSY ")
+    }
+
+    /// The condition of the whole server behind this error, when it is one (`READONLY`, `OOM`, `MISCONF`, not
+    /// ready): every write fails alike, whatever the key, until the server (or the URL) changes.
+    public var serverCondition: RedisServerCondition? {
+        switch self {
+        case .notReady: return .notReady
+        case .server(let text): return Self.serverCondition(ofReply: text)
+        default: return nil
+        }
+    }
+
+    /// The server-wide condition an error reply reports: its code at the start, or after the `what: ` a caller or a
+    /// script put before it (a script's error keeps the code of the command that failed inside it).
+    static func serverCondition(ofReply message: String) -> RedisServerCondition? {
+        let codes: [(String, RedisServerCondition)] = [
+            ("READONLY ", .readOnly), ("OOM ", .outOfMemory), ("MISCONF ", .cannotPersist), ("LOADING ", .notReady),
+            ("BUSY ", .notReady), ("MASTERDOWN ", .notReady), ("TRYAGAIN ", .notReady),
+        ]
+        for (code, condition) in codes where message.hasPrefix(code) || message.contains(": " + code) { return condition }
+        return nil
     }
 
     /// Classifies an error reply.
@@ -122,6 +144,9 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
             let named = message.dropFirst("JOBFARM_WRONGTYPE ".count).split(separator: " ", maxSplits: 1).first.map(String.init)
             let text = script.map { "script \($0): \(message)" } ?? message
             self = .wrongType(key: named ?? key, message: text)
+        } else if Self.serverCondition(ofReply: message) != nil {
+            // Not the script's fault nor the data's: the server refuses writes (a replica, out of memory, a failing disk).
+            self = .server((script.map { "script \($0)" } ?? context).map { "\($0): \(message)" } ?? message)
         } else if let script {
             self = .scriptFailed(script: script, message: message)
         } else {
@@ -144,6 +169,28 @@ public enum RedisError: Error, CustomStringConvertible, Sendable, Equatable {
             return String(token)
         }
         return nil
+    }
+}
+
+/// A condition of the whole Redis server that refuses commands whatever their keys: a caller pauses all its work
+/// once (and says what to do) rather than treat it as a fault of the data it was touching.
+public enum RedisServerCondition: String, Sendable, Equatable, CaseIterable, CustomStringConvertible {
+    /// Up but not serving yet, or busy (`LOADING`, `MASTERDOWN`, `TRYAGAIN`, `BUSY`): passes by itself.
+    case notReady
+    /// A read-only replica (`READONLY`), typically the old primary after a failover: the URL must point at the primary.
+    case readOnly
+    /// Over `maxmemory` (`OOM`): memory must be freed or the limit raised.
+    case outOfMemory
+    /// Refusing writes because it cannot save to disk (`MISCONF`): the disk or the save settings must be fixed.
+    case cannotPersist
+
+    public var description: String {
+        switch self {
+        case .notReady: return "not ready: loading its data or busy (LOADING, BUSY…)"
+        case .readOnly: return "a read-only replica (READONLY)"
+        case .outOfMemory: return "out of memory (OOM)"
+        case .cannotPersist: return "cannot save to disk (MISCONF)"
+        }
     }
 }
 
@@ -233,6 +280,12 @@ final class RedisConnection {
 
     /// Writes every command, then reads one reply each: one round trip for the whole batch.
     func send(_ commands: [RedisCommand]) throws -> [RESPValue] {
+        try write(commands)
+        return try readReplies(commands.count)
+    }
+
+    /// Writes the commands to the socket without reading anything (`readReplies` reads their replies).
+    func write(_ commands: [RedisCommand]) throws {
         guard let context else { throw RedisError.connectionLost("connection is closed") }
         for command in commands {
             let status: Int32 = command.buffer.withUnsafeBufferPointer { raw in
@@ -253,9 +306,18 @@ final class RedisConnection {
             }
             if status != REDIS_OK { throw lost("writing \(command)") }
         }
+        var done: Int32 = 0
+        while done == 0 {
+            if redisBufferWrite(context, &done) != REDIS_OK { throw lost("writing \(commands.count) commands") }
+        }
+    }
+
+    /// Reads `count` replies (of commands written before).
+    func readReplies(_ count: Int) throws -> [RESPValue] {
+        guard let context else { throw RedisError.connectionLost("connection is closed") }
         var replies: [RESPValue] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
             var raw: UnsafeMutableRawPointer?
             if redisGetReply(context, &raw) != REDIS_OK || raw == nil {
                 throw lost("reading the reply")

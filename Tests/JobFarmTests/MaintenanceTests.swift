@@ -24,14 +24,14 @@ struct MaintenanceTests {
         var logger = Logger(label: "test.maintenance")
         logger.logLevel = .critical
         let loop = MaintenanceLoop(driver: driver, queues: ["bad", "good"], logger: logger, isStopping: { false })
-        var inGrace: Set<String> = []
-        var broken: Set<String> = []
-        let first = await loop.step(inGrace: &inGrace, broken: &broken)
+        var state = loop.initialState()
+        let first = await loop.step(&state)
         #expect(!first.failed, "a queue's broken key is not a lost connection")
-        #expect(broken == ["bad"])
+        #expect(Set(state.backoff.faults.keys) == ["bad"])
         #expect(try await farm.status(id: due, queue: "good")?.state == .queued, "the other queue's due job was promoted")
         _ = try await client.execute("DEL", QueueKeys(namespace: farm.configuration.namespace, queue: "bad").scheduled)
-        _ = await loop.step(inGrace: &inGrace, broken: &broken)
-        #expect(broken.isEmpty, "repaired: maintained again")
+        try await Task.sleep(for: farm.configuration.maintenanceInterval)  // the broken queue's first pause
+        _ = await loop.step(&state)
+        #expect(state.backoff.faults.isEmpty, "repaired: maintained again")
     }
 }

@@ -19,10 +19,18 @@ final class FakeDriver: WorkerDriver {
     let fetchBehaviour = Mutex<[String: @Sendable () throws -> [LeasedJob]]>([:])
     /// Queues whose wake-up lists are broken (the wait answers at once with an error for them).
     let brokenWakeUp = Mutex<Set<String>>([])
+    /// Per queue: what a scheduler step does (default: nothing due); every call is counted in `promotes`.
+    let promoteBehaviour = Mutex<[String: @Sendable () throws -> Void]>([:])
+    let promotes = Mutex<[String: Int]>([:])
+    let maintenance: Duration
+
+    init(maintenanceInterval: Duration = .milliseconds(500)) {
+        maintenance = maintenanceInterval
+    }
 
     var leaseDuration: Duration { .seconds(10) }
     var heartbeatInterval: Duration { .seconds(2) }
-    var maintenanceInterval: Duration { .milliseconds(500) }
+    var maintenanceInterval: Duration { maintenance }
     var endpointDescription: String { "fake" }
 
     func queues() async throws -> [String] { [] }
@@ -49,7 +57,11 @@ final class FakeDriver: WorkerDriver {
     func registerWorkerBlocking(id: String, info: [String: String]) throws {}
     func deregisterWorkerBlocking(id: String) throws {}
     func reapExpiredLeases(queue: String) async throws -> ReapResult { ReapResult() }
-    func promoteDueJobs(queue: String) async throws -> (moved: Int, nextDue: Duration?) { (0, nil) }
+    func promoteDueJobs(queue: String) async throws -> (moved: Int, nextDue: Duration?) {
+        promotes.withLock { $0[queue, default: 0] += 1 }
+        try promoteBehaviour.withLock { $0[queue] }?()
+        return (0, nil)
+    }
     func isDrained(queues: [String]) async throws -> Bool { false }
     func settingsAdvice() async -> [String] { [] }
     func close() {}
