@@ -65,7 +65,8 @@ public struct JobEnvelope: Sendable, Equatable {
         self.trace = trace
     }
 
-    /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`.
+    /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`
+    /// when that makes it smaller (`PayloadCompression.compressIfWorthIt`: base64 tensor data does not compress).
     public func encoded() -> String {
         encoded(payloadText: payload.jsonText)
     }
@@ -81,11 +82,15 @@ public struct JobEnvelope: Sendable, Equatable {
         JSONValue.writeString(queue, to: &out)
         out += ",\"tier\":"
         JSONValue.writeString(tier, to: &out)
+        var compressed: [UInt8]?
         if payloadText.utf8.count > PayloadCompression.threshold {
-            let raw = Array(payloadText.utf8)
+            compressed = payloadText.utf8.withContiguousStorageIfAvailable { PayloadCompression.compressIfWorthIt($0) }
+                ?? PayloadCompression.compressIfWorthIt(Array(payloadText.utf8))
+        }
+        if let compressed {
             out += ",\"payload_z\":\""
-            out += Data(PayloadCompression.compress(raw)).base64EncodedString()
-            out += "\",\"payload_crc32\":\(PayloadCompression.crc32(raw))"
+            out += Data(compressed).base64EncodedString()
+            out += "\",\"payload_crc32\":\(PayloadCompression.crc32(Array(payloadText.utf8)))"
         } else {
             out += ",\"payload\":"
             out += payloadText
