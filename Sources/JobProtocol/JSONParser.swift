@@ -319,6 +319,7 @@ public struct JSONParser {
             }
             if simple && !truncated && exponent == 0 && mantissa < 1 << 62 {
                 let integer = Int64(mantissa)
+                if negative && integer == 0 { return -0.0 }
                 return Double(negative ? -integer : integer)
             }
             guard let value = FloatText.double(bytes: UnsafeBufferPointer(rebasing: bytes[start..<index]), mantissa: mantissa,
