@@ -118,21 +118,21 @@ struct FloatTextTests {
                                   "JOBFARM_TEST_PYTHON must name a python3 with NumPy: scripts/test sets it (ensure_numpy in scripts/lib.sh)")
         let values = Self.sample(count: 20_000, seed: 9)
         let texts = values.map { FloatText.string($0) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("float-text-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let inputFile = directory.appendingPathComponent("texts"), outputFile = directory.appendingPathComponent("bits")
+        try Data((texts.joined(separator: "\n") + "\n").utf8).write(to: inputFile)
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = ["-c", "import sys, numpy as np\nfor line in sys.stdin: print(int(np.float32(line.strip()).view(np.uint32)))"]
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
+        process.standardInput = try FileHandle(forReadingFrom: inputFile)
+        process.standardOutput = try FileHandle(forWritingTo: outputFile)
         try process.run()
-        let writer = Thread {
-            input.fileHandleForWriting.write(Data(texts.joined(separator: "\n").utf8 + [0x0A]))
-            try? input.fileHandleForWriting.close()
-        }
-        writer.start()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
+        let data = try Data(contentsOf: outputFile)
         let bits = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { UInt32($0) }
         #expect(bits.count == values.count)
         let wrong = zip(zip(values, texts), bits).filter { $0.0.0.bitPattern != $0.1 }.prefix(5).map { "\($0.0.1) → \($0.1)" }

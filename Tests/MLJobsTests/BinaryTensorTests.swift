@@ -144,9 +144,9 @@ struct BinaryTensorTests {
             let binary = try await succeed(farm, "inference", #"{"model": "tiny", "inputs": \#(tensor), "returnProbabilities": true, "outputFormat": "binary"}"#)
             #expect(binary["logits"]?["dtype"] == .string("float32"))
             #expect(binary["logits"]?["shape"] == .array([.number(5), .number(4)]))
-            let numbers = viaJSON["logits"]?.items.flatMap { $0.items.compactMap { $0.doubleValue.map(Float.init) } } ?? []
+            let numbers = viaJSON["logits"]?.items.flatMap { $0.items.compactMap { item in item.doubleValue.map { Float($0) } } } ?? []
             #expect(try floats(ofTensor: binary["logits"]) == numbers, "the JSON text of each logit reads back as the binary value")
-            let probabilities = viaJSON["probabilities"]?.items.flatMap { $0.items.compactMap { $0.doubleValue.map(Float.init) } } ?? []
+            let probabilities = viaJSON["probabilities"]?.items.flatMap { $0.items.compactMap { item in item.doubleValue.map { Float($0) } } } ?? []
             #expect(try floats(ofTensor: binary["probabilities"]) == probabilities)
             let half = #"{"dtype": "float16", "shape": [5, 8], "data": "\#(base64Float16(flat))"}"#
             let viaHalf = try await succeed(farm, "inference", #"{"model": "tiny", "inputs": \#(half)}"#)
@@ -194,36 +194,24 @@ struct BinaryTensorTests {
     }
 }
 
-/// Runs `executable` with `arguments`, `input` on its standard input; its exit status and outputs.
+/// Runs `executable` with `arguments`, `input` on its standard input (through files: no pipes to drain on other
+/// threads); its exit status and outputs.
 func runProcess(_ executable: String, _ arguments: [String], input: String = "") throws -> (status: Int32, output: String, errors: String) {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tensor-client-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let inputFile = directory.appendingPathComponent("in"), outputFile = directory.appendingPathComponent("out"),
+        errorFile = directory.appendingPathComponent("err")
+    try Data(input.utf8).write(to: inputFile)
+    _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errorFile.path, contents: nil)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stderr
+    process.standardInput = try FileHandle(forReadingFrom: inputFile)
+    process.standardOutput = try FileHandle(forWritingTo: outputFile)
+    process.standardError = try FileHandle(forWritingTo: errorFile)
     try process.run()
-    let writer = Thread {
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try? stdin.fileHandleForWriting.close()
-    }
-    writer.start()
-    let errorData = LockedData()
-    let reader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
-    reader.start()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    while !errorData.done { usleep(1000) }
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errorData.value, as: UTF8.self))
-}
-
-/// Standard error collected on another thread.
-final class LockedData: @unchecked Sendable {  // every access under `lock`
-    private let lock = NSLock()
-    private var data = Data()
-    private var finished = false
-    func set(_ value: Data) { lock.withLock { data = value; finished = true } }
-    var done: Bool { lock.withLock { finished } }
-    var value: Data { lock.withLock { data } }
+    return (process.terminationStatus, try String(contentsOf: outputFile, encoding: .utf8), try String(contentsOf: errorFile, encoding: .utf8))
 }
