@@ -22,8 +22,8 @@ struct PayloadCheckTests {
             ("train", #"{"dataset": "d.csv", "name": "m", "epochs": 0}"#, "/payload/epochs"),
             ("quantize", #"{"model": "m"}"#, "/payload/precision"),
         ]
-        var details: [String] = []
-        try await withDispatcher(farm: farm) { api in
+        let details = try await withDispatcher(farm: farm) { api -> [String] in
+            var details: [String] = []
             for (kind, payload, pointer) in bad {
                 let answer = try await api.post("/v1/jobs", #"{"kind": "\#(kind)", "payload": \#(payload)}"#)
                 #expect(answer.status == 422, "\(kind) \(payload)")
@@ -31,6 +31,7 @@ struct PayloadCheckTests {
                 details.append(items(answer.json?["errors"]).first?["detail"]?.stringValue ?? "")
             }
             #expect(try await farm.queues().isEmpty, "nothing invalid reached Redis")
+            return details
         }
         // The same payloads enqueued past the dispatcher (the CLI, a foreign client): the worker's handlers run the
         // same check and dead-letter each job non_retryable with the pointer and the detail the 422 gave.
