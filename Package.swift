@@ -52,6 +52,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The ML kinds' payloads, read and checked by the same code in the dispatcher and the worker. No Redis, no BLAS.
+        .target(name: "JobPayloads", dependencies: ["JobProtocol"]),
         // Job handlers: built-in kinds (noop, sleep, echo, fail).
         .target(name: "JobKinds", dependencies: ["JobWorker", "JobProtocol"]),
         // The model and dataset registry in Redis: content-addressed (SHA-256), chunked, compressed, versioned.
@@ -61,13 +63,13 @@ let package = Package(
         ]),
         // ML job kinds: inference (dynamic batching), batch_analysis, quantize, validate, train.
         .target(name: "MLJobs", dependencies: [
-            "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobQueue", "RedisClient",
+            "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobPayloads", "JobQueue", "RedisClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
         // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
         .target(name: "Dispatcher", dependencies: [
-            "JobQueue", "JobProtocol",
+            "JobQueue", "JobProtocol", "JobPayloads",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -75,7 +77,7 @@ let package = Package(
         ], resources: [.embedInCode("openapi.yaml")]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -91,13 +93,13 @@ let package = Package(
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting",
-            "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds", "Compute",
+            "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "DispatcherTests", dependencies: [
-            "Dispatcher", "JobFarmTesting", "JobQueue", "JobProtocol", "JobWorker", "JobKinds", "RedisClient",
+            "Dispatcher", "JobFarmTesting", "JobQueue", "JobProtocol", "JobPayloads", "JobWorker", "JobKinds", "MLJobs", "RedisClient",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -107,7 +109,7 @@ let package = Package(
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
             "JobFarmTesting",
-            "MLJobs", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",
+            "MLJobs", "JobPayloads", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

@@ -83,3 +83,30 @@ ensure_schemathesis() {
     fi
     export JOBFARM_SCHEMATHESIS
 }
+
+# Finds a python3 with NumPy for the binary-tensor and number-printing tests (a client building tensors with
+# `ndarray.tobytes()`); installs NumPy (PyPI) into a virtualenv of the project's own when the system's python3 has
+# none. Exports its path as JOBFARM_TEST_PYTHON.
+ensure_numpy() {
+    local venv=".build-tools/numpy"
+    command -v python3 >/dev/null || die "python3 is needed for the NumPy tests; install python3 (apt-get install python3 python3-venv)"
+    if python3 -c 'import numpy' >/dev/null 2>&1; then
+        JOBFARM_TEST_PYTHON=$(command -v python3)
+    else
+        if ! "$venv/bin/python" -c 'import numpy' >/dev/null 2>&1; then
+            say "installing numpy (PyPI) into $venv for the binary-tensor tests"
+            if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+                local saved=("${JOBFARM_PACKAGES[@]}")
+                JOBFARM_PACKAGES=(python3-venv)
+                ensure_packages
+                JOBFARM_PACKAGES=("${saved[@]}")
+                rm -rf "$venv"
+                python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and retry"
+            fi
+            "$venv/bin/pip" install -q --disable-pip-version-check 'numpy>=1.24' >/dev/null \
+                || die "pip install numpy into $venv failed; run '$venv/bin/pip install numpy' to see why"
+        fi
+        JOBFARM_TEST_PYTHON="$PWD/$venv/bin/python"
+    fi
+    export JOBFARM_TEST_PYTHON
+}

@@ -63,13 +63,13 @@ public struct DispatcherConfiguration: Sendable {
     public var defaultWait: Duration
     /// How long the live-worker count per queue is reused before the registry is read again.
     public var workerCacheTTL: Duration
-    /// Per-kind payload checks run after the field checks (none yet: see `PayloadValidator`).
+    /// Per-kind payload checks run after the field checks (default: the ML kinds' `kindPayloadValidators`).
     public var payloadValidators: [String: any PayloadValidator]
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, bodyLimitBytes: Int = 4 << 20, bulkLimit: Int = 1000,
         routing: RoutingTable = .default, maxWait: Duration = .seconds(60), defaultWait: Duration = .seconds(30),
-        workerCacheTTL: Duration = .seconds(1), payloadValidators: [String: any PayloadValidator] = [:]
+        workerCacheTTL: Duration = .seconds(1), payloadValidators: [String: any PayloadValidator] = DispatcherConfiguration.kindPayloadValidators
     ) {
         self.host = host
         self.port = port

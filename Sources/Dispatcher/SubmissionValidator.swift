@@ -5,8 +5,8 @@ import JobQueue
 /// Checks the payload of one job kind before it is enqueued.
 ///
 /// The seam for the per-kind checks the worker runs too (so the dispatcher and the worker can never disagree):
-/// register one per kind in `DispatcherConfiguration.payloadValidators`. None are registered yet; a payload
-/// that does not fit its kind is then dead-lettered `non_retryable` by the worker, as it is for the CLI.
+/// register one per kind in `DispatcherConfiguration.payloadValidators` (by default the ML kinds' checks from
+/// `JobPayloads`, `DispatcherConfiguration.kindPayloadValidators`).
 public protocol PayloadValidator: Sendable {
     /// Every problem with `payload`, pointers under `pointer` (the payload's own pointer); empty when it is fine.
     func problems(in payload: JSONValue, at pointer: String) -> [FieldProblem]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JobKinds
+import JobPayloads
 import JobProtocol
 import MLJobs
 
@@ -15,7 +16,7 @@ struct BenchCodecCommand: ParsableCommand {
 
     @Option(help: "Timed rounds per figure (the best is kept).") var rounds: Int = 9
     @Option(help: "Seconds per round.") var minTime: Double = 0.05
-    @Option(help: "Sections: parameters,results.") var only: String = "parameters,results"
+    @Option(help: "Sections: parameters,results,numbers,tensors.") var only: String = "parameters,results,numbers,tensors"
 
     /// A kind's payload (the samples in jobs/) and how its parameters are decoded.
     struct Case: Sendable {
@@ -37,10 +38,10 @@ struct BenchCodecCommand: ParsableCommand {
         decoding(FailJob.Parameters.self, kind: "fail", #"{"times": 1, "message": "transient failure (succeeds on attempt 2)"}"#),
         Case(kind: "echo", payload: #"{"message": "hello from jobs/01-echo.json"}"#),
         Case(kind: "noop", payload: "null"),
-        decoding(QuantizeJob.Parameters.self, kind: "quantize", #"{"model": "digits-mlp:candidate", "precision": "fp16", "alias": "candidate-fp16"}"#),
-        decoding(ValidateJob.Parameters.self, kind: "validate", #"{"candidate": "digits-mlp:candidate-int8", "reference": "digits-mlp:candidate", "dataset": "data/digits/digits.csv", "labelColumn": "target", "holdout": {"fraction": 0.25, "seed": 0}, "thresholds": {"minAccuracy": 0.97, "minTop1Agreement": 0.99, "maxSizeRatio": 0.30}, "promote": {"alias": "production"}}"#),
-        decoding(TrainJob.Parameters.self, kind: "train", #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "name": "digits-mlp", "hiddenSizes": [128], "activation": "relu", "optimizer": "adam", "learningRate": 0.003, "l2": 0.0001, "batchSize": 64, "epochs": 60, "seed": 1, "holdout": {"fraction": 0.25, "seed": 0}, "classLabels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], "alias": "candidate"}"#),
-        decoding(BatchAnalysisJob.Parameters.self, kind: "batch_analysis", #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "quantiles": [0.05, 0.25, 0.5, 0.75, 0.95], "histogramBins": 8, "covariance": true, "pcaComponents": 5}"#),
+        decoding(QuantizePayload.self, kind: "quantize", #"{"model": "digits-mlp:candidate", "precision": "fp16", "alias": "candidate-fp16"}"#),
+        decoding(ValidatePayload.self, kind: "validate", #"{"candidate": "digits-mlp:candidate-int8", "reference": "digits-mlp:candidate", "dataset": "data/digits/digits.csv", "labelColumn": "target", "holdout": {"fraction": 0.25, "seed": 0}, "thresholds": {"minAccuracy": 0.97, "minTop1Agreement": 0.99, "maxSizeRatio": 0.30}, "promote": {"alias": "production"}}"#),
+        decoding(TrainPayload.self, kind: "train", #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "name": "digits-mlp", "hiddenSizes": [128], "activation": "relu", "optimizer": "adam", "learningRate": 0.003, "l2": 0.0001, "batchSize": 64, "epochs": 60, "seed": 1, "holdout": {"fraction": 0.25, "seed": 0}, "classLabels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], "alias": "candidate"}"#),
+        decoding(BatchAnalysisPayload.self, kind: "batch_analysis", #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "quantiles": [0.05, 0.25, 0.5, 0.75, 0.95], "histogramBins": 8, "covariance": true, "pcaComponents": 5}"#),
         Case(kind: "inference", payload: #"{"model": "digits-mlp:production", "inputs": [[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0, 0.0, 0.0, 13.0, 15.0, 10.0, 15.0, 5.0, 0.0, 0.0, 3.0, 15.0, 2.0, 0.0, 11.0, 8.0, 0.0, 0.0, 4.0, 12.0, 0.0, 0.0, 8.0, 8.0, 0.0, 0.0, 5.0, 8.0, 0.0, 0.0, 9.0, 8.0, 0.0, 0.0, 4.0, 11.0, 0.0, 1.0, 12.0, 7.0, 0.0, 0.0, 2.0, 14.0, 5.0, 10.0, 12.0, 0.0, 0.0, 0.0, 0.0, 6.0, 13.0, 10.0, 0.0, 0.0, 0.0]], "topK": 3}"#),
     ]
 
@@ -82,6 +83,8 @@ struct BenchCodecCommand: ParsableCommand {
         let sections = Set(only.split(separator: ",").map(String.init))
         if sections.contains("parameters") { try parameters() }
         if sections.contains("results") { try results() }
+        if sections.contains("numbers") { try numbers() }
+        if sections.contains("tensors") { try tensors() }
     }
 
     func parameters() throws {
@@ -130,6 +133,6 @@ struct BenchCodecCommand: ParsableCommand {
               + String(format: "%.1f× (JSONEncoder + JSONDecoder vs JSONValue(encoding:))", resultTimes[2] / resultTimes[3]))
     }
 
-    private func ns(_ seconds: Double) -> String { String(format: "%.0f ns", seconds * 1e9) }
-    private func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+    func ns(_ seconds: Double) -> String { String(format: "%.0f ns", seconds * 1e9) }
+    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
 }

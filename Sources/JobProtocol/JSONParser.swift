@@ -249,44 +249,83 @@ public struct JSONParser {
             return value
         }
 
+        /// Reads a number, checking the JSON grammar; the significant digits are gathered on the way so that most
+        /// numbers need no `strtod` (`FloatText.double`).
         mutating func number() throws(Failure) -> Double {
             let start = index
-            var integer: Int64 = 0
             var negative = false
-            var simple = true
             if bytes[index] == UInt8(ascii: "-") {
                 negative = true
                 index += 1
             }
+            var mantissa: UInt64 = 0
+            var significant = 0  // significant digits seen (leading zeros excluded)
+            var dropped = 0  // significant digits past the 19 kept
+            var truncated = false
+            var exponent = 0
             let digitsStart = index
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
-                if index - digitsStart < 18 {
-                    integer = integer * 10 + Int64(bytes[index] - UInt8(ascii: "0"))
+            while index < bytes.count {
+                let digit = bytes[index] &- UInt8(ascii: "0")
+                guard digit < 10 else { break }
+                if significant < 19 {
+                    mantissa = mantissa &* 10 &+ UInt64(digit)
+                    if mantissa != 0 { significant += 1 }
                 } else {
-                    simple = false
+                    dropped += 1
+                    if digit != 0 { truncated = true }
                 }
                 index += 1
             }
             guard index > digitsStart else { throw failure("expected digits") }
             if bytes[digitsStart] == UInt8(ascii: "0") && index - digitsStart > 1 { throw failure("leading zero") }
+            exponent = dropped
+            var simple = true
             if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
                 simple = false
                 index += 1
                 let fractionStart = index
-                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                while index < bytes.count {
+                    let digit = bytes[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { break }
+                    if significant < 19 {
+                        mantissa = mantissa &* 10 &+ UInt64(digit)
+                        if mantissa != 0 { significant += 1 }
+                        exponent -= 1
+                    } else if digit != 0 {
+                        truncated = true
+                    }
+                    index += 1
+                }
                 guard index > fractionStart else { throw failure("expected digits after '.'") }
             }
             if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
                 simple = false
                 index += 1
-                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                var exponentNegative = false
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                    exponentNegative = bytes[index] == UInt8(ascii: "-")
+                    index += 1
+                }
                 let exponentStart = index
-                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                var written = 0
+                while index < bytes.count {
+                    let digit = bytes[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { break }
+                    if written < 100_000 { written = written * 10 + Int(digit) }
+                    index += 1
+                }
                 guard index > exponentStart else { throw failure("expected exponent digits") }
+                exponent += exponentNegative ? -written : written
             }
-            if simple { return Double(negative ? -integer : integer) }
-            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-            guard let value = Double(text) else { throw failure("bad number") }
+            if simple && !truncated && exponent == 0 && mantissa < 1 << 62 {
+                let integer = Int64(mantissa)
+                if negative && integer == 0 { return -0.0 }
+                return Double(negative ? -integer : integer)
+            }
+            guard let value = FloatText.double(bytes: UnsafeBufferPointer(rebasing: bytes[start..<index]), mantissa: mantissa,
+                                               exponent: exponent, truncated: truncated, negative: negative) else {
+                throw failure("bad number")
+            }
             return value
         }
     }

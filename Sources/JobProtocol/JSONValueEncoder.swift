@@ -45,6 +45,8 @@ enum EncodedNode {
     case exact(Double, String)
     /// Written with its shortest text (`0.1`); as a `JSONValue`, the double that text reads as.
     case float(Float)
+    /// Written in one pass (`FloatMatrix.write`).
+    case floatMatrix(FloatMatrix)
     case array(EncodedArray)
     case object(EncodedObject)
     /// What a `superEncoder()` produced, read when the tree is.
@@ -54,7 +56,8 @@ enum EncodedNode {
         switch self {
         case .value(let value): return value
         case .exact(let number, _): return .number(number)
-        case .float(let value): return .number(EncodedNode.text(of: value).double)
+        case .float(let value): return .number(FloatText.readBack(value))
+        case .floatMatrix(let matrix): return matrix.jsonValue
         case .array(let array): return .array(array.items.map(\.jsonValue))
         case .object(let object):
             var members: [String: JSONValue] = [:]
@@ -69,7 +72,11 @@ enum EncodedNode {
         switch self {
         case .value(let value): value.write(to: &out)
         case .exact(_, let text): out += text
-        case .float(let value): out += EncodedNode.text(of: value).text
+        case .float(let value): out += FloatText.string(value)
+        case .floatMatrix(let matrix):
+            var bytes: [UInt8] = []
+            matrix.write(to: &bytes)
+            out += String(decoding: bytes, as: UTF8.self)
         case .array(let array):
             out += "["
             for (index, item) in array.items.enumerated() {
@@ -88,18 +95,6 @@ enum EncodedNode {
             out += "}"
         case .deferred(let encoder): (encoder.node ?? .object(EncodedObject())).write(to: &out)
         }
-    }
-}
-
-extension EncodedNode {
-    /// The shortest text that reads back as `value`, and the double a JSON reader of that text gets.
-    static func text(of value: Float) -> (text: String, double: Double) {
-        if value == value.rounded() && value.magnitude < 1e15 {
-            let integer = Int64(value)
-            return (String(integer), Double(integer))
-        }
-        let text = value.description
-        return (text, Double(text) ?? Double(value))
     }
 }
 
@@ -202,6 +197,7 @@ final class JSONValueEncoding: Encoder {
         if T.self == Double.self { return try double(value as! Double, key: key) }
         if T.self == Float.self { return try float(value as! Float, key: key) }
         if T.self == Int.self { return integer(value as! Int) }
+        if T.self == FloatMatrix.self { return .floatMatrix(value as! FloatMatrix) }
         if T.self == Bool.self { return .value(.bool(value as! Bool)) }
         if T.self == Int64.self { return integer(value as! Int64) }
         if T.self == UInt64.self { return integer(value as! UInt64) }

@@ -65,7 +65,8 @@ public struct JobEnvelope: Sendable, Equatable {
         self.trace = trace
     }
 
-    /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`.
+    /// The envelope as compact JSON; a payload over 1 KiB is zlib-compressed into `payload_z` with `payload_crc32`
+    /// when that makes it smaller (`PayloadCompression.compressIfWorthIt`: base64 tensor data does not compress).
     public func encoded() -> String {
         encoded(payloadText: payload.jsonText)
     }
@@ -89,12 +90,16 @@ public struct JobEnvelope: Sendable, Equatable {
         Self.appendJSONString(queue, to: &out)
         Self.append(",\"tier\":", to: &out)
         Self.appendJSONString(tier, to: &out)
+        var compressed: [UInt8]?
         if payloadText.utf8.count > PayloadCompression.threshold {
-            let raw = Array(payloadText.utf8)
+            compressed = payloadText.utf8.withContiguousStorageIfAvailable { PayloadCompression.compressIfWorthIt($0) }
+                ?? PayloadCompression.compressIfWorthIt(Array(payloadText.utf8))
+        }
+        if let compressed {
             Self.append(",\"payload_z\":\"", to: &out)
-            Self.append(Data(PayloadCompression.compress(raw)).base64EncodedString(), to: &out)
+            Self.append(Data(compressed).base64EncodedString(), to: &out)
             Self.append("\",\"payload_crc32\":", to: &out)
-            Self.appendDecimal(Int64(PayloadCompression.crc32(raw)), to: &out)
+            Self.appendDecimal(Int64(PayloadCompression.crc32(Array(payloadText.utf8))), to: &out)
         } else {
             Self.append(",\"payload\":", to: &out)
             Self.append(payloadText, to: &out)

@@ -93,6 +93,31 @@ public enum PayloadCompression {
         return output
     }
 
+    /// Payloads at least this long are sampled before being compressed whole (16 KiB).
+    public static let sampleThreshold = 16 << 10
+
+    /// `input` compressed for an envelope, or nil when that would not make the envelope smaller: the compressed
+    /// bytes travel as base64 (4/3 of their size), so a payload must shrink below 3/4 of its size to gain anything.
+    /// Payloads of 16 KiB and more are judged first on a 4 KiB sample from their middle, where a tensor's base64 data
+    /// lies: random float bytes in base64 shrink only to about 3/4, and compressing 175 KB of them (512 rows × 64
+    /// float32) cost more than the rest of the job (docs/BENCHMARKS.md, "Binary tensors").
+    public static func compressIfWorthIt(_ input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        let sampleSize = 4096
+        if input.count >= sampleThreshold {
+            let start = (input.count - sampleSize) / 2
+            let sample = Array(UnsafeBufferPointer(rebasing: input[start..<(start + sampleSize)]))
+            // The sample must shrink below 0.7 of its size (with the base64 of the envelope, 0.93).
+            if compress(sample).count * 10 > sampleSize * 7 { return nil }
+        }
+        let output = compress(Array(input))
+        return output.count * 4 / 3 + 4 < input.count ? output : nil
+    }
+
+    /// `compressIfWorthIt` of an array.
+    public static func compressIfWorthIt(_ input: [UInt8]) -> [UInt8]? {
+        input.withUnsafeBufferPointer { compressIfWorthIt($0) }
+    }
+
     /// CRC-32 (zlib's, the same as Python's `zlib.crc32`).
     public static func crc32(_ bytes: [UInt8]) -> UInt32 {
         bytes.withUnsafeBufferPointer { UInt32(CZlib.crc32(0, $0.baseAddress, uInt($0.count))) }

@@ -1,5 +1,7 @@
 import Compute
 import Foundation
+import JobPayloads
+import JobProtocol
 import JobWorker
 import ModelStore
 
@@ -7,26 +9,8 @@ import ModelStore
 public struct BatchAnalysisJob: JobHandler {
     public static let kind = "batch_analysis"
 
-    /// Payload.
-    public struct Parameters: Decodable, Sendable {
-        /// `farm:NAME` or a path (.npy or CSV with a header row).
-        public var dataset: String
-        /// A column left out of the statistics (e.g. the class label).
-        public var labelColumn: String?
-        /// Quantile levels (default 0.05, 0.25, 0.5, 0.75, 0.95).
-        public var quantiles: [Double]?
-        /// Histogram bins per column (default 10; 0 = none).
-        public var histogramBins: Int?
-        /// Include covariance and correlation (default true).
-        public var covariance: Bool?
-        /// Principal components to compute (default 2; 0 = none).
-        public var pcaComponents: Int?
-        /// Rows per block when reading the dataset (default 65536).
-        public var blockRows: Int?
-        /// Bytes of feature values kept for the quantiles (default 256 MiB): exact when the dataset fits, else
-        /// computed on a reservoir sample of as many rows as fit.
-        public var memoryBudgetBytes: Int?
-    }
+    /// Payload: read and checked by `BatchAnalysisPayload` (the check the dispatcher runs too).
+    public typealias Parameters = JSONValue
 
     /// One column's summary.
     public struct Column: Encodable, Sendable {
@@ -97,7 +81,8 @@ public struct BatchAnalysisJob: JobHandler {
 
     public init(environment: MLEnvironment) { self.environment = environment }
 
-    public func run(_ parameters: Parameters, context: JobContext) async throws -> Output {
+    public func run(_ payload: Parameters, context: JobContext) async throws -> Output {
+        let parameters = try parse(BatchAnalysisPayload.self, payload)
         let levels = parameters.quantiles ?? [0.05, 0.25, 0.5, 0.75, 0.95]
         let bins = parameters.histogramBins ?? 10
         let components = parameters.pcaComponents ?? 2

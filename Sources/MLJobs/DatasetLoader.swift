@@ -3,6 +3,7 @@ import Compute
 import Glibc
 #endif
 import Foundation
+import JobPayloads
 import JobWorker
 import ModelStore
 
@@ -42,15 +43,6 @@ extension LabeledDataset {
         let parts = try stratifiedSplit(testFraction: holdout.fraction, seed: holdout.seed ?? 0)
         return (parts.train, parts.test)
     }
-}
-
-/// A stratified held-out split: `fraction` of each class, chosen by `seed`. The same values in `train` and
-/// `validate` select the same rows.
-public struct Holdout: Codable, Sendable, Equatable {
-    /// Share of rows held out (0 < fraction < 1).
-    public var fraction: Double
-    /// Split seed (default 0).
-    public var seed: UInt64?
 }
 
 extension MLEnvironment {

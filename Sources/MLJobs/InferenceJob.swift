@@ -1,78 +1,16 @@
 import Compute
 import Foundation
+import JobPayloads
 import JobProtocol
 import JobWorker
 import ModelStore
-
-/// The `inference` payload, read straight from the `JSONValue` tree.
-///
-/// Numbers may also be written as the strings "NaN", "Infinity" or "-Infinity" (JSON has no literal for them),
-/// so such inputs are refused with a message naming the row and feature instead of a parse error.
-struct InferenceRequest: Sendable {
-    /// `name`, `name:7`, `name:production`, `name:latest`.
-    var model: String
-    /// Input rows, each `inputs` numbers long.
-    var inputs: [[Double]]
-    /// `fp32`, `fp16`, `int8`; default: the stored model's precision.
-    var precision: String?
-    /// Classes per row in `topK` (default 3).
-    var topK: Int?
-    /// Include the raw logits (default true).
-    var returnLogits: Bool?
-    /// Include every class probability (default false; top-k always has them).
-    var returnProbabilities: Bool?
-
-    init(_ payload: JSONValue) throws {
-        guard case .object(let fields) = payload else {
-            throw JobError.nonRetryable("payload does not fit kind 'inference': expected an object with 'model' and 'inputs'")
-        }
-        guard case .string(let model)? = fields["model"] else {
-            throw JobError.nonRetryable("payload does not fit kind 'inference': missing field 'model' (a string such as \"digits-mlp:production\")")
-        }
-        self.model = model
-        guard case .array(let rows)? = fields["inputs"] else {
-            throw JobError.nonRetryable("payload does not fit kind 'inference': missing field 'inputs' (an array of rows of numbers)")
-        }
-        inputs = try rows.enumerated().map { index, row in
-            guard case .array(let values) = row else {
-                throw JobError.nonRetryable("'inputs' row \(index) is not an array of numbers")
-            }
-            return try values.enumerated().map { column, value in
-                switch value {
-                case .number(let number): return number
-                case .string(let text):
-                    switch text.lowercased() {
-                    case "nan": return .nan
-                    case "infinity", "inf", "+infinity": return .infinity
-                    case "-infinity", "-inf": return -.infinity
-                    default: break
-                    }
-                    if let number = Double(text) { return number }
-                    throw JobError.nonRetryable("'inputs' row \(index) feature \(column) is \"\(text)\", not a number")
-                default:
-                    throw JobError.nonRetryable("'inputs' row \(index) feature \(column) is \(value.jsonText), not a number")
-                }
-            }
-        }
-        func optional<T>(_ key: String, _ read: (JSONValue) -> T?) throws -> T? {
-            guard let value = fields[key], value != .null else { return nil }
-            guard let result = read(value) else {
-                throw JobError.nonRetryable("payload does not fit kind 'inference': '\(key)' has the wrong type (\(value.jsonText))")
-            }
-            return result
-        }
-        precision = try optional("precision") { $0.stringValue }
-        topK = try optional("topK") { $0.intValue }
-        returnLogits = try optional("returnLogits") { if case .bool(let b) = $0 { return b } else { return nil } }
-        returnProbabilities = try optional("returnProbabilities") { if case .bool(let b) = $0 { return b } else { return nil } }
-    }
-}
 
 /// `inference`: rows through a stored model → logits, probabilities, top-k. Dynamically batched.
 public struct InferenceJob: JobHandler {
     public static let kind = "inference"
 
-    /// Payload: taken as the raw `JSONValue` (no `Codable` pass over the rows) and read by `InferenceRequest`.
+    /// Payload: taken as the raw `JSONValue` (no `Codable` pass over the rows) and read by `InferencePayload`, the
+    /// check the dispatcher runs too.
     public typealias Parameters = JSONValue
 
     /// One class in a row's top-k.
@@ -90,8 +28,9 @@ public struct InferenceJob: JobHandler {
         public var rows: Int
         public var predictions: [Int]
         public var topK: [[Score]]
-        public var logits: [[Float]]?
-        public var probabilities: [[Float]]?
+        /// Rows of numbers, or a float32 tensor object with `outputFormat: "binary"`.
+        public var logits: FloatMatrix?
+        public var probabilities: FloatMatrix?
         /// Rows and requests in the forward pass this job joined (dynamic batching).
         public var batchRows: Int
         public var batchRequests: Int
@@ -104,66 +43,147 @@ public struct InferenceJob: JobHandler {
     public var retryPolicy: RetryPolicy { .exponentialJitter(base: .milliseconds(200), cap: .seconds(10), maxAttempts: 3) }
 
     public func run(_ payload: Parameters, context: JobContext) async throws -> Output {
-        let parameters = try InferenceRequest(payload)
-        let rowCount = parameters.inputs.count
-        guard rowCount >= 1 else { throw JobError.nonRetryable("'inputs' is empty: give at least one row") }
+        let parameters = try parse(InferencePayload.self, payload)
+        let rowCount = parameters.rows
         guard rowCount <= environment.options.maxInferenceRows else {
             throw JobError.nonRetryable("'inputs' has \(rowCount) rows, over the limit of \(environment.options.maxInferenceRows) per job; split it, or use batch jobs")
         }
-        let precision: Precision?
-        if let text = parameters.precision {
-            guard let value = Precision(rawValue: text.lowercased()) else {
-                throw JobError.nonRetryable("precision '\(text)' is not fp32, fp16 or int8")
-            }
-            precision = value
-        } else {
-            precision = nil
-        }
-        let k = parameters.topK ?? 3
-        guard k >= 1 else { throw JobError.nonRetryable("topK must be at least 1 (got \(k))") }
+        let precision = parameters.precision.flatMap { Precision(rawValue: $0.lowercased()) }
         let version = try await classifying { try await environment.resolve(parameters.model) }
         let model = try await classifying { try await environment.model(version, precision: precision) }
         let width = model.inputSize
-        var rows = [Float]()
-        rows.reserveCapacity(rowCount * width)
-        for (index, row) in parameters.inputs.enumerated() {
-            guard row.count == width else {
-                throw JobError.nonRetryable("shape mismatch: input row \(index) has \(row.count) values, model \(version.reference) takes \(width)")
-            }
-            for (column, number) in row.enumerated() {
-                let value = Float(number)
-                guard value.isFinite else {
-                    throw JobError.nonRetryable("input row \(index) feature \(column) is \(number)\(number.isFinite ? " (overflows float32)" : ""); inputs must be finite")
-                }
-                rows.append(value)
+        guard parameters.width == width else {
+            switch parameters.inputs {
+            case .values: throw JobError.nonRetryable("shape mismatch: input rows have \(parameters.width) values, model \(version.reference) takes \(width)")
+            case .tensor: throw JobError.nonRetryable("shape mismatch: /inputs/shape is [\(rowCount), \(parameters.width)], model \(version.reference) takes \(width) features per row")
             }
         }
+        let rows = try Self.inputRows(parameters.inputs)
         let key = version.sha256 + "|" + (precision?.rawValue ?? "stored")
         let answer = try await classifying {
             try await environment.batcher.submit(key: key, model: model, rows: rows, count: rowCount)
         }
+        return Self.output(parameters, model: model, version: version, precision: precision, logits: answer.logits,
+                           batchRows: answer.batchRows, batchRequests: answer.batchRequests)
+    }
+
+    /// The result of a forward pass: predictions, top-k, and logits and probabilities as asked.
+    static func output(
+        _ parameters: InferencePayload, model: MLPModel, version: ModelVersion, precision: Precision?, logits: [Float],
+        batchRows: Int, batchRequests: Int
+    ) -> Output {
+        let rowCount = parameters.rows
+        let k = parameters.topK ?? 3
         let classes = model.outputSize
         let labels = model.config.classLabels
+        let wantLogits = parameters.returnLogits ?? true, wantProbabilities = parameters.returnProbabilities ?? false
         var predictions: [Int] = []
+        predictions.reserveCapacity(rowCount)
         var top: [[Score]] = []
-        var logitRows: [[Float]] = []
-        var probabilityRows: [[Float]] = []
-        for r in 0..<rowCount {
-            let z = Array(answer.logits[(r * classes)..<((r + 1) * classes)])
-            let p = softmax(z)
-            let order = (0..<classes).sorted { p[$0] != p[$1] ? p[$0] > p[$1] : $0 < $1 }
-            predictions.append(order[0])
-            top.append(order.prefix(k).map { Score(index: $0, label: labels?[$0], probability: p[$0]) })
-            logitRows.append(z)
-            probabilityRows.append(p)
+        top.reserveCapacity(rowCount)
+        var probabilities = [Float](repeating: 0, count: rowCount * classes)
+        var order = [Int](repeating: 0, count: classes)
+        logits.withUnsafeBufferPointer { logits in
+            probabilities.withUnsafeMutableBufferPointer { p in
+                for r in 0..<rowCount {
+                    let z = UnsafeBufferPointer(rebasing: logits[(r * classes)..<((r + 1) * classes)])
+                    let row = UnsafeMutableBufferPointer(rebasing: p[(r * classes)..<((r + 1) * classes)])
+                    softmax(z, into: row)
+                    for c in 0..<classes { order[c] = c }
+                    order.sort { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+                    predictions.append(order[0])
+                    top.append(order.prefix(k).map { Score(index: $0, label: labels?[$0], probability: row[$0]) })
+                }
+            }
         }
+        let encoding: FloatMatrix.Encoding = parameters.outputFormat == .binary ? .float32Base64 : .numbers
         return Output(
             model: version.reference, sha256: version.sha256, precision: (precision ?? model.precision ?? .fp32).rawValue,
             rows: rowCount, predictions: predictions, topK: top,
-            logits: parameters.returnLogits ?? true ? logitRows : nil,
-            probabilities: parameters.returnProbabilities ?? false ? probabilityRows : nil,
-            batchRows: answer.batchRows, batchRequests: answer.batchRequests)
+            logits: wantLogits ? FloatMatrix(rows: rowCount, columns: classes, values: logits, encoding: encoding) : nil,
+            probabilities: wantProbabilities ? FloatMatrix(rows: rowCount, columns: classes, values: probabilities, encoding: encoding) : nil,
+            batchRows: batchRows, batchRequests: batchRequests)
     }
+
+    /// Seconds an `inference` job spends in the worker outside Redis, by phase: what `jobfarm bench codec` reports.
+    public struct PhaseTimes: Sendable {
+        /// Envelope text → payload → float32 rows.
+        public var decode: Double
+        /// The forward pass (one thread, no batching).
+        public var forward: Double
+        /// Softmax, top-k and the result's JSON text.
+        public var encode: Double
+        /// Bytes of the result's JSON text.
+        public var resultBytes: Int
+    }
+
+    /// Runs the worker's path for one envelope on `model` without Redis or batching — decode, forward pass, encode —
+    /// and times each phase (`jobfarm bench codec`, "inference in the worker").
+    public static func timePhases(envelope: String, model: MLPModel, version: ModelVersion) throws -> PhaseTimes {
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let job = try JobEnvelope(decoding: envelope)
+        let parameters = try parse(InferencePayload.self, job.payload)
+        guard parameters.width == model.inputSize else { throw JobError.nonRetryable("shape mismatch") }
+        let rows = try inputRows(parameters.inputs)
+        let t1 = clock.now
+        let logits = try model.logits(rows: rows, batch: parameters.rows)
+        let t2 = clock.now
+        let output = Self.output(parameters, model: model, version: version, precision: nil, logits: logits,
+                                 batchRows: parameters.rows, batchRequests: 1)
+        let text = try JSONValueEncoder().encodeText(output)
+        let t3 = clock.now
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+        return PhaseTimes(decode: seconds(t1 - t0), forward: seconds(t2 - t1), encode: seconds(t3 - t2), resultBytes: text.utf8.count)
+    }
+
+    /// The rows as float32, row-major: JSON numbers as read, a float32 tensor decoded straight into the buffer the
+    /// forward pass reads, a float16 tensor decoded and widened in blocks (F16C where the CPU has it).
+    static func inputRows(_ inputs: InferencePayload.Inputs) throws -> [Float] {
+        switch inputs {
+        case .values(let values):
+            return values
+        case .tensor(let tensor):
+            var rows: [Float]
+            do {
+                switch tensor.dtype {
+                case .float32:
+                    rows = [Float](unsafeUninitializedCapacity: tensor.count) { buffer, initialized in
+                        initialized = tensor.count
+                    }
+                    try rows.withUnsafeMutableBytes { try tensor.decode(into: $0) }
+                    #if _endian(big)
+                    for i in rows.indices { rows[i] = Float(bitPattern: UInt32(littleEndian: rows[i].bitPattern)) }
+                    #endif
+                case .float16:
+                    var halves = [Float16](unsafeUninitializedCapacity: tensor.count) { _, initialized in initialized = tensor.count }
+                    try halves.withUnsafeMutableBytes { try tensor.decode(into: $0) }
+                    #if _endian(big)
+                    for i in halves.indices { halves[i] = Float16(bitPattern: UInt16(littleEndian: halves[i].bitPattern)) }
+                    #endif
+                    rows = [Float](repeating: 0, count: tensor.count)
+                    try FP16Conversion.convert(halves, into: &rows)
+                }
+            } catch let problem as PayloadProblem {
+                throw JobError.nonRetryable(PayloadError(kind: InferencePayload.kind, problems: [problem]).description)
+            }
+            if let problem = rows.withUnsafeBufferPointer({ InferencePayload.nonFinite(in: $0, width: tensor.width, pointer: tensor.pointer) }) {
+                throw JobError.nonRetryable(PayloadError(kind: InferencePayload.kind, problems: [problem]).description)
+            }
+            return rows
+        }
+    }
+}
+
+/// Numerically stable softmax of one row into `out`.
+func softmax(_ z: UnsafeBufferPointer<Float>, into out: UnsafeMutableBufferPointer<Float>) {
+    let m = z.max() ?? 0
+    var s: Float = 0
+    for i in z.indices {
+        out[i] = Foundation.exp(z[i] - m)
+        s += out[i]
+    }
+    for i in out.indices { out[i] /= s }
 }
 
 /// Numerically stable softmax of one row.

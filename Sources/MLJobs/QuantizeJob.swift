@@ -1,5 +1,7 @@
 import Compute
 import Foundation
+import JobPayloads
+import JobProtocol
 import JobWorker
 import ModelStore
 
@@ -7,19 +9,8 @@ import ModelStore
 public struct QuantizeJob: JobHandler {
     public static let kind = "quantize"
 
-    /// Payload.
-    public struct Parameters: Decodable, Sendable {
-        /// The source model reference.
-        public var model: String
-        /// `fp16` or `int8` (or `fp32`, with pruning).
-        public var precision: String
-        /// Zero this share of each weight tensor's smallest-magnitude entries first (0 ≤ s < 1).
-        public var pruneSparsity: Double?
-        /// Name of the new model (default: the source's name, as its next version).
-        public var name: String?
-        /// Point this alias of the new model's name at the new version.
-        public var alias: String?
-    }
+    /// Payload: read and checked by `QuantizePayload` (the check the dispatcher runs too).
+    public typealias Parameters = JSONValue
 
     /// One tensor's figures.
     public struct TensorReport: Encodable, Sendable {
@@ -53,7 +44,8 @@ public struct QuantizeJob: JobHandler {
 
     public init(environment: MLEnvironment) { self.environment = environment }
 
-    public func run(_ parameters: Parameters, context: JobContext) async throws -> Output {
+    public func run(_ payload: Parameters, context: JobContext) async throws -> Output {
+        let parameters = try parse(QuantizePayload.self, payload)
         guard let precision = Precision(rawValue: parameters.precision.lowercased()) else {
             throw JobError.nonRetryable("precision '\(parameters.precision)' is not fp16, int8 or fp32")
         }

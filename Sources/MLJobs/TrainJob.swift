@@ -1,5 +1,7 @@
 import Compute
 import Foundation
+import JobPayloads
+import JobProtocol
 import Synchronization
 import JobQueue
 import JobWorker
@@ -9,53 +11,8 @@ import ModelStore
 public struct TrainJob: JobHandler {
     public static let kind = "train"
 
-    /// Payload. Defaults are `TrainingConfig.trainJobDefault`, the recipe that scores 97.3–98.9 % held-out on
-    /// digits over 30 seeds.
-    public struct Parameters: Decodable, Sendable {
-        /// `farm:NAME` or a path.
-        public var dataset: String
-        /// The class column (default `target`).
-        public var labelColumn: String?
-        /// Model name to push the new version under.
-        public var name: String
-        /// Hidden layer widths (default [128]).
-        public var hiddenSizes: [Int]?
-        /// relu (default), gelu, tanh, sigmoid.
-        public var activation: String?
-        /// `adam` (default) or `sgd`.
-        public var optimizer: String?
-        /// SGD momentum (default 0.9).
-        public var momentum: Float?
-        /// Default 0.003.
-        public var learningRate: Float?
-        /// L2 penalty λ (default 1e-4).
-        public var l2: Float?
-        /// Rows per mini-batch (default 64).
-        public var batchSize: Int?
-        /// Most epochs (default 60).
-        public var epochs: Int?
-        /// Initialisation, shuffling and validation split seed (default 1).
-        public var seed: UInt64?
-        /// Share of the training rows used for validation / early stopping (default 0: none).
-        public var validationFraction: Double?
-        /// A separate validation dataset (same columns), instead of `validationFraction`.
-        public var validationDataset: String?
-        /// Epochs without validation improvement before stopping (default 10; needs validation).
-        public var earlyStoppingPatience: Int?
-        /// Fit standardisation on the training rows and store it in the model (default true).
-        public var standardize: Bool?
-        /// Hold out a stratified share of the dataset for testing (use the same in `validate`).
-        public var holdout: Holdout?
-        /// Class names stored in the model config.
-        public var classLabels: [String]?
-        /// Point this alias at the new version (e.g. `candidate`).
-        public var alias: String?
-        /// Bytes of features the job may hold (default 256 MiB): a dataset whose `rows × features × 4` fits is trained
-        /// in memory, a larger one is streamed from its file block by block (see `MLPTrainer.train(streaming:…)`).
-        public var memoryBudgetBytes: Int?
-        /// Rows per block when reading the dataset (default 65536); when streaming, rows are shuffled within blocks.
-        public var blockRows: Int?
-    }
+    /// Payload: read and checked by `TrainPayload` (the check the dispatcher runs too).
+    public typealias Parameters = JSONValue
 
     /// One epoch.
     public struct Epoch: Encodable, Sendable {
@@ -105,7 +62,8 @@ public struct TrainJob: JobHandler {
 
     public var retryPolicy: RetryPolicy { .exponentialJitter(base: .seconds(5), cap: .seconds(120), maxAttempts: 3) }
 
-    public func run(_ parameters: Parameters, context: JobContext) async throws -> Output {
+    public func run(_ payload: Parameters, context: JobContext) async throws -> Output {
+        let parameters = try parse(TrainPayload.self, payload)
         guard isValidRegistryName(parameters.name) else {
             throw JobError.nonRetryable("model name '\(parameters.name)' must be 1–64 of A–Z a–z 0–9 _ - .")
         }
@@ -156,7 +114,7 @@ public struct TrainJob: JobHandler {
     }
 
     /// The whole dataset fits the budget: the in-memory trainer on a `LabeledDataset`, as before streaming existed.
-    private func trainInMemory(_ data: BlockedDataset, features: [Float], classes: [Int32], parameters: Parameters,
+    private func trainInMemory(_ data: BlockedDataset, features: [Float], classes: [Int32], parameters: TrainPayload,
                                config: TrainingConfig, relay: ComputeProgress) async throws -> Trained {
         let all = try await classifying {
             try LabeledDataset(features: features, labels: classes.map(Int.init), featureCount: data.columns, featureNames: data.names)
@@ -194,7 +152,7 @@ public struct TrainJob: JobHandler {
     /// The dataset is larger than the budget: only its labels are held (4 bytes a row); the held-out rows are drawn
     /// from them with the same stratified split as in memory (so `validate` with the same `holdout` sees the same
     /// rows), and every epoch reads the file again, block by block (`MLPTrainer.train(streaming:…)`).
-    private func trainStreaming(_ data: BlockedDataset, classes: [Int32], parameters: Parameters, config: TrainingConfig,
+    private func trainStreaming(_ data: BlockedDataset, classes: [Int32], parameters: TrainPayload, config: TrainingConfig,
                                 budget: Int, relay: ComputeProgress) async throws -> Trained {
         var excluded: [Bool]?
         var heldOut: [Int]?
@@ -258,7 +216,7 @@ public struct TrainJob: JobHandler {
                        holdoutRows: heldOut?.count, seconds: seconds, streamed: true)
     }
 
-    private func trainingConfig(_ p: Parameters) throws -> TrainingConfig {
+    private func trainingConfig(_ p: TrainPayload) throws -> TrainingConfig {
         let defaults = TrainingConfig.trainJobDefault
         var config = defaults
         config.hiddenSizes = p.hiddenSizes ?? defaults.hiddenSizes

@@ -1,5 +1,7 @@
 import Compute
 import Foundation
+import JobPayloads
+import JobProtocol
 import JobWorker
 import ModelStore
 
@@ -9,41 +11,11 @@ public struct ValidateJob: JobHandler {
     public static let kind = "validate"
 
     /// Limits a candidate must meet; every one given is checked.
-    public struct Thresholds: Codable, Sendable, Equatable {
-        /// Candidate accuracy ≥ this (needs labels).
-        public var minAccuracy: Double?
-        /// Share of rows where candidate and reference agree on the top class ≥ this.
-        public var minTop1Agreement: Double?
-        /// Largest |candidate − reference| over all output probabilities ≤ this.
-        public var maxAbsDiff: Double?
-        /// Mean per-row cosine similarity of the logits ≥ this.
-        public var minCosine: Double?
-        /// Candidate tensor bytes / reference tensor bytes ≤ this.
-        public var maxSizeRatio: Double?
-    }
-
+    public typealias Thresholds = ValidatePayload.Thresholds
     /// What to do on pass.
-    public struct Promotion: Codable, Sendable, Equatable {
-        /// The alias to move to the candidate's version (e.g. `production`).
-        public var alias: String
-    }
-
-    /// Payload.
-    public struct Parameters: Decodable, Sendable {
-        public var candidate: String
-        /// Reference model (omit to check only accuracy and size).
-        public var reference: String?
-        /// `farm:NAME` or a path.
-        public var dataset: String
-        /// The class column; accuracy is reported when given.
-        public var labelColumn: String?
-        /// Evaluate only on this held-out split (the same as `train`'s `holdout`).
-        public var holdout: Holdout?
-        public var thresholds: Thresholds?
-        public var promote: Promotion?
-        /// Rows per block when reading the dataset (default 65536); metrics are accumulated block by block.
-        public var blockRows: Int?
-    }
+    public typealias Promotion = ValidatePayload.Promotion
+    /// Payload: read and checked by `ValidatePayload` (the check the dispatcher runs too).
+    public typealias Parameters = JSONValue
 
     /// One threshold check.
     public struct Check: Encodable, Sendable {
@@ -78,7 +50,8 @@ public struct ValidateJob: JobHandler {
 
     public init(environment: MLEnvironment) { self.environment = environment }
 
-    public func run(_ parameters: Parameters, context: JobContext) async throws -> Output {
+    public func run(_ payload: Parameters, context: JobContext) async throws -> Output {
+        let parameters = try parse(ValidatePayload.self, payload)
         let candidateVersion = try await classifying { try await environment.models.resolve(parameters.candidate) }
         var referenceVersion: ModelVersion?
         if let text = parameters.reference {

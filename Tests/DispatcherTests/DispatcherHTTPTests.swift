@@ -127,12 +127,12 @@ struct DispatcherHTTPTests {
                 {"jobs": [{"kind": "echo"}, {"kind": "resize"}, {"kind": "noop", "maxAttempts": 0, "tier": 1}, {"kind": "train"}]}
                 """)
             #expect(refused.status == 422)
-            #expect(refused.pointers == ["/jobs/1/kind", "/jobs/2/maxAttempts", "/jobs/2/tier"])
+            #expect(refused.pointers == ["/jobs/1/kind", "/jobs/2/maxAttempts", "/jobs/2/tier", "/jobs/3/payload"])
             let before = try await farm.stats(queues: ["default", "ml"])
             #expect(before.map(\.depth) == [0, 0], "not even the valid jobs were enqueued")
             #expect(try await farm.queues().isEmpty)
 
-            let jobs = (0..<250).map { #"{"kind": "noop", "tier": "free", "payload": {"n": \#($0)}}"# } + [#"{"kind": "validate", "payload": {}}"#]
+            let jobs = (0..<250).map { #"{"kind": "noop", "tier": "free", "payload": {"n": \#($0)}}"# } + [#"{"kind": "validate", "payload": {"candidate": "m", "dataset": "farm:d"}}"#]
             let accepted = try await api.post("/v1/jobs:bulk", #"{"jobs": [\#(jobs.joined(separator: ","))]}"#)
             #expect(accepted.status == 201)
             guard case .array(let items)? = accepted.json?["jobs"] else { Issue.record("no jobs"); return }

@@ -52,7 +52,7 @@ struct ValidationTests {
 
     @Test func aValidJobBecomesAnEnqueueRequestRoutedByKind() throws {
         let request = try validator.single(try JSONValue(parsing: """
-            {"kind": "inference", "tier": "premium", "payload": {"model": "m"}, "maxAttempts": 2, "timeoutSeconds": 1.5, "delaySeconds": 3, "id": "my-1"}
+            {"kind": "inference", "tier": "premium", "payload": {"model": "m", "inputs": [[1, 2]]}, "maxAttempts": 2, "timeoutSeconds": 1.5, "delaySeconds": 3, "id": "my-1"}
             """)).get()
         #expect(request.queue == "ml")
         #expect(request.tier == "premium")
@@ -60,7 +60,7 @@ struct ValidationTests {
         #expect(request.timeout == .milliseconds(1500))
         #expect(request.delay == .seconds(3))
         #expect(request.id == "my-1")
-        #expect(request.payload == .object(["model": .string("m")]))
+        #expect(request.payload == .object(["model": .string("m"), "inputs": .array([.array([.number(1), .number(2)])])]))
         let defaults = try validator.single(try JSONValue(parsing: #"{"kind": "echo"}"#)).get()
         #expect(defaults.queue == "default" && defaults.tier == "standard" && defaults.maxAttempts == 5 && defaults.payload == .null)
     }
@@ -86,7 +86,7 @@ struct ValidationTests {
         #expect(tooMany.items.map(\.pointer) == ["/jobs"])
         guard case .failure(let shape) = validator.bulk(try JSONValue(parsing: #"{"jobs": {}, "extra": 1}"#)) else { Issue.record("accepted"); return }
         #expect(shape.items.map { $0.pointer ?? "" }.sorted() == ["/extra", "/jobs"])
-        #expect(try validator.bulk(try JSONValue(parsing: #"{"jobs": [{"kind": "echo"}, {"kind": "train"}]}"#)).get().map(\.queue) == ["default", "ml"])
+        #expect(try validator.bulk(try JSONValue(parsing: #"{"jobs": [{"kind": "echo"}, {"kind": "train", "payload": {"dataset": "d.csv", "name": "m"}}]}"#)).get().map(\.queue) == ["default", "ml"])
     }
 
     @Test func payloadValidatorsAddTheirProblemsUnderThePayload() throws {

@@ -51,7 +51,7 @@ struct BadInputTests {
                 ("inference", #"{"model": "lying", "inputs": [[1, 2, 3, 4, 5, 6, 7, 8]]}"#, ["invalid model", "header"]),
                 ("inference", #"{"model": "int16", "inputs": [[1, 2, 3, 4, 5, 6, 7, 8]]}"#, ["I16"]),
                 ("inference", #"{"model": "overrun", "inputs": [[1, 2, 3, 4, 5, 6, 7, 8]]}"#, ["invalid model"]),
-                ("inference", #"{"inputs": [[1]]}"#, ["missing field 'model'"]),
+                ("inference", #"{"inputs": [[1]]}"#, ["/model: required"]),
                 ("batch_analysis", #"{"dataset": "/nonexistent/data.csv"}"#, ["'/nonexistent/data.csv' does not exist"]),
                 ("batch_analysis", #"{"dataset": "farm:nothing"}"#, ["farm:nothing"]),
                 ("batch_analysis", "{\"dataset\": \"\(ragged.path)\", \"labelColumn\": \"label\"}", ["ragged.csv", "line 3 has 4 fields"]),

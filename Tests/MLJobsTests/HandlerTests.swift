@@ -19,7 +19,7 @@ struct HandlerTests {
             var rng = SeededRandom(seed: 3)
             let rows = (0..<48).map { _ in (0..<8).map { _ in Double(rng.nextUnitFloat() * 4 - 2) } }
             let requests = try rows.map { row in
-                EnqueueRequest(kind: "inference", queue: "ml", payload: try JSONValue(encoding: InferencePayload(model: "tiny", inputs: [row])))
+                EnqueueRequest(kind: "inference", queue: "ml", payload: try JSONValue(encoding: InferenceRequestBody(model: "tiny", inputs: [row])))
             }
             let ids = try await farm.enqueue(requests)
             var batched = 0
@@ -49,7 +49,7 @@ struct HandlerTests {
             let row = (0..<8).map { Double($0) / 8 - 0.4 }
             let expected = try model.logits(rows: row.map { Float($0) }, batch: 1)
             for (precision, tolerance) in [("fp32", 1e-5), ("fp16", 1e-2), ("int8", 5e-2)] {
-                let result = try await succeed(farm, "inference", try JSONValue(encoding: InferencePayload(model: "tiny:1", inputs: [row], precision: precision)).jsonText)
+                let result = try await succeed(farm, "inference", try JSONValue(encoding: InferenceRequestBody(model: "tiny:1", inputs: [row], precision: precision)).jsonText)
                 #expect(result.text("precision") == precision)
                 let logits = result["logits"]?.items.first?.items.compactMap(\.doubleValue) ?? []
                 #expect(logits.count == 4)
@@ -120,7 +120,7 @@ struct HandlerTests {
 }
 
 /// An inference payload.
-struct InferencePayload: Encodable {
+struct InferenceRequestBody: Encodable {
     var model: String
     var inputs: [[Double]]
     var precision: String?

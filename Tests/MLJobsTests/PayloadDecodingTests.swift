@@ -1,4 +1,5 @@
 import Foundation
+import JobPayloads
 import JobProtocol
 import MLJobs
 import Testing
@@ -37,7 +38,7 @@ struct PayloadDecodingTests {
 
     @Test func train() {
         let sample = #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "name": "digits-mlp", "hiddenSizes": [128], "activation": "relu", "optimizer": "adam", "learningRate": 0.003, "l2": 0.0001, "batchSize": 64, "epochs": 60, "seed": 1, "holdout": {"fraction": 0.25, "seed": 0}, "classLabels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], "alias": "candidate"}"#
-        expectAgreement(TrainJob.Parameters.self, [
+        expectAgreement(TrainPayload.self, [
             sample,
             #"{"dataset": "d.csv", "name": "m"}"#,
             #"{"dataset": "d.csv"}"#,
@@ -54,9 +55,9 @@ struct PayloadDecodingTests {
         ])
         // The one difference: an integer beyond ±2^53 is not exact in a JSONValue, so it is refused, not rounded.
         let big = sample.replacingOccurrences(of: #""seed": 1,"#, with: #""seed": 12345678901234567890,"#)
-        #expect(outcome { try JSONDecoder().decode(TrainJob.Parameters.self, from: Data(big.utf8)).seed as Any } == "value Optional(12345678901234567890)")
+        #expect(outcome { try JSONDecoder().decode(TrainPayload.self, from: Data(big.utf8)).seed as Any } == "value Optional(12345678901234567890)")
         do {
-            _ = try JSONValueDecoder().decode(TrainJob.Parameters.self, from: try JSONValue(parsing: big))
+            _ = try JSONValueDecoder().decode(TrainPayload.self, from: try JSONValue(parsing: big))
             Issue.record("a seed beyond 2^53 was read")
         } catch DecodingError.dataCorrupted(let context) {
             #expect(context.codingPath.map(\.stringValue) == ["seed"])
@@ -67,19 +68,19 @@ struct PayloadDecodingTests {
     }
 
     @Test func otherKinds() {
-        expectAgreement(QuantizeJob.Parameters.self, [
+        expectAgreement(QuantizePayload.self, [
             #"{"model": "digits-mlp:candidate", "precision": "fp16", "alias": "candidate-fp16"}"#,
             #"{"model": "m", "precision": "int8", "pruneSparsity": 0.5}"#,
             #"{"model": "m", "precision": 8}"#, #"{"precision": "int8"}"#, #"{"model": "m", "precision": "int8", "pruneSparsity": "half"}"#,
         ])
-        expectAgreement(ValidateJob.Parameters.self, [
+        expectAgreement(ValidatePayload.self, [
             #"{"candidate": "digits-mlp:candidate-int8", "reference": "digits-mlp:candidate", "dataset": "data/digits/digits.csv", "labelColumn": "target", "holdout": {"fraction": 0.25, "seed": 0}, "thresholds": {"minAccuracy": 0.97, "minTop1Agreement": 0.99, "maxSizeRatio": 0.30}, "promote": {"alias": "production"}}"#,
             #"{"candidate": "c", "dataset": "d", "thresholds": {"minAccuracy": "high"}}"#,
             #"{"candidate": "c", "dataset": "d", "promote": {}}"#,
             #"{"candidate": "c", "dataset": "d", "blockRows": -1}"#,
             #"{"candidate": "c", "dataset": "d", "blockRows": 1e300}"#,
         ])
-        expectAgreement(BatchAnalysisJob.Parameters.self, [
+        expectAgreement(BatchAnalysisPayload.self, [
             #"{"dataset": "data/digits/digits.csv", "labelColumn": "target", "quantiles": [0.05, 0.25, 0.5, 0.75, 0.95], "histogramBins": 8, "covariance": true, "pcaComponents": 5}"#,
             #"{"dataset": "d", "quantiles": [0.5, null]}"#,
             #"{"dataset": "d", "covariance": "yes"}"#,

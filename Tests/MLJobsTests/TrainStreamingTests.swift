@@ -1,5 +1,6 @@
 import Compute
 import Foundation
+import JobPayloads
 import JobFarmTesting
 import JobProtocol
 import JobQueue
@@ -68,10 +69,10 @@ struct TrainStreamingTests {
         let farm = try mlTestFarm()
         let environment = MLEnvironment(farm: farm, options: testOptions())
         let job = TrainJob(environment: environment)
-        let parameters = try JSONDecoder().decode(TrainJob.Parameters.self, from: Data("""
+        let parameters = try JSONValue(parsing: """
             {"dataset": "data/digits/digits.csv", "labelColumn": "target", "name": "never", "epochs": 100000,
              "memoryBudgetBytes": 0, "blockRows": 50}
-            """.utf8))
+            """)
         let reports = Mutex<[Double]>([])
         let context = JobContext(
             id: "cancel-test", kind: TrainJob.kind, queue: "ml", tier: "standard", attempt: 1, maxAttempts: 1,
