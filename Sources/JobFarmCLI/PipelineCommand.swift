@@ -63,7 +63,7 @@ enum PipelineListing {
                      + (definition.tier.map { "/\($0)" } ?? "") + ", on_failure: \(definition.onFailure.rawValue)"]
         if let schedule = definition.schedule {
             let next = schedule.nextFiring(after: now).map { FiringFormat.text($0, zone: schedule.timeZone) } ?? "never"
-            lines.append("  schedule: \"\(schedule.cron)\" \(schedule.timeZone.identifier), missed: \(schedule.missed.rawValue); next \(next)")
+            lines.append("  schedule: \"\(schedule.cron)\" \(schedule.timeZoneName), missed: \(schedule.missed.rawValue); next \(next)")
         }
         if !definition.params.isEmpty {
             lines.append("  params: " + definition.params.map { "\($0.name)=\($0.defaultValue?.jsonText ?? "(required)")" }.joined(separator: ", "))

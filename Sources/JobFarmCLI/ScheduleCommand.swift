@@ -76,7 +76,7 @@ struct ScheduleValidateCommand: ParsableCommand {
                     case .job(let kind, let queue, let tier, _):
                         target = "job \(kind) on \(queue)" + (tier.map { "/\($0)" } ?? "")
                     }
-                    print("  \(entry.name): \"\(entry.schedule.cron)\" \(entry.schedule.timeZone.identifier), missed: \(entry.schedule.missed.rawValue) → \(target); next \(next)")
+                    print("  \(entry.name): \"\(entry.schedule.cron)\" \(entry.schedule.timeZoneName), missed: \(entry.schedule.missed.rawValue) → \(target); next \(next)")
                 }
             } catch {
                 failed = true

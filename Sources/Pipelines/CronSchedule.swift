@@ -14,6 +14,8 @@ public enum MissedRunPolicy: String, Sendable, Hashable, CaseIterable {
 public struct CronSchedule: Sendable {
     public var cron: CronExpression
     public var timeZone: TimeZone
+    /// The zone's name as written (Foundation on Linux calls UTC "GMT").
+    public var timeZoneName: String
     public var missed: MissedRunPolicy
     /// How late a firing may run and still count as on time (default 5 minutes).
     public var grace: Duration
@@ -23,6 +25,7 @@ public struct CronSchedule: Sendable {
     public init(cron: CronExpression, timeZone: TimeZone, missed: MissedRunPolicy = .skip, grace: Duration = .seconds(300), location: SourceLocation? = nil) {
         self.cron = cron
         self.timeZone = timeZone
+        self.timeZoneName = timeZone.identifier == "GMT" ? "UTC" : timeZone.identifier
         self.missed = missed
         self.grace = grace
         self.location = location
