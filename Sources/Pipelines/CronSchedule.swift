@@ -99,6 +99,7 @@ public struct SystemScheduleClock: ScheduleClock {
 public final class ManualScheduleClock: ScheduleClock {
     private let current: Mutex<Date>
 
+    /// A clock that reads `start` until moved.
     public init(_ start: Date) {
         current = Mutex(start)
     }

@@ -66,6 +66,7 @@ public struct DefinitionError: Error, Sendable, Hashable, CustomStringConvertibl
 public struct DefinitionErrors: Error, Sendable, CustomStringConvertible {
     public var errors: [DefinitionError]
 
+    /// The errors sorted by file, line and column.
     public init(_ errors: [DefinitionError]) {
         self.errors = errors.sorted { ($0.location.file, $0.location.line, $0.location.column) < ($1.location.file, $1.location.line, $1.location.column) }
     }

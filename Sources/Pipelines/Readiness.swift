@@ -2,6 +2,7 @@
 /// order. The run record in Redis stores the same (docs/PIPELINES.md), so the script that ends a step can apply
 /// `advance` without the YAML.
 public struct PipelineGraph: Sendable, Hashable {
+    /// One step as the engine sees it: its parents, failure policy and trigger.
     public struct Step: Sendable, Hashable {
         public var id: String
         public var parents: [String]
