@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
-        // Tests only: reads docs/openapi.yaml to check the routes and responses against it.
+        // Pipeline and schedule files (Sources/Pipelines); the dispatcher's tests read docs/openapi.yaml with it.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
@@ -75,9 +75,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.embedInCode("openapi.yaml")]),
+        // Pipelines: definition files (YAML), validation, templates, pass_when, readiness rules, cron schedules.
+        // Pure logic: no Redis, no BLAS (the engine's scripts mirror its rules).
+        .target(name: "Pipelines", dependencies: ["JobProtocol", .product(name: "Yams", package: "Yams")]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
             "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "Pipelines",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -106,6 +110,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
         ]),
+        .testTarget(name: "PipelinesTests", dependencies: ["Pipelines", "JobProtocol"]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
             "JobFarmTesting",

@@ -1,7 +1,7 @@
 # Shared helpers for scripts/up and scripts/test. Source it; do not run it.
 
 # The Debian packages JobFarm builds and runs against.
-JOBFARM_PACKAGES=(redis-server redis-tools libhiredis-dev libopenblas-dev libsqlite3-dev zlib1g-dev pkg-config)
+JOBFARM_PACKAGES=(redis-server redis-tools libhiredis-dev libopenblas-dev libsqlite3-dev zlib1g-dev pkg-config tzdata)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -9,7 +9,7 @@ struct EnqueueCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Job kind (noop, echo, sleep, fail, …).") var kind: String?
-    @Option(help: "A job file (as in jobs/): {\"kind\", \"queue\", \"tier\", \"payload\", \"count\", \"delay\", \"max_attempts\", \"timeout\"}; flags given too override it.")
+    @Option(help: "A job file (as in jobs/): {\"kind\", \"queue\", \"tier\", \"payload\", \"count\", \"delay\", \"max_attempts\", \"timeout\"}; flags given too override it. Or JSON lines (.jsonl, or several lines): one such object a line, the flags filling what a line leaves out; one bad line enqueues nothing.")
     var file: String?
     @Option(help: "Queue name.") var queue: String = "default"
     @Option(help: "Tier (premium, standard, free by default).") var tier: String?
@@ -39,6 +39,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ValidationError("--file \(file): cannot read it; check the path")
             }
+            if JobLines.isJSONLines(path: file, data: data) { return try await enqueueLines(file: file, data: data) }
             do {
                 spec = try JSONDecoder().decode(JobFile.self, from: data)
             } catch {

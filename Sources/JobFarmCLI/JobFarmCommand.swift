@@ -18,6 +18,7 @@ struct JobFarmCommand: AsyncParsableCommand {
             EnqueueCommand.self, WorkerCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
             DeadLetterCommand.self, WorkersCommand.self, BenchCommand.self,
             ModelCommand.self, DatasetCommand.self, BLASProbeCommand.self, ServeCommand.self,
+            PipelineCommand.self, ScheduleCommand.self,
         ]
     )
 
