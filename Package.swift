@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
-        // Tests only: reads docs/openapi.yaml to check the routes and responses against it.
+        // workers.yaml (WorkerPools); in the tests, docs/openapi.yaml too.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
@@ -73,9 +73,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.embedInCode("openapi.yaml")]),
+        // Worker pools: workers.yaml (parsed with Yams, checked) and the supervisor that runs each pool's processes.
+        .target(name: "WorkerPools", dependencies: [
+            "JobQueue",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "WorkerPools", "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -90,7 +97,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
-            "JobFarmTesting",
+            "JobFarmTesting", "WorkerPools",
             "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "JobKinds", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
