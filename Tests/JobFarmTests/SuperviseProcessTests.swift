@@ -2,6 +2,7 @@ import Foundation
 import JobFarmTesting
 import JobProtocol
 import JobQueue
+import RedisClient
 import Testing
 
 /// `jobfarm worker --pool` and `jobfarm supervise` (the real binary) against a real Redis.
@@ -115,5 +116,34 @@ struct SuperviseProcessTests {
         try await eventually(timeout: .seconds(10), "the workers to deregister") {
             try await farm.workers().allSatisfy { $0.id.hasPrefix("busy-1-\(supervisorPID)-1") }
         }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aSecondSignalKillsTheWorkersAndTheirJobsComeBack() async throws {
+        let farm = try TestRedis.farm()
+        let path = try writeConfig("""
+            pools:
+              - name: slow
+                queues: default
+                shutdown_grace: 30
+                processes: 1
+            """)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let supervisor = try ChildProcess(["supervise", "--config", path, "--lease", "2", "--log-level", "info"] + common(farm))
+        let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(60)])))
+        try await eventually(timeout: .seconds(20), "the job to run") { try await farm.status(id: id)?.state == .running }
+        supervisor.signal(SIGTERM)
+        try await eventually(timeout: .seconds(10), "the supervisor to pass SIGTERM on") { supervisor.text.contains("stopping the workers") }
+        supervisor.signal(SIGINT)
+        #expect(await supervisor.waitForExit(timeout: .seconds(10)) == 0, "output:\n\(supervisor.text)")
+        #expect(supervisor.text.contains("second signal: killing the workers"), "\(supervisor.text)")
+        #expect(supervisor.text.contains("killed by signal 9"), "\(supervisor.text)")
+        // Its lease expires and the reaper (what any worker's maintenance runs) queues the job again.
+        let client = RedisClient(configuration: farm.configuration.redis)
+        defer { client.close() }
+        try await eventually(timeout: .seconds(15), "the job to come back") {
+            _ = try await farm.reapExpiredLeases(queue: "default", on: client)
+            return try await farm.status(id: id)?.state == .queued
+        }
+        #expect(try await farm.cancel(id: id) == .cancelled)
     }
 }
