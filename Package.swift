@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
-        // Pipeline and schedule files (Sources/Pipelines); the dispatcher's tests read docs/openapi.yaml with it.
+        // Pipeline and schedule files (Sources/Pipelines), workers.yaml (Sources/WorkerPools); the dispatcher's tests read docs/openapi.yaml with it.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
@@ -75,12 +75,19 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.embedInCode("openapi.yaml")]),
+        // Worker pools: workers.yaml (parsed with Yams, checked) and the supervisor that runs each pool's processes.
+        .target(name: "WorkerPools", dependencies: [
+            "JobQueue",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
         // Pipelines: definition files (YAML), validation, templates, pass_when, readiness rules, cron schedules.
         // Pure logic: no Redis, no BLAS (the engine's scripts mirror its rules).
         .target(name: "Pipelines", dependencies: ["JobProtocol", .product(name: "Yams", package: "Yams")]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "WorkerPools", "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             "Pipelines",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -96,7 +103,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
-            "JobFarmTesting",
+            "JobFarmTesting", "WorkerPools",
             "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

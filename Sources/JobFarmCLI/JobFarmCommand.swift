@@ -14,9 +14,10 @@ struct JobFarmCommand: AsyncParsableCommand {
             Redis: --redis-url, else $JOBFARM_REDIS_URL, else the managed local Redis that scripts/up starts \
             (\(GlobalOptions.managedRedisURL)).
             """,
+        version: JobFarmVersion.current,
         subcommands: [
             EnqueueCommand.self, WorkerCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
-            DeadLetterCommand.self, WorkersCommand.self, BenchCommand.self,
+            DeadLetterCommand.self, WorkersCommand.self, SuperviseCommand.self, BenchCommand.self,
             ModelCommand.self, DatasetCommand.self, BLASProbeCommand.self, ServeCommand.self,
             PipelineCommand.self, ScheduleCommand.self,
         ]
@@ -54,8 +55,10 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Tiers, highest first (default: premium,standard,free).")
     var tiers: String = "premium,standard,free"
 
-    @Option(name: .long, help: "Tier policy: strict, strict:aging=10s (aged tiers get one job in 10 fetched; strict:aging=10s,share=5 for one in 5), or weighted:premium=6,standard=3,free=1.")
-    var tierPolicy: String = "strict:aging=10s"
+    static let defaultTierPolicy = "strict:aging=10s"
+
+    @Option(name: .long, help: "Tier policy: strict, strict:aging=10s (aged tiers get one job in 10 fetched; strict:aging=10s,share=5 for one in 5), or weighted:premium=6,standard=3,free=1 (default: the pool's tier_policy with --pool, else \(defaultTierPolicy)).")
+    var tierPolicy: String?
 
     @Option(name: .long, parsing: .unconditional, help: "Lease length in seconds (a worker that stops heartbeating loses its jobs after this).")
     var lease: Double = 10
@@ -73,7 +76,8 @@ struct GlobalOptions: ParsableArguments {
         _ = try farmConfiguration()
     }
 
-    func farmConfiguration() throws -> JobFarmConfiguration {
+    /// The farm's configuration; `poolTierPolicy` (a pool's `tier_policy`) applies when `--tier-policy` is not given.
+    func farmConfiguration(poolTierPolicy: String? = nil) throws -> JobFarmConfiguration {
         try OptionCheck.seconds(lease, "--lease", atLeast: 1)
         let redis: RedisConfiguration
         do {
@@ -89,7 +93,7 @@ struct GlobalOptions: ParsableArguments {
             tiers: tierList, defaultTier: tierList.contains("standard") ? "standard" : tierList.first ?? "standard",
             leaseDuration: leaseDuration, heartbeatInterval: leaseDuration / 5)
         do {
-            configuration.tierPolicy = try TierPolicy(parsing: tierPolicy)
+            configuration.tierPolicy = try TierPolicy(parsing: tierPolicy ?? poolTierPolicy ?? Self.defaultTierPolicy)
             try configuration.validate()
         } catch {
             throw ValidationError("\(error)")
@@ -97,9 +101,9 @@ struct GlobalOptions: ParsableArguments {
         return configuration
     }
 
-    func makeFarm() throws -> JobFarm {
+    func makeFarm(poolTierPolicy: String? = nil) throws -> JobFarm {
         bootstrapLogging()
-        return try JobFarm(configuration: farmConfiguration(), logger: Logger(label: "jobfarm"))
+        return try JobFarm(configuration: farmConfiguration(poolTierPolicy: poolTierPolicy), logger: Logger(label: "jobfarm"))
     }
 
     func bootstrapLogging() {

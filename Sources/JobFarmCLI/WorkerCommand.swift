@@ -7,38 +7,72 @@ import MLJobs
 import Logging
 import ServiceLifecycle
 import UnixSignals
+import WorkerPools
 
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Run a worker process (SIGTERM/SIGINT: finish running jobs, hand the rest back).")
 
     @OptionGroup var global: GlobalOptions
+    @Option(help: "Run one process of this pool of the workers file; options given here override the pool's settings.")
+    var pool: String?
+    @Option(help: "The workers file (default: $JOBFARM_WORKERS_CONFIG, else workers.yaml). Read only with --pool.")
+    var config: String?
     @Option(help: "Queues to serve in preference order, each optionally with tiers: default,ml:premium+standard. Default: every queue.")
     var queues: String?
-    @Option(parsing: .unconditional, help: "Jobs run at once.") var concurrency: Int = 10
-    @Option(parsing: .unconditional, help: "Most jobs leased per fetch.") var fetchBatch: Int = 100
-    @Option(parsing: .unconditional, help: "Seconds running jobs get to finish on shutdown.") var shutdownGrace: Double = 25
+    @Option(parsing: .unconditional, help: "Jobs run at once (default 10).") var concurrency: Int?
+    @Option(parsing: .unconditional, help: "Most jobs leased per fetch (default 100).") var fetchBatch: Int?
+    @Option(parsing: .unconditional, help: "Seconds running jobs get to finish on shutdown (default 25).") var shutdownGrace: Double?
     @Flag(help: "Exit once the served queues are empty (nothing queued, scheduled or in flight).") var exitWhenEmpty = false
     @Option(help: "Worker id (default: host-pid-random).") var id: String?
 
     func validate() throws {
-        try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1)
-        try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
-        try OptionCheck.seconds(shutdownGrace, "--shutdown-grace")
+        if let concurrency { try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1) }
+        if let fetchBatch { try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1) }
+        if let shutdownGrace { try OptionCheck.seconds(shutdownGrace, "--shutdown-grace") }
+        if config != nil && pool == nil { throw ValidationError("--config is read only with --pool NAME; add --pool") }
+    }
+
+    /// The workers file `--config` names, else `$JOBFARM_WORKERS_CONFIG`, else `workers.yaml`.
+    static func configPath(_ option: String?) -> String {
+        option ?? ProcessInfo.processInfo.environment["JOBFARM_WORKERS_CONFIG"] ?? "workers.yaml"
+    }
+
+    /// The `--pool` pool, read from the workers file (nil without `--pool`).
+    func readPool() throws -> PoolConfiguration? {
+        guard let pool else { return nil }
+        let tiers = global.tiers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        do {
+            return try PoolsConfiguration.load(path: Self.configPath(config), tiers: tiers, mlQueues: MLJobOptions.fromEnvironment().mlQueues)
+                .pool(named: pool)
+        } catch let error as PoolsConfigurationError {
+            throw CLIError(message: "\(error)", exitCode: CLIError.configurationExitCode)
+        }
     }
 
     func run() async throws {
         global.bootstrapLogging()
+        let poolSettings = try readPool()
+        let concurrency = self.concurrency ?? poolSettings?.concurrency ?? 10
+        let fetchBatch = self.fetchBatch ?? poolSettings?.fetchBatch ?? 100
+        let shutdownGrace = self.shutdownGrace ?? poolSettings?.shutdownGraceSeconds ?? 25
         // First, before any connection: the OpenBLAS kernel choice may re-execute this process with
         // OPENBLAS_CORETYPE set (the library reads it only when it loads). See BLASKernelSelection.
         let blasChoice = BLASKernelSelection.run(logger: Logger(label: "jobfarm.blas"))
-        let farm = try global.makeFarm()
+        let farm = try global.makeFarm(poolTierPolicy: poolSettings?.tierPolicy)
         // Before the worker is built: a wrong password, database or URL fails here at once; an unreachable Redis
         // is waited for, each retry logged.
         if try await RedisPreflight(farm: farm, logger: Logger(label: "jobfarm.worker")).run() == .interrupted { return }
-        var queueNames: [String]?
-        var tiersByQueue: [String: [String]] = [:]
+        var queueNames: [String]? = poolSettings?.queues
+        var tiersByQueue: [String: [String]] = poolSettings?.tiersByQueue ?? [:]
+        if let poolSettings, queues == nil {
+            // The file's tiers were checked against --tiers when it was read.
+            logger(for: poolSettings).info("pool \(poolSettings.name) of \(Self.configPath(config))", metadata: [
+                "queues": "\(poolSettings.queuesText)", "concurrency": "\(concurrency)", "fetch_batch": "\(fetchBatch)",
+            ])
+        }
         if let queues {
+            tiersByQueue = [:]
             queueNames = []
             for item in queues.split(separator: ",") {
                 let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
@@ -55,6 +89,17 @@ struct WorkerCommand: AsyncParsableCommand {
         // The ML kinds size their BLAS threads so that BLAS threads × concurrency does not oversubscribe the cores.
         var ml = MLJobOptions.fromEnvironment()
         ml.workerConcurrency = concurrency
+        if let poolSettings {
+            // The JOBFARM_* variables, like options, override the file.
+            let environment = ProcessInfo.processInfo.environment
+            if environment["JOBFARM_BLAS_THREADS"] == nil, let value = poolSettings.blasThreads { ml.blasThreads = value }
+            if let value = poolSettings.computeThreads { ml.computeThreads = value }
+            if environment["JOBFARM_ML_MAX_BATCH"] == nil, let value = poolSettings.maxBatch { ml.batching.maxBatch = value }
+            if environment["JOBFARM_ML_MAX_DELAY_MS"] == nil, let value = poolSettings.maxBatchDelayMilliseconds {
+                ml.batching.maxDelay = .microseconds(Int64(value * 1000))
+                ml.batching.enabled = value > 0
+            }
+        }
         ml.blasChoice = blasChoice
         ml.servedQueues = queueNames  // no ML queue among them: the small-batch kernel calibration is skipped
         let registry = makeRegistry(farm: farm, mlOptions: ml)
@@ -62,7 +107,8 @@ struct WorkerCommand: AsyncParsableCommand {
             farm: farm, registry: registry,
             configuration: WorkerConfiguration(
                 queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
-                exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)), id: id),
+                exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)),
+                id: self.id ?? poolSettings.map { "\($0.name)-\(ProcessInfo.processInfo.hostName)-\(getpid())" }),
             logger: Logger(label: "jobfarm.worker"))
         let group = ServiceGroup(
             configuration: .init(
@@ -72,5 +118,13 @@ struct WorkerCommand: AsyncParsableCommand {
         // A worker that Redis refuses after start (its password changed) stops gracefully and exits as the pre-flight
         // would (78): a supervisor should not restart it until the URL changes.
         try await reportingErrors { try await group.run() }
+    }
+}
+
+extension WorkerCommand {
+    func logger(for pool: PoolConfiguration) -> Logger {
+        var logger = Logger(label: "jobfarm.worker")
+        logger[metadataKey: "pool"] = "\(pool.name)"
+        return logger
     }
 }

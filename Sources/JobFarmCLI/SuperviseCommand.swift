@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MLJobs
+import WorkerPools
+
+struct SuperviseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "supervise",
+        abstract: "Run every pool of the workers file: processes.min worker processes per pool, each restarted if it exits.",
+        discussion: """
+            Each process is `jobfarm worker --pool NAME --config FILE` with this command's Redis, namespace, tiers, \
+            lease and log level. A process that exits is restarted after 1 s, doubling for each exit in a row up to \
+            30 s. SIGTERM or SIGINT sends SIGTERM to every worker (running jobs finish within the pool's \
+            shutdown_grace, the rest go back to their queue) and waits for them; a second signal, or --stop-timeout, \
+            kills them.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "The workers file (default: $JOBFARM_WORKERS_CONFIG, else workers.yaml).")
+    var config: String?
+    @Option(help: "Append each worker's output to DIR/worker-POOL-N.log (default: this command's output).")
+    var logDir: String?
+    @Option(parsing: .unconditional, help: "Seconds workers get after SIGTERM before they are killed (default: the longest shutdown_grace + 5).")
+    var stopTimeout: Double?
+    @Flag(help: "Check the workers file, print its pools and exit (0: the file is good).")
+    var check = false
+    @Option(parsing: .unconditional, help: "Seconds before the first restart of a worker that exited; doubled for each exit in a row.")
+    var restartDelay: Double = 1
+
+    func validate() throws {
+        if let stopTimeout { try OptionCheck.seconds(stopTimeout, "--stop-timeout") }
+        try OptionCheck.seconds(restartDelay, "--restart-delay")
+    }
+
+    func run() async throws {
+        global.bootstrapLogging()
+        let path = WorkerCommand.configPath(config)
+        let tiers = global.tiers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        let pools: PoolsConfiguration
+        do {
+            pools = try PoolsConfiguration.load(path: path, tiers: tiers, mlQueues: MLJobOptions.fromEnvironment().mlQueues)
+        } catch let error as PoolsConfigurationError {
+            throw CLIError(message: "\(error)", exitCode: CLIError.configurationExitCode)
+        }
+        if check {
+            for pool in pools.pools {
+                let processes = pool.minProcesses == pool.maxProcesses ? "\(pool.minProcesses)" : "\(pool.minProcesses) (max \(pool.maxProcesses))"
+                print("pool \(pool.name): \(processes) process(es), queues \(pool.queuesText), concurrency \(pool.concurrency)")
+            }
+            return
+        }
+        if let logDir {
+            try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+        }
+        let logger = Logger(label: "jobfarm.supervise")
+        let executable = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        let absolutePath = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        // The children get what this command was given explicitly; the rest they read as it did (environment, file).
+        var shared = ["--config", absolutePath, "--tiers", global.tiers, "--lease", "\(global.lease)", "--log-level", global.logLevel]
+        if let url = global.redisURL { shared += ["--redis-url", url] }
+        if let namespace = global.namespace { shared += ["--namespace", namespace] }
+        if let policy = global.tierPolicy { shared += ["--tier-policy", policy] }
+        let childArguments = shared
+        let supervisorPID = getpid()
+        var configuration = PoolSupervisor.Configuration(
+            executable: executable, processes: pools.pools.map { ($0.name, $0.minProcesses) }
+        ) { slot, start in
+            ["worker", "--pool", slot.pool, "--id", "\(slot.pool)-\(slot.index)-\(supervisorPID)-\(start)"] + childArguments
+        }
+        configuration.logDirectory = logDir
+        configuration.restartDelay = .milliseconds(Int64(restartDelay * 1000))
+        configuration.maximumRestartDelay = max(.seconds(30), configuration.restartDelay)
+        let longestGrace = pools.pools.map(\.shutdownGraceSeconds).max() ?? 25
+        configuration.stopTimeout = .milliseconds(Int64((stopTimeout ?? longestGrace + 5) * 1000))
+        for pool in pools.pools {
+            logger.info("pool \(pool.name)", metadata: [
+                "processes": "\(pool.minProcesses)", "max": "\(pool.maxProcesses)", "queues": "\(pool.queuesText)",
+                "concurrency": "\(pool.concurrency)",
+            ])
+        }
+        await PoolSupervisor(configuration: configuration, logger: logger).run()
+        logger.info("every worker stopped")
+    }
+}
