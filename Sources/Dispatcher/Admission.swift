@@ -28,16 +28,16 @@ public struct AccessControl: Sendable {
         self.namespace = namespace
     }
 
-    /// The Redis-backed stores, on a client of their own (`farm`'s Redis URL): keys cached for
-    /// `configuration.keyCacheTTL`, idempotency records kept for the farm's idempotency window.
+    /// The Redis-backed stores, each on a connection of its own (`farm`'s Redis URL; a `RedisClient` serialises its
+    /// calls): keys cached for `configuration.keyCacheTTL`, idempotency records kept for the farm's idempotency window.
     public init(farm: JobFarm, configuration: DispatcherConfiguration, metrics: DispatcherMetrics = DispatcherMetrics()) {
-        let client = RedisClient(configuration: farm.configuration.redis, name: "dispatcher-access")
+        func client(_ name: String) -> RedisClient { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\(name)") }
         let namespace = farm.configuration.namespace
         self.init(
             mode: configuration.authentication,
-            keys: CachedAPIKeys(RedisAPIKeys(client: client, namespace: namespace), ttl: configuration.keyCacheTTL),
-            tenants: configuration.tenants, rateLimiter: RedisRateLimiter(client: client),
-            idempotency: RedisIdempotencyStore(client: client, namespace: namespace, ttl: farm.configuration.idempotencyWindow),
+            keys: CachedAPIKeys(RedisAPIKeys(client: client("keys"), namespace: namespace), ttl: configuration.keyCacheTTL),
+            tenants: configuration.tenants, rateLimiter: RedisRateLimiter(client: client("ratelimit")),
+            idempotency: RedisIdempotencyStore(client: client("idempotency"), namespace: namespace, ttl: farm.configuration.idempotencyWindow),
             metrics: metrics, namespace: namespace)
     }
 

@@ -15,9 +15,9 @@ struct APIKeyCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a key for a tenant and print it once (only its SHA-256 is stored: it cannot be shown again).",
-            discussion: """
-                --tiers (the option every command takes) names the tiers the key may submit to, e.g.                 jobfarm apikey create --tenant acme --tiers premium,standard; without it, every tier. The tenants file of                 jobfarm serve may narrow them further.
-                """)
+            discussion: "--tiers (the option every command takes) names the tiers the key may submit to, e.g. "
+                + "jobfarm apikey create --tenant acme --tiers premium,standard; without it, every tier. The tenants file of "
+                + "jobfarm serve may narrow them further.")
 
         @OptionGroup var global: GlobalOptions
         @Option(help: "Tenant the key belongs to (1–64 of A–Z a–z 0–9 _ - .).") var tenant: String
