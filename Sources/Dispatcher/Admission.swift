@@ -122,7 +122,7 @@ extension Dispatcher {
         // Ids chosen before the claim: whoever finds the record enqueues exactly these (a repeat is a no-op).
         var chosen = jobs
         for index in chosen.indices where chosen[index].id == nil { chosen[index].id = JobID.make() }
-        let record = IdempotencyRecord(fingerprint: IdempotencyKey.fingerprint(route: route, body: body),
+        let record = IdempotencyRecord(fingerprint: IdempotencyRecord.fingerprint(route: route, body: body),
                                        ids: chosen.map { $0.id! }, done: false)
         guard let existing = try await access.idempotency.claim(tenant: caller.tenant, key: idempotencyKey, record: record) else {
             let ids = try await enqueue(chosen)

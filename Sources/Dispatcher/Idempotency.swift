@@ -21,6 +21,12 @@ public struct IdempotencyRecord: Sendable, Equatable {
         self.done = done
     }
 
+    /// The fingerprint of a request: SHA-256 (hex) of the route, a newline and the body's JSON with sorted keys, so
+    /// that member order and spacing do not matter.
+    public static func fingerprint(route: String, body: JSONValue) -> String {
+        SHA256.hash(data: Array((route + "\n" + body.jsonText).utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
     var json: String {
         JSONValue.object(["f": .string(fingerprint), "ids": .array(ids.map(JSONValue.string)), "done": .bool(done)]).jsonText
     }
@@ -95,9 +101,5 @@ enum IdempotencyKey {
             throw Problem(.badRequest, detail: "the Idempotency-Key header must be 1–255 visible ASCII characters (a UUID, say)")
         }
         return value
-    }
-
-    static func fingerprint(route: String, body: JSONValue) -> String {
-        SHA256.hash(data: Array((route + "\n" + body.jsonText).utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }

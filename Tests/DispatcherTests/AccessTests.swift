@@ -4,6 +4,7 @@ import JobFarmTesting
 import JobProtocol
 import JobQueue
 import Prometheus
+import RedisClient
 import Testing
 
 /// API keys, tenants, rate limits, idempotency keys, /metrics and 405, over a real server on loopback and the real
@@ -215,6 +216,35 @@ struct AccessTests {
             }
             #expect(try await Self.depth(farm) == 5, "one job per key")
         }
+    }
+
+    /// A request that claimed its key and died before enqueueing (a crash, a lost connection): the retry enqueues the
+    /// ids the claim chose, once.
+    @Test(.timeLimit(.minutes(1)))
+    func aRetryCompletesAClaimWhoseRequestDiedBeforeItsEnqueue() async throws {
+        let farm = try TestRedis.farm()
+        let (key, _) = try await apiKeys(farm).create(tenant: "acme", tiers: ["standard"], isOperator: false)
+        let body = #"{"kind": "noop"}"#
+        let store = RedisIdempotencyStore(client: RedisClient(configuration: farm.configuration.redis, name: "test-idem"),
+                                          namespace: farm.configuration.namespace, ttl: .seconds(60))
+        let died = IdempotencyRecord(fingerprint: IdempotencyRecord.fingerprint(route: "/v1/jobs", body: try JSONValue(parsing: body)),
+                                     ids: ["claimed-then-died"], done: false)
+        #expect(try await store.claim(tenant: "acme", key: "retry-me", record: died) == nil)
+        #expect(try await farm.status(id: "claimed-then-died") == nil, "nothing enqueued yet")
+        try await withDispatcher(farm: farm, configuration: Self.configuration()) { plain in
+            let api = plain.with(key: key)
+            for _ in 0..<2 {
+                let answer = try await api.post("/v1/jobs", body, headers: ["Idempotency-Key": "retry-me"])
+                #expect(answer.status == 201)
+                #expect(answer.json?["id"]?.stringValue == "claimed-then-died")
+                #expect(answer.headers["idempotent-replayed"] == "true")
+            }
+        }
+        #expect(try await farm.status(id: "claimed-then-died")?.state == .queued)
+        #expect(try await Self.depth(farm) == 1)
+        var done = died
+        done.done = true
+        #expect(try await store.claim(tenant: "acme", key: "retry-me", record: died) == done, "marked done by the retry")
     }
 
     @Test(.timeLimit(.minutes(1)))
