@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        // The dispatcher's /metrics: Prometheus text (its swift-metrics factory is there for other components).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // Pipeline and schedule files (Sources/Pipelines), workers.yaml (Sources/WorkerPools); the dispatcher's tests read docs/openapi.yaml with it.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
@@ -69,7 +71,9 @@ let package = Package(
         // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
         // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
         .target(name: "Dispatcher", dependencies: [
-            "JobQueue", "JobProtocol", "JobPayloads",
+            "JobQueue", "JobProtocol", "JobPayloads", "RedisClient",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -116,6 +120,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "PipelinesTests", dependencies: ["Pipelines", "JobProtocol"]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),

@@ -17,19 +17,27 @@ public struct Dispatcher: Sendable {
     let validator: SubmissionValidator
     let workers: WorkerDirectory
     let logger: Logger
+    /// API keys, tenants, rate limits, idempotency records, metrics (Authentication.swift, Admission.swift).
+    public let access: AccessControl
 
     /// Every operation served: method and path template, as in docs/openapi.yaml.
     public static let operations: [(method: String, path: String)] = [
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/queues"), ("GET", "/healthz"), ("GET", "/readyz"),
-        ("GET", "/openapi.yaml"),
+        ("GET", "/openapi.yaml"), ("GET", "/metrics"),
     ]
 
     /// The contract, embedded at build time from docs/openapi.yaml.
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
 
-    public init(farm: JobFarm, configuration: DispatcherConfiguration, logger: Logger = Logger(label: "jobfarm.dispatcher")) throws {
+    /// - Parameter access: the stores behind keys, limits and idempotency; `nil`: the Redis ones on `farm`'s Redis.
+    public init(farm: JobFarm, configuration: DispatcherConfiguration, logger: Logger = Logger(label: "jobfarm.dispatcher"),
+                access: AccessControl? = nil) throws {
         try configuration.validate()
+        self.access = access ?? AccessControl(farm: farm, configuration: configuration)
+        if configuration.authentication == .disabled {
+            logger.warning("authentication is off (--no-auth): every request acts as the operator of tenant 'dev'; for local development only")
+        }
         self.farm = farm
         self.configuration = configuration
         self.validator = SubmissionValidator(configuration: configuration, farm: farm.configuration)
@@ -52,7 +60,10 @@ public struct Dispatcher: Sendable {
     /// The routes.
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: RequestMetricsMiddleware(metrics: access.metrics))
         router.add(middleware: ProblemMiddleware(logger: logger))
+        router.add(middleware: MethodNotAllowedMiddleware())
+        router.add(middleware: AccessMiddleware(mode: access.mode, keys: access.keys, tenants: access.tenants))
         router.post("/v1/jobs") { request, context in try await submit(request) }
         router.post("/v1/jobs:bulk") { request, context in try await submitBulk(request) }
         router.get("/v1/jobs/{id}") { request, context in try await show(id: context.parameters.get("id") ?? "") }
@@ -67,6 +78,7 @@ public struct Dispatcher: Sendable {
             Response(status: .ok, headers: [.contentType: "application/yaml"],
                      body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.openAPIDocument)))
         }
+        router.get("/metrics") { [access] _, _ in access.metrics.response }
         return router
     }
 
@@ -77,9 +89,13 @@ public struct Dispatcher: Sendable {
         switch validator.single(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let job):
-            let id = try await farm.enqueue(job)
+            let farm = self.farm
+            let admitted = try await admit([job], body: body, request: request, route: "/v1/jobs") { try await farm.enqueue($0) }
+            let id = admitted.ids[0]
             let accepted = await acceptedJSON(job, id: id)
-            return Self.json(.created, accepted, headers: [.location: "/v1/jobs/\(id)"])
+            var headers = admitted.headers
+            headers[.location] = "/v1/jobs/\(id)"
+            return Self.json(.created, accepted, headers: headers)
         }
     }
 
@@ -89,11 +105,13 @@ public struct Dispatcher: Sendable {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let jobs):
             // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
-            let ids = try await farm.enqueue(jobs)
+            let farm = self.farm
+            let admitted = try await admit(jobs, body: body, request: request, route: "/v1/jobs:bulk") { try await farm.enqueue($0) }
+            let ids = admitted.ids
             var accepted: [JSONValue] = []
             accepted.reserveCapacity(jobs.count)
             for (job, id) in zip(jobs, ids) { accepted.append(await acceptedJSON(job, id: id)) }
-            return Self.json(.created, .object(["jobs": .array(accepted)]))
+            return Self.json(.created, .object(["jobs": .array(accepted)]), headers: admitted.headers)
         }
     }
 

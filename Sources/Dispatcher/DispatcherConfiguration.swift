@@ -65,11 +65,18 @@ public struct DispatcherConfiguration: Sendable {
     public var workerCacheTTL: Duration
     /// Per-kind payload checks run after the field checks (default: the ML kinds' `kindPayloadValidators`).
     public var payloadValidators: [String: any PayloadValidator]
+    /// API keys required (the default), or off for local development (Authentication.swift).
+    public var authentication: AuthenticationMode
+    /// Each tenant's tiers and rate limits (the tenants file); `.unrestricted` without one.
+    public var tenants: TenantDirectory
+    /// How long a found API key is reused before Redis is asked again: a revoked key is refused at most this late.
+    public var keyCacheTTL: Duration
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, bodyLimitBytes: Int = 4 << 20, bulkLimit: Int = 1000,
         routing: RoutingTable = .default, maxWait: Duration = .seconds(60), defaultWait: Duration = .seconds(30),
-        workerCacheTTL: Duration = .seconds(1), payloadValidators: [String: any PayloadValidator] = DispatcherConfiguration.kindPayloadValidators
+        workerCacheTTL: Duration = .seconds(1), payloadValidators: [String: any PayloadValidator] = DispatcherConfiguration.kindPayloadValidators,
+        authentication: AuthenticationMode = .apiKeys, tenants: TenantDirectory = .unrestricted, keyCacheTTL: Duration = .seconds(1)
     ) {
         self.host = host
         self.port = port
@@ -80,6 +87,9 @@ public struct DispatcherConfiguration: Sendable {
         self.defaultWait = defaultWait
         self.workerCacheTTL = workerCacheTTL
         self.payloadValidators = payloadValidators
+        self.authentication = authentication
+        self.tenants = tenants
+        self.keyCacheTTL = keyCacheTTL
     }
 
     /// The environment variables read by `init(environment:)`, with what each sets.
@@ -90,7 +100,7 @@ public struct DispatcherConfiguration: Sendable {
         ("JOBFARM_SERVE_BULK_LIMIT", "most jobs per bulk request (1000)"),
         ("JOBFARM_SERVE_ROUTES", "kind=queue,… (the ML kinds to ml, the rest to default)"),
         ("JOBFARM_SERVE_MAX_WAIT", "longest wait, e.g. 60s"),
-    ]
+    ] + accessEnvironmentVariables
 
     /// The defaults, overridden by whichever `JOBFARM_SERVE_*` variables are set; names the variable that is wrong.
     public init(environment: [String: String]) throws {
@@ -115,6 +125,7 @@ public struct DispatcherConfiguration: Sendable {
             }
             maxWait = duration
         }
+        try applyAccessEnvironment(environment)
         try validate()
     }
 

@@ -27,6 +27,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Routing table kind=queue,… replacing the default (ML kinds to ml, the rest to default; $JOBFARM_SERVE_ROUTES).")
     var routes: String?
     @Option(help: "Longest wait a client may ask for, e.g. 60s (default: $JOBFARM_SERVE_MAX_WAIT, else 60s).") var maxWait: String?
+    @Option(help: "Tenants file (JSON): each tenant's tiers and rate limits (default: $JOBFARM_SERVE_TENANTS, else every tenant may use every tier, unlimited).")
+    var tenants: String?
+    @Flag(help: "Run without API keys, every request acting as the operator of tenant 'dev': local development only ($JOBFARM_SERVE_AUTH=off).")
+    var noAuth = false
+    @Option(help: "How long a found API key is reused before Redis is asked again; a revoked key is refused at most this late (default: $JOBFARM_SERVE_KEY_CACHE_TTL, else 1s; 0 asks every request).")
+    var keyCacheTTL: String?
 
     func validate() throws {
         if let port { try OptionCheck.integer(port, "--port", atLeast: 0, atMost: 65535) }
@@ -49,6 +55,16 @@ struct ServeCommand: AsyncParsableCommand {
             if let maxWait {
                 guard let duration = Duration.parse(maxWait) else { throw ValidationError("--max-wait '\(maxWait)' is not a duration such as 60s") }
                 configuration.maxWait = duration
+            }
+            if noAuth { configuration.authentication = .disabled }
+            if let path = tenants ?? ProcessInfo.processInfo.environment["JOBFARM_SERVE_TENANTS"], !path.isEmpty {
+                configuration.tenants = try TenantDirectory(contentsOfFile: path, tiers: farm.configuration.tiers)
+            }
+            if let keyCacheTTL {
+                guard let duration = Duration.parse(keyCacheTTL), duration <= .seconds(60) else {
+                    throw ValidationError("--key-cache-ttl '\(keyCacheTTL)' is not a duration of 0s…60s such as 1s")
+                }
+                configuration.keyCacheTTL = duration
             }
             if configuration.defaultWait > configuration.maxWait { configuration.defaultWait = configuration.maxWait }
             try configuration.validate()

@@ -47,17 +47,24 @@ struct ContractTests {
         let block = try #require(codeBlock(readme, info: "sh http-examples"), "README.md has no ```sh http-examples block")
         #expect(block.hasPrefix("api=http://127.0.0.1:8080"))
         let farm = try TestRedis.farm()
+        let (key, _) = try await apiKeys(farm).create(tenant: "acme", tiers: farm.configuration.tiers, isOperator: true)
+        let configuration = DispatcherConfiguration(port: 0, authentication: .apiKeys)
         let output = try await withTestWorker(farm: farm, registry: .builtins(), queues: nil, concurrency: 2) { _ in
             try await waitUntilRegistered(farm)
-            return try await withDispatcher(farm: farm) { api in
-                try await shell("set -euo pipefail\n" + block.replacingOccurrences(of: "api=http://127.0.0.1:8080", with: "api=\(api.base)"))
+            return try await withDispatcher(farm: farm, configuration: configuration) { api in
+                try await shell("set -euo pipefail\nexport JOBFARM_API_KEY=\(key)\n"
+                                + block.replacingOccurrences(of: "api=http://127.0.0.1:8080", with: "api=\(api.base)"))
             }
         }
         for expected in ["\"status\":\"ok\"", "\"status\":\"ready\"", "\"state\":\"succeeded\"", "\"result\":{\"hello\":1}",
                          "\"outcome\":\"already_finished\"", "\"workersServing\":1", "\"pointer\":\"/kind\"", "\"pointer\":\"/tier\"",
-                         "\"name\":\"default\"", "openapi: 3.1.0"] {
+                         "\"name\":\"default\"", "openapi: 3.1.0", "\"status\":401", "jobfarm_jobs_submitted_total{"] {
             #expect(output.contains(expected), "missing \(expected) in:\n\(output)")
         }
+        // The retried submission: the same id twice, the second time replayed.
+        let ids = output.matches(of: /id ([0-9A-Z]{26})\n/).map { String($0.output.1) }
+        #expect(ids.count == 2 && ids[0] == ids[1], "\(output)")
+        #expect(output.lowercased().contains("idempotent-replayed: true"), "\(output)")
     }
 
     /// schemathesis (PyPI) against the running service: every operation, generated and boundary bodies including
@@ -71,13 +78,18 @@ struct ContractTests {
         let farm = try TestRedis.farm()
         // Schemathesis reuses the ids that submissions answered, and no worker runs here: a short longest wait keeps
         // each wait on such a pending job (a longer timeout is answered 400, as documented) from taking 30 s.
-        var configuration = DispatcherConfiguration(port: 0)
+        // API keys on: schemathesis sends an operator key, and checks that each secured operation refuses a request
+        // without it (ignored_auth), and that an undocumented method gets 405 with Allow.
+        let (key, _) = try await apiKeys(farm).create(tenant: "schemathesis", tiers: farm.configuration.tiers, isOperator: true)
+        var configuration = DispatcherConfiguration(port: 0, authentication: .apiKeys)
         configuration.maxWait = .seconds(2)
         configuration.defaultWait = .seconds(1)
         let (status, output) = try await withDispatcher(farm: farm, configuration: configuration) { api in
             try await run(executable, [
                 "run", "\(api.base)/openapi.yaml", "--url", api.base,
-                "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+                "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,"
+                    + "ignored_auth,unsupported_method,allow_header_conformance",
+                "--header", "Authorization: Bearer \(key)",
                 "--phases", "examples,coverage,fuzzing", "--max-examples", "25", "--workers", "1", "--seed", "1",
                 "--request-timeout", "30", "--generation-database", "none", "--no-color",
             ], in: FileManager.default.temporaryDirectory, timeout: .seconds(200))  // it keeps a .schemathesis/ folder there

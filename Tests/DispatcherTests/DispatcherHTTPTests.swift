@@ -95,7 +95,7 @@ struct DispatcherHTTPTests {
 
     @Test func badBodiesGet400413415And422WithEveryProblem() async throws {
         let farm = try TestRedis.farm()
-        var configuration = DispatcherConfiguration(port: 0)
+        var configuration = DispatcherConfiguration(port: 0, authentication: .disabled)
         configuration.bodyLimitBytes = 2048
         try await withDispatcher(farm: farm, configuration: configuration) { api in
             let malformed = try await api.post("/v1/jobs", #"{"kind": "echo",}"#)
@@ -152,7 +152,7 @@ struct DispatcherHTTPTests {
     @Test(.timeLimit(.minutes(1)))
     func routingRefusesUnknownKindsAndCountsLiveWorkersPerQueue() async throws {
         let farm = try TestRedis.farm()
-        var configuration = DispatcherConfiguration(port: 0)
+        var configuration = DispatcherConfiguration(port: 0, authentication: .disabled)
         configuration.workerCacheTTL = .zero
         try await withDispatcher(farm: farm, configuration: configuration) { api in
             let unknown = try await api.post("/v1/jobs", #"{"kind": "resize"}"#)

@@ -18,7 +18,7 @@ struct ServeProcessTests {
         let handle = try FileHandle(forWritingTo: log)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: PackagePaths.jobfarm)
-        process.arguments = ["serve", "--redis-url", TestRedis.url!, "--namespace", namespace, "--port", "0", "--max-wait", "20s"]
+        process.arguments = ["serve", "--redis-url", TestRedis.url!, "--namespace", namespace, "--port", "0", "--max-wait", "20s", "--no-auth"]
         process.environment = ProcessInfo.processInfo.environment.merging(["JOBFARM_SERVE_BULK_LIMIT": "2"]) { $1 }
         process.standardOutput = handle
         process.standardError = handle

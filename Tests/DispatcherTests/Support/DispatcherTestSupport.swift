@@ -9,6 +9,7 @@ import JobProtocol
 import JobQueue
 import Logging
 import NIOCore
+import RedisClient
 import ServiceLifecycle
 import Testing
 
@@ -32,15 +33,28 @@ struct HTTPAnswer: Sendable {
 struct DispatcherClient: Sendable {
     let base: String
     let contract: OpenAPIContract
+    /// Sent as `Authorization: Bearer <key>` when set.
+    var key: String?
+
+    init(base: String, contract: OpenAPIContract, key: String? = nil) {
+        self.base = base
+        self.contract = contract
+        self.key = key
+    }
+
+    /// The same dispatcher with another key (`nil`: none).
+    func with(key: String?) -> DispatcherClient { DispatcherClient(base: base, contract: contract, key: key) }
 
     @discardableResult
     func call(
         _ method: String, _ path: String, json body: String? = nil, contentType: String? = "application/json",
-        checkContract: Bool = true, sourceLocation: SourceLocation = #_sourceLocation
+        headers: [String: String] = [:], checkContract: Bool = true, sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> HTTPAnswer {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
         request.timeoutInterval = 90
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         if let body {
             request.httpBody = Data(body.utf8)
             if let contentType { request.setValue(contentType, forHTTPHeaderField: "Content-Type") }
@@ -63,8 +77,8 @@ struct DispatcherClient: Sendable {
         return answer
     }
 
-    func post(_ path: String, _ body: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> HTTPAnswer {
-        try await call("POST", path, json: body, sourceLocation: sourceLocation)
+    func post(_ path: String, _ body: String, headers: [String: String] = [:], sourceLocation: SourceLocation = #_sourceLocation) async throws -> HTTPAnswer {
+        try await call("POST", path, json: body, headers: headers, sourceLocation: sourceLocation)
     }
 
     func get(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> HTTPAnswer {
@@ -73,16 +87,17 @@ struct DispatcherClient: Sendable {
 }
 
 /// Runs `body` against a real dispatcher on an ephemeral loopback port (a Hummingbird `Application` in a
-/// `ServiceGroup`, as `jobfarm serve` runs it), shut down gracefully afterwards.
+/// `ServiceGroup`, as `jobfarm serve` runs it), shut down gracefully afterwards. Without API keys unless the
+/// configuration says otherwise (the access tests do).
 func withDispatcher<T: Sendable>(
-    farm: JobFarm, configuration: DispatcherConfiguration = DispatcherConfiguration(port: 0),
-    _ body: @Sendable (DispatcherClient) async throws -> T
+    farm: JobFarm, configuration: DispatcherConfiguration = DispatcherConfiguration(port: 0, authentication: .disabled),
+    access: AccessControl? = nil, _ body: @Sendable (DispatcherClient) async throws -> T
 ) async throws -> T {
     var logger = Logger(label: "test.dispatcher")
     logger.logLevel = .error
     var configuration = configuration
     configuration.port = 0
-    let dispatcher = try Dispatcher(farm: farm, configuration: configuration, logger: logger)
+    let dispatcher = try Dispatcher(farm: farm, configuration: configuration, logger: logger, access: access)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = dispatcher.makeApplication { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
@@ -125,4 +140,45 @@ func waitUntilRegistered(_ farm: JobFarm, count: Int = 1) async throws {
 func items(_ value: JSONValue?) -> [JSONValue] {
     if case .array(let elements)? = value { return elements }
     return []
+}
+
+/// The API keys of `farm`'s namespace, for tests that make and revoke keys.
+func apiKeys(_ farm: JobFarm) -> RedisAPIKeys {
+    RedisAPIKeys(client: RedisClient(configuration: farm.configuration.redis, name: "test-keys"), namespace: farm.configuration.namespace)
+}
+
+/// A `jobfarm serve` process on a free loopback port, on the test Redis.
+struct ServeProcess {
+    let process: Process
+    let base: String
+    let log: URL
+
+    /// Starts `jobfarm serve --port 0` with `arguments` and waits for its "listening on" line.
+    static func start(namespace: String, arguments: [String] = [], environment: [String: String] = [:]) async throws -> ServeProcess {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("serve-\(namespace)-\(UUID().uuidString.prefix(8)).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: PackagePaths.jobfarm)
+        process.arguments = ["serve", "--redis-url", TestRedis.url!, "--namespace", namespace, "--port", "0"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        for _ in 0..<400 {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }) {
+                return ServeProcess(process: process, base: String(line.dropFirst("listening on ".count)), log: log)
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if process.isRunning { process.terminate() }
+        throw TestFailure("jobfarm serve did not start:\n\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: log)
+    }
 }

@@ -1,0 +1,86 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Prometheus
+
+/// The dispatcher's Prometheus metrics, served as text at `GET /metrics` (operator keys only).
+///
+/// Requests by route, method and status; latency histograms by route; jobs submitted by kind, tier and tenant;
+/// requests refused by a rate limit, by tenant; idempotent replays. Other components add theirs to the same
+/// `registry` (`gauge(_:help:)`, e.g. the outbox depth and the circuit state), or through swift-metrics with
+/// `factory` (a `MetricsFactory` over the same registry; give those metrics names of their own).
+public final class DispatcherMetrics: Sendable {
+    /// Every metric `/metrics` shows.
+    public let registry: PrometheusCollectorRegistry
+    /// swift-metrics' `MetricsFactory` writing into `registry`.
+    public var factory: PrometheusMetricsFactory { PrometheusMetricsFactory(registry: registry) }
+
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+        .seconds(30), .seconds(60),
+    ]
+    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "jobfarm", subsystem: "http", metricName: "requests", unitName: "total",
+                                        helpText: "HTTP requests answered, by route template, method and status.") }
+    static var latency: MetricNameDescriptor { MetricNameDescriptor(namespace: "jobfarm", subsystem: "http", metricName: "request_duration", unitName: "seconds",
+                                       helpText: "Time to answer an HTTP request, by route template and method.") }
+    static var submitted: MetricNameDescriptor { MetricNameDescriptor(namespace: "jobfarm", metricName: "jobs_submitted", unitName: "total",
+                                         helpText: "Jobs accepted over HTTP, by kind, tier and tenant (replays not counted).") }
+    static var limited: MetricNameDescriptor { MetricNameDescriptor(namespace: "jobfarm", metricName: "rate_limited_requests", unitName: "total",
+                                       helpText: "Submissions refused with 429 by a rate limit, by tenant.") }
+    static var replays: MetricNameDescriptor { MetricNameDescriptor(namespace: "jobfarm", metricName: "idempotent_replays", unitName: "total",
+                                       helpText: "Submissions answered from an earlier request with the same Idempotency-Key, by tenant.") }
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+    }
+
+    /// A gauge in this registry: the hook for state owned elsewhere (outbox depth, circuit state, …).
+    public func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    func request(route: String, method: String, status: Int, duration: Duration) {
+        registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("method", method), ("status", String(status))]).increment()
+        registry.makeDurationHistogram(descriptor: Self.latency, labels: [("route", route), ("method", method)], buckets: Self.latencyBuckets)
+            .record(duration)
+    }
+
+    func submitted(kind: String, tier: String, tenant: String, count: Int) {
+        registry.makeCounter(descriptor: Self.submitted, labels: [("kind", kind), ("tier", tier), ("tenant", tenant)]).increment(by: Int64(count))
+    }
+
+    func rateLimited(tenant: String) {
+        registry.makeCounter(descriptor: Self.limited, labels: [("tenant", tenant)]).increment()
+    }
+
+    func replayed(tenant: String) {
+        registry.makeCounter(descriptor: Self.replays, labels: [("tenant", tenant)]).increment()
+    }
+
+    /// The Prometheus text exposition.
+    var response: Response {
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+    }
+}
+
+/// Counts every answer and its latency by route template (`unmatched` for a path no route has, so that scanners
+/// cannot grow the label set). Outermost, so it sees the answers `ProblemMiddleware` makes of errors.
+struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: DispatcherMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let method = Dispatcher.operations.contains(where: { $0.method == request.method.rawValue }) ? request.method.rawValue : "other"
+        do {
+            let response = try await next(request, context)
+            metrics.request(route: context.endpointPath ?? "unmatched", method: method, status: response.status.code,
+                            duration: ContinuousClock.now - start)
+            return response
+        } catch {
+            metrics.request(route: context.endpointPath ?? "unmatched", method: method, status: 500, duration: ContinuousClock.now - start)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Hummingbird
+import JobQueue
+import RedisClient
+
+/// One limit a request is charged against: a name for the headers (`tenant`, or the tier's name), the Redis key of
+/// its state, the rule and the cost (the number of jobs).
+public struct RateLimitCharge: Sendable, Equatable {
+    public var name: String
+    public var key: String
+    public var rule: RateLimitRule
+    public var cost: Int
+
+    public init(name: String, key: String, rule: RateLimitRule, cost: Int) {
+        self.name = name
+        self.key = key
+        self.rule = rule
+        self.cost = cost
+    }
+}
+
+/// The answer of a rate limiter for one request: allowed or not, and each limit's state after it.
+public struct RateLimitDecision: Sendable, Equatable {
+    public struct State: Sendable, Equatable {
+        public var charge: RateLimitCharge
+        /// Jobs that could still be sent now under this limit.
+        public var remaining: Int
+        /// Until this limit is back to its full burst.
+        public var resetSeconds: Int
+    }
+
+    public var allowed: Bool
+    /// When refused: how long until the same request would pass (`nil`: never, its cost is over a burst).
+    public var retryAfter: Duration?
+    public var states: [State]
+
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers, structured fields) and, when
+    /// refused, `Retry-After`.
+    public var headers: HTTPFields {
+        guard !states.isEmpty else { return [:] }
+        var fields: HTTPFields = [:]
+        fields[.rateLimitPolicy] = states.map { #""\#($0.charge.name)";q=\#($0.charge.rule.burst);w=\#($0.charge.rule.windowSeconds)"# }
+            .joined(separator: ", ")
+        fields[.rateLimit] = states.map { #""\#($0.charge.name)";r=\#($0.remaining);t=\#($0.resetSeconds)"# }.joined(separator: ", ")
+        if !allowed {
+            let wait = retryAfter ?? .seconds(states.map(\.charge.rule.windowSeconds).max() ?? 1)
+            fields[.retryAfter] = String(max(1, Int(wait.seconds.rounded(.up))))
+        }
+        return fields
+    }
+}
+
+/// Charges requests against limits shared by every replica. The seam for a per-replica fallback while Redis is
+/// down (the shared limit divided by the live replicas).
+public protocol RateLimiter: Sendable {
+    /// Charges every limit, all or none: a request refused by one limit costs nothing on the others.
+    func charge(_ charges: [RateLimitCharge]) async throws -> RateLimitDecision
+}
+
+/// GCRA (generic cell rate algorithm) in one Lua script: every limit of a request is checked and, only when all
+/// pass, moved on, in one atomic step that every replica shares. Each limit's state is one string, its
+/// theoretical arrival time (ms, Redis' clock), expiring when the limit is back to full.
+public struct RedisRateLimiter: RateLimiter {
+    let client: RedisClient
+
+    public init(client: RedisClient) {
+        self.client = client
+    }
+
+    /// Keys of a tenant's limits, in one hash slot per tenant (`{rl:<tenant>}`), so the script runs on a cluster.
+    public static func key(namespace: String, tenant: String, tier: String?) -> String {
+        "\(namespace):{rl:\(tenant)}:" + (tier.map { "tier:\($0)" } ?? "all")
+    }
+
+    /// KEYS: one per limit. ARGV: per limit, its interval (ms per job), burst and cost.
+    /// Returns {allowed (1/0), retry after ms (-1: never), then per limit: remaining, ms until full}.
+    public static let script = RedisScript(name: "ratelimit", source: """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local allowed, retry = 1, 0
+        local tats = {}
+        for i = 1, #KEYS do
+          local interval, burst, cost = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3])
+          local tat = tonumber(redis.call('GET', KEYS[i]) or '') or now
+          if tat < now then tat = now end
+          tats[i] = tat
+          if cost > burst then
+            allowed, retry = 0, -1
+          elseif tat + cost * interval - burst * interval > now then
+            allowed = 0
+            if retry >= 0 then retry = math.max(retry, math.ceil(tat + cost * interval - burst * interval - now)) end
+          end
+        end
+        local out = {allowed, retry}
+        for i = 1, #KEYS do
+          local interval, burst, cost = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3])
+          local tat = tats[i]
+          if allowed == 1 then
+            tat = tat + cost * interval
+            redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
+          end
+          out[#out + 1] = math.max(0, math.floor((now - (tat - burst * interval)) / interval))
+          out[#out + 1] = math.max(0, math.ceil(tat - now))
+        end
+        return out
+        """)
+
+    public func charge(_ charges: [RateLimitCharge]) async throws -> RateLimitDecision {
+        guard !charges.isEmpty else { return RateLimitDecision(allowed: true, retryAfter: nil, states: []) }
+        var arguments: [String] = []
+        for charge in charges {
+            arguments += [String(charge.rule.intervalMilliseconds), String(charge.rule.burst), String(charge.cost)]
+        }
+        let reply: [RESPValue]
+        do {
+            reply = try await client.run(Self.script, keys: charges.map(\.key), arguments: arguments).array ?? []
+        } catch let error as RedisError {
+            throw JobFarmError(error, operation: "rate limit")
+        }
+        guard reply.count == 2 + 2 * charges.count, let allowed = reply[0].int, let retry = reply[1].int else {
+            throw JobFarmError.redisFailed(operation: "rate limit", cause: .unexpectedReply("ratelimit answered \(reply.count) items"))
+        }
+        var states: [RateLimitDecision.State] = []
+        for (index, charge) in charges.enumerated() {
+            let remaining = min(charge.rule.burst, reply[2 + 2 * index].int ?? 0)
+            let untilFull = reply[3 + 2 * index].int ?? 0
+            states.append(.init(charge: charge, remaining: remaining, resetSeconds: (untilFull + 999) / 1000))
+        }
+        return RateLimitDecision(allowed: allowed == 1, retryAfter: retry < 0 ? nil : .milliseconds(retry), states: states)
+    }
+}
+
+extension HTTPFields.Element.Name {  // HTTPField: Hummingbird re-exports HTTPFields, not HTTPField
+    /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+    static let rateLimit = Self("RateLimit")!
+    /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+    static let rateLimitPolicy = Self("RateLimit-Policy")!
+    /// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header).
+    static let idempotencyKey = Self("Idempotency-Key")!
+    /// `Idempotent-Replayed: true` on an answer replayed for a repeated `Idempotency-Key`.
+    static let idempotentReplayed = Self("Idempotent-Replayed")!
+}
