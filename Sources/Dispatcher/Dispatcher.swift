@@ -17,11 +17,17 @@ public struct Dispatcher: Sendable {
     let validator: SubmissionValidator
     let workers: WorkerDirectory
     let logger: Logger
+    /// Where submissions go while Redis is away (Spooling.swift).
+    let outbox: Outbox
+    /// The circuit breaker around Redis calls.
+    let breaker: CircuitBreaker
+    /// This replica's name, the suffix of the job ids it chooses.
+    public let replica: String
 
     /// Every operation served: method and path template, as in docs/openapi.yaml.
     public static let operations: [(method: String, path: String)] = [
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
-        ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/queues"), ("GET", "/healthz"), ("GET", "/readyz"),
+        ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"), ("GET", "/readyz"),
         ("GET", "/openapi.yaml"),
     ]
 
@@ -35,6 +41,10 @@ public struct Dispatcher: Sendable {
         self.validator = SubmissionValidator(configuration: configuration, farm: farm.configuration)
         self.workers = WorkerDirectory(farm: farm, ttl: configuration.workerCacheTTL, logger: logger)
         self.logger = logger
+        self.replica = configuration.outbox.resolvedReplica(port: configuration.port)
+        self.outbox = try Outbox(path: configuration.outbox.resolvedPath(replica: replica),
+                                 maxJobs: configuration.outbox.maxJobs, maxBytes: configuration.outbox.maxBytes)
+        self.breaker = CircuitBreaker(settings: configuration.outbox.breaker)
     }
 
     /// The Hummingbird application: a `Service` to run in a `ServiceGroup` (graceful shutdown stops accepting
@@ -60,9 +70,12 @@ public struct Dispatcher: Sendable {
         router.get("/v1/jobs/{id}/wait") { request, context in
             try await wait(id: context.parameters.get("id") ?? "", timeout: request.uri.queryParameters.get("timeout"))
         }
+        router.get("/v1/jobs/{id}/events") { request, context in
+            try await events(id: context.parameters.get("id") ?? "", lastEventID: Self.lastEventID(request.headers))
+        }
         router.get("/v1/queues") { _, _ in try await queues() }
         router.get("/healthz") { _, _ in Self.json(.ok, .object(["status": .string("ok")])) }
-        router.get("/readyz") { _, _ in try await ready() }
+        router.get("/readyz") { _, _ in try await readyOrSpooling() }
         router.get("/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"],
                      body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.openAPIDocument)))
@@ -77,9 +90,7 @@ public struct Dispatcher: Sendable {
         switch validator.single(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let job):
-            let id = try await farm.enqueue(job)
-            let accepted = await acceptedJSON(job, id: id)
-            return Self.json(.created, accepted, headers: [.location: "/v1/jobs/\(id)"])
+            return try await accept([job], bulk: false)
         }
     }
 
@@ -89,11 +100,7 @@ public struct Dispatcher: Sendable {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let jobs):
             // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
-            let ids = try await farm.enqueue(jobs)
-            var accepted: [JSONValue] = []
-            accepted.reserveCapacity(jobs.count)
-            for (job, id) in zip(jobs, ids) { accepted.append(await acceptedJSON(job, id: id)) }
-            return Self.json(.created, .object(["jobs": .array(accepted)]))
+            return try await accept(jobs, bulk: true)
         }
     }
 
@@ -154,14 +161,19 @@ public struct Dispatcher: Sendable {
     // MARK: - One job
 
     func show(id: String) async throws -> Response {
-        guard JobID.isValid(id), let status = try await farm.status(id: id) else { throw Problem.notFound(job: id) }
+        guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        if let spooled = try await spooledStatus(id: id) { return Self.json(.ok, spooled) }
+        let farm = self.farm
+        guard let status = try await redisCall({ try await farm.status(id: id) }) else { throw Problem.notFound(job: id) }
         return Self.json(.ok, Self.statusJSON(status))
     }
 
     func cancel(id: String) async throws -> Response {
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        if let spooled = try await cancelSpooled(id: id) { return spooled }
+        let farm = self.farm
         let outcome: String
-        switch try await farm.cancel(id: id) {
+        switch try await redisCall({ try await farm.cancel(id: id) }) {
         case .notFound: throw Problem.notFound(job: id)
         case .cancelled: outcome = "cancelled"
         case .cancelling: outcome = "cancelling"
@@ -183,8 +195,11 @@ public struct Dispatcher: Sendable {
             timeout = parsed
         }
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        let (spooled, spent) = try await waitWhileSpooled(id: id, upTo: timeout)
+        if let spooled { return Self.json(.ok, spooled) }
+        guard breaker.mayAllowCall else { throw redisUnavailable() }
         let farm = self.farm
-        let limit = timeout
+        let limit = max(.zero, timeout - spent)
         do {
             let status = try await cancelWhenGracefulShutdown { try await farm.wait(for: id, timeout: limit) }
             return Self.json(.ok, Self.statusJSON(status))
@@ -200,8 +215,9 @@ public struct Dispatcher: Sendable {
     // MARK: - Queues and health
 
     func queues() async throws -> Response {
-        let names = Set(try await farm.queues()).union(configuration.routing.routedQueues).sorted()
-        let stats = try await farm.stats(queues: names)
+        let farm = self.farm
+        let names = Set(try await redisCall { try await farm.queues() }).union(configuration.routing.routedQueues).sorted()
+        let stats = try await redisCall { try await farm.stats(queues: names) }
         var items: [JSONValue] = []
         for queue in stats {
             var object: [String: JSONValue] = [

@@ -55,7 +55,7 @@ struct ContractTests {
         }
         for expected in ["\"status\":\"ok\"", "\"status\":\"ready\"", "\"state\":\"succeeded\"", "\"result\":{\"hello\":1}",
                          "\"outcome\":\"already_finished\"", "\"workersServing\":1", "\"pointer\":\"/kind\"", "\"pointer\":\"/tier\"",
-                         "\"name\":\"default\"", "openapi: 3.1.0"] {
+                         "\"name\":\"default\"", "openapi: 3.1.0", "event: final"] {
             #expect(output.contains(expected), "missing \(expected) in:\n\(output)")
         }
     }
