@@ -40,10 +40,12 @@ struct EventStreamTests {
         let farm = try TestRedis.farm()
         var configuration = DispatcherConfiguration(port: 0)
         configuration.eventHeartbeat = .milliseconds(200)
+        configuration.maxWait = .seconds(3)
+        configuration.defaultWait = .seconds(1)
         try await withTestWorker(farm: farm, registry: .builtins(), queues: nil, concurrency: 2) { _ in
             try await waitUntilRegistered(farm)
             try await withDispatcher(farm: farm, configuration: configuration) { api in
-                let created = try await api.post("/v1/jobs", #"{"kind": "sleep", "payload": {"seconds": 1.5, "steps": 3}}"#)
+                let created = try await api.post("/v1/jobs", #"{"kind": "sleep", "payload": {"seconds": 1.2, "steps": 3}}"#)
                 let id = try #require(created.json?["id"]?.stringValue)
                 let stream = try await api.get("/v1/jobs/\(id)/events")
                 #expect(stream.status == 200)
@@ -55,7 +57,7 @@ struct EventStreamTests {
                 #expect(events.dropLast().allSatisfy { $0.event == "progress" }, "progress events, then the final one")
                 let finalJob = try JSONValue(parsing: final.data)
                 #expect(finalJob["state"] == .string("succeeded"))
-                #expect(finalJob["result"]?["slept"] == .number(1.5))
+                #expect(finalJob["result"]?["slept"] == .number(1.2))
                 let ids = events.compactMap(\.id)
                 #expect(ids.count == events.count, "every event has an id")
                 #expect(ids == ids.sorted() && Set(ids).count == ids.count, "ids grow: \(ids)")
@@ -69,6 +71,18 @@ struct EventStreamTests {
                 let done = try await api.call("GET", "/v1/jobs/\(id)/events", headers: ["Last-Event-ID": "\(ids.last!)"])
                 #expect(done.status == 204)
                 #expect(try await api.get("/v1/jobs/nope/events").status == 404)
+
+                // A stream lasts at most the longest wait; the client reconnects with Last-Event-ID.
+                let later = try await api.post("/v1/jobs", #"{"kind": "noop", "delaySeconds": 60}"#)
+                let laterID = try #require(later.json?["id"]?.stringValue)
+                let clock = ContinuousClock()
+                let start = clock.now
+                let cut = try await api.get("/v1/jobs/\(laterID)/events")
+                #expect(clock.now - start < .seconds(8))
+                let cutEvents = parseEventStream(cut.text).events
+                #expect(cutEvents.map(\.event) == ["progress"] && cutEvents.first?.data.contains(#""state":"scheduled""#) == true)
+                let again = try await api.call("GET", "/v1/jobs/\(laterID)/events", headers: ["Last-Event-ID": "\(cutEvents.first?.id ?? 0)"])
+                #expect(parseEventStream(again.text).events.isEmpty, "nothing new since")
             }
         }
     }
