@@ -28,7 +28,7 @@ let package = Package(
         // which SwiftPM rejects with a warning on every build; the header is in /usr/include/hiredis either way.
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        // Not imported yet: the dispatcher's outbox will use it.
+        // The dispatcher's outbox (SQLiteDatabase.swift).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         // FP16 <-> FP32 conversion and fused small-batch kernels (F16C/AVX2 with a runtime check).
@@ -71,7 +71,7 @@ let package = Package(
         // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
         // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
         .target(name: "Dispatcher", dependencies: [
-            "JobQueue", "JobProtocol", "JobPayloads", "RedisClient",
+            "JobQueue", "JobProtocol", "JobPayloads", "RedisClient", "CSQLite",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),

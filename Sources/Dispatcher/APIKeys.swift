@@ -145,10 +145,18 @@ public final class CachedAPIKeys: APIKeyLookup {
     }
 
     public func key(hash: String) async throws -> APIKey? {
-        guard ttl > .zero else { return try await source.key(hash: hash) }
         let now = ContinuousClock.now
-        if let entry = entries.withLock({ $0[hash] }), entry.until > now { return entry.key }
-        let found = try await source.key(hash: hash)
+        let cached = entries.withLock { $0[hash] }
+        if ttl > .zero, let cached, cached.until > now { return cached.key }
+        let found: APIKey?
+        do {
+            found = try await source.key(hash: hash)
+        } catch let error as JobFarmError where error.isConnectionError {
+            // Redis is away: a key found before keeps working (its revocation is seen once Redis is back), so the
+            // dispatcher can spool its submissions; a key never seen by this replica cannot be checked.
+            if let cached { return cached.key }
+            throw error
+        }
         entries.withLock { entries in
             if entries.count > 10_000 { entries.removeAll(keepingCapacity: true) }
             if let found { entries[hash] = (found, now + ttl) } else { entries[hash] = nil }

@@ -36,7 +36,7 @@ public struct AccessControl: Sendable {
         self.init(
             mode: configuration.authentication,
             keys: CachedAPIKeys(RedisAPIKeys(client: client("keys"), namespace: namespace), ttl: configuration.keyCacheTTL),
-            tenants: configuration.tenants, rateLimiter: RedisRateLimiter(client: client("ratelimit")),
+            tenants: configuration.tenants, rateLimiter: FallbackRateLimiter(shared: RedisRateLimiter(client: client("ratelimit"))),
             idempotency: RedisIdempotencyStore(client: client("idempotency"), namespace: namespace, ttl: farm.configuration.idempotencyWindow),
             metrics: metrics, namespace: namespace)
     }
@@ -64,6 +64,14 @@ struct Admission: Sendable {
     var ids: [String]
     var replayed: Bool
     var headers: HTTPFields
+    /// The jobs wait in this replica's outbox (Redis was away), not in Redis.
+    var spooled: Bool = false
+}
+
+/// Where `Dispatcher.place` put jobs: their ids, and whether they wait in the outbox.
+struct Placement: Sendable {
+    var ids: [String]
+    var spooled: Bool
 }
 
 extension Dispatcher {
@@ -72,7 +80,7 @@ extension Dispatcher {
     /// enqueue through `enqueue` and the metrics.
     func admit(
         _ jobs: [EnqueueRequest], body: JSONValue, request: Request, route: String,
-        enqueue: @Sendable ([EnqueueRequest]) async throws -> [String]
+        enqueue: @Sendable ([EnqueueRequest]) async throws -> Placement
     ) async throws -> Admission {
         guard let caller = Caller.current else {
             throw Problem(.unauthorized, detail: "no API key: send the header 'Authorization: Bearer <key>'",
@@ -115,20 +123,20 @@ extension Dispatcher {
         }
 
         guard let idempotencyKey else {
-            let ids = try await enqueue(jobs)
+            let placed = try await enqueue(jobs)
             count(jobs, caller: caller)
-            return Admission(ids: ids, replayed: false, headers: headers)
+            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled)
         }
         // Ids chosen before the claim: whoever finds the record enqueues exactly these (a repeat is a no-op).
         var chosen = jobs
-        for index in chosen.indices where chosen[index].id == nil { chosen[index].id = JobID.make() }
+        for index in chosen.indices where chosen[index].id == nil { chosen[index].id = makeJobID() }
         let record = IdempotencyRecord(fingerprint: IdempotencyRecord.fingerprint(route: route, body: body),
                                        ids: chosen.map { $0.id! }, done: false)
         guard let existing = try await access.idempotency.claim(tenant: caller.tenant, key: idempotencyKey, record: record) else {
-            let ids = try await enqueue(chosen)
+            let placed = try await enqueue(chosen)
             try await access.idempotency.markDone(tenant: caller.tenant, key: idempotencyKey, record: record)
             count(jobs, caller: caller)
-            return Admission(ids: ids, replayed: false, headers: headers)
+            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled)
         }
         guard existing.fingerprint == record.fingerprint, existing.ids.count == jobs.count else {
             throw Problem(.unprocessableContent,

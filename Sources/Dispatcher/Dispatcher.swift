@@ -19,12 +19,18 @@ public struct Dispatcher: Sendable {
     let logger: Logger
     /// API keys, tenants, rate limits, idempotency records, metrics (Authentication.swift, Admission.swift).
     public let access: AccessControl
+    /// Where submissions go while Redis is away (Spooling.swift).
+    let outbox: Outbox
+    /// The circuit breaker around Redis calls.
+    let breaker: CircuitBreaker
+    /// This replica's name, the suffix of the job ids it chooses.
+    public let replica: String
 
     /// Every operation served: method and path template, as in docs/openapi.yaml.
     public static let operations: [(method: String, path: String)] = [
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
-        ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/queues"), ("GET", "/healthz"), ("GET", "/readyz"),
-        ("GET", "/openapi.yaml"), ("GET", "/metrics"),
+        ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"),
+        ("GET", "/readyz"), ("GET", "/openapi.yaml"), ("GET", "/metrics"),
     ]
 
     /// The contract, embedded at build time from docs/openapi.yaml.
@@ -43,6 +49,10 @@ public struct Dispatcher: Sendable {
         self.validator = SubmissionValidator(configuration: configuration, farm: farm.configuration)
         self.workers = WorkerDirectory(farm: farm, ttl: configuration.workerCacheTTL, logger: logger)
         self.logger = logger
+        self.replica = configuration.outbox.resolvedReplica(port: configuration.port)
+        self.outbox = try Outbox(path: configuration.outbox.resolvedPath(replica: replica),
+                                 maxJobs: configuration.outbox.maxJobs, maxBytes: configuration.outbox.maxBytes)
+        self.breaker = CircuitBreaker(settings: configuration.outbox.breaker)
     }
 
     /// The Hummingbird application: a `Service` to run in a `ServiceGroup` (graceful shutdown stops accepting
@@ -71,14 +81,28 @@ public struct Dispatcher: Sendable {
         router.get("/v1/jobs/{id}/wait") { request, context in
             try await wait(id: context.parameters.get("id") ?? "", timeout: request.uri.queryParameters.get("timeout"))
         }
+        router.get("/v1/jobs/{id}/events") { request, context in
+            try await events(id: context.parameters.get("id") ?? "", lastEventID: Self.lastEventID(request.headers))
+        }
         router.get("/v1/queues") { _, _ in try await queues() }
         router.get("/healthz") { _, _ in Self.json(.ok, .object(["status": .string("ok")])) }
-        router.get("/readyz") { _, _ in try await ready() }
+        router.get("/readyz") { _, _ in try await readyOrSpooling() }
         router.get("/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"],
                      body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.openAPIDocument)))
         }
-        router.get("/metrics") { [access] _, _ in access.metrics.response }
+        router.get("/metrics") { _, _ in
+            // The outbox and the breaker are read at scrape time.
+            let metrics = access.metrics
+            metrics.gauge("jobfarm_outbox_jobs", help: "Jobs waiting in this replica's outbox for Redis.").set(Double(outboxJobs))
+            metrics.gauge("jobfarm_outbox_bytes", help: "Bytes of job requests in this replica's outbox.").set(Double(outboxBytes))
+            let circuit = circuitState
+            for state in [CircuitState.closed, .open, .halfOpen] {
+                metrics.gauge("jobfarm_redis_circuit_state", help: "The circuit breaker around Redis: 1 for the state it is in, else 0.",
+                              labels: [("state", state.rawValue)]).set(state == circuit ? 1 : 0)
+            }
+            return metrics.response
+        }
         return router
     }
 
@@ -89,13 +113,8 @@ public struct Dispatcher: Sendable {
         switch validator.single(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let job):
-            let farm = self.farm
-            let admitted = try await admit([job], body: body, request: request, route: "/v1/jobs") { try await farm.enqueue($0) }
-            let id = admitted.ids[0]
-            let accepted = await acceptedJSON(job, id: id)
-            var headers = admitted.headers
-            headers[.location] = "/v1/jobs/\(id)"
-            return Self.json(.created, accepted, headers: headers)
+            let admitted = try await admit([job], body: body, request: request, route: "/v1/jobs") { try await place($0) }
+            return await acceptedResponse([job], admitted, bulk: false)
         }
     }
 
@@ -105,13 +124,8 @@ public struct Dispatcher: Sendable {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let jobs):
             // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
-            let farm = self.farm
-            let admitted = try await admit(jobs, body: body, request: request, route: "/v1/jobs:bulk") { try await farm.enqueue($0) }
-            let ids = admitted.ids
-            var accepted: [JSONValue] = []
-            accepted.reserveCapacity(jobs.count)
-            for (job, id) in zip(jobs, ids) { accepted.append(await acceptedJSON(job, id: id)) }
-            return Self.json(.created, .object(["jobs": .array(accepted)]), headers: admitted.headers)
+            let admitted = try await admit(jobs, body: body, request: request, route: "/v1/jobs:bulk") { try await place($0) }
+            return await acceptedResponse(jobs, admitted, bulk: true)
         }
     }
 
@@ -172,14 +186,19 @@ public struct Dispatcher: Sendable {
     // MARK: - One job
 
     func show(id: String) async throws -> Response {
-        guard JobID.isValid(id), let status = try await farm.status(id: id) else { throw Problem.notFound(job: id) }
+        guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        if let spooled = try await spooledStatus(id: id) { return Self.json(.ok, spooled) }
+        let farm = self.farm
+        guard let status = try await redisCall({ try await farm.status(id: id) }) else { throw Problem.notFound(job: id) }
         return Self.json(.ok, Self.statusJSON(status))
     }
 
     func cancel(id: String) async throws -> Response {
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        if let spooled = try await cancelSpooled(id: id) { return spooled }
+        let farm = self.farm
         let outcome: String
-        switch try await farm.cancel(id: id) {
+        switch try await redisCall({ try await farm.cancel(id: id) }) {
         case .notFound: throw Problem.notFound(job: id)
         case .cancelled: outcome = "cancelled"
         case .cancelling: outcome = "cancelling"
@@ -201,8 +220,11 @@ public struct Dispatcher: Sendable {
             timeout = parsed
         }
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
+        let (spooled, spent) = try await waitWhileSpooled(id: id, upTo: timeout)
+        if let spooled { return Self.json(.ok, spooled) }
+        guard breaker.mayAllowCall else { throw redisUnavailable() }
         let farm = self.farm
-        let limit = timeout
+        let limit = max(.zero, timeout - spent)
         do {
             let status = try await cancelWhenGracefulShutdown { try await farm.wait(for: id, timeout: limit) }
             return Self.json(.ok, Self.statusJSON(status))
@@ -218,8 +240,9 @@ public struct Dispatcher: Sendable {
     // MARK: - Queues and health
 
     func queues() async throws -> Response {
-        let names = Set(try await farm.queues()).union(configuration.routing.routedQueues).sorted()
-        let stats = try await farm.stats(queues: names)
+        let farm = self.farm
+        let names = Set(try await redisCall { try await farm.queues() }).union(configuration.routing.routedQueues).sorted()
+        let stats = try await redisCall { try await farm.stats(queues: names) }
         var items: [JSONValue] = []
         for queue in stats {
             var object: [String: JSONValue] = [

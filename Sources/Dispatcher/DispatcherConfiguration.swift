@@ -71,6 +71,10 @@ public struct DispatcherConfiguration: Sendable {
     public var tenants: TenantDirectory
     /// How long a found API key is reused before Redis is asked again: a revoked key is refused at most this late.
     public var keyCacheTTL: Duration
+    /// The outbox used while Redis is away, and the circuit breaker in front of Redis.
+    public var outbox = OutboxConfiguration()
+    /// Interval of the comment lines that keep an idle `GET /v1/jobs/{id}/events` stream open.
+    public var eventHeartbeat: Duration = .seconds(15)
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, bodyLimitBytes: Int = 4 << 20, bulkLimit: Int = 1000,
@@ -100,7 +104,8 @@ public struct DispatcherConfiguration: Sendable {
         ("JOBFARM_SERVE_BULK_LIMIT", "most jobs per bulk request (1000)"),
         ("JOBFARM_SERVE_ROUTES", "kind=queue,… (the ML kinds to ml, the rest to default)"),
         ("JOBFARM_SERVE_MAX_WAIT", "longest wait, e.g. 60s"),
-    ] + accessEnvironmentVariables
+        ("JOBFARM_SERVE_EVENT_HEARTBEAT", "interval of the event streams' heartbeat comments, e.g. 15s"),
+    ] + accessEnvironmentVariables + OutboxConfiguration.environmentVariables
 
     /// The defaults, overridden by whichever `JOBFARM_SERVE_*` variables are set; names the variable that is wrong.
     public init(environment: [String: String]) throws {
@@ -126,6 +131,13 @@ public struct DispatcherConfiguration: Sendable {
             maxWait = duration
         }
         try applyAccessEnvironment(environment)
+        if let value = environment["JOBFARM_SERVE_EVENT_HEARTBEAT"] {
+            guard let duration = Duration.parse(value) else {
+                throw JobFarmError.invalidArgument("JOBFARM_SERVE_EVENT_HEARTBEAT '\(value)' is not a duration such as 15s")
+            }
+            eventHeartbeat = duration
+        }
+        try outbox.apply(environment: environment)
         try validate()
     }
 
@@ -139,6 +151,8 @@ public struct DispatcherConfiguration: Sendable {
             throw JobFarmError.invalidArgument("the default wait \(defaultWait) is longer than the longest wait \(maxWait)")
         }
         guard !routing.queues.isEmpty else { throw JobFarmError.invalidArgument("the routing table is empty") }
+        guard eventHeartbeat >= .milliseconds(100) else { throw JobFarmError.invalidArgument("the event heartbeat must be at least 100ms") }
+        try outbox.validate()
     }
 }
 

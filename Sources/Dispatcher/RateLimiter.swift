@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import JobQueue
 import RedisClient
+import Synchronization
 
 /// One limit a request is charged against: a name for the headers (`tenant`, or the tier's name), the Redis key of
 /// its state, the rule and the cost (the number of jobs).
@@ -127,6 +128,68 @@ public struct RedisRateLimiter: RateLimiter {
             states.append(.init(charge: charge, remaining: remaining, resetSeconds: (untilFull + 999) / 1000))
         }
         return RateLimitDecision(allowed: allowed == 1, retryAfter: retry < 0 ? nil : .milliseconds(retry), states: states)
+    }
+}
+
+/// The limits kept in this process: GCRA as the Redis script runs it, on the process clock. What a replica uses
+/// while Redis is away (`FallbackRateLimiter`): each replica then allows the whole limit on its own.
+public final class LocalRateLimiter: RateLimiter {
+    let tats = Mutex<[String: Double]>([:])
+    let start = ContinuousClock.now
+
+    public init() {}
+
+    public func charge(_ charges: [RateLimitCharge]) async throws -> RateLimitDecision {
+        let elapsed = ContinuousClock.now - start
+        let now = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        return tats.withLock { tats in
+            var allowed = true
+            var retry: Double? = 0
+            var current: [Double] = []
+            for charge in charges {
+                let interval = charge.rule.intervalMilliseconds, burst = Double(charge.rule.burst), cost = Double(charge.cost)
+                let tat = max(tats[charge.key] ?? now, now)
+                current.append(tat)
+                if charge.cost > charge.rule.burst {
+                    allowed = false
+                    retry = nil
+                } else if tat + cost * interval - burst * interval > now {
+                    allowed = false
+                    if let shortest = retry { retry = max(shortest, tat + cost * interval - burst * interval - now) }
+                }
+            }
+            var states: [RateLimitDecision.State] = []
+            for (charge, tat) in zip(charges, current) {
+                let interval = charge.rule.intervalMilliseconds
+                let next = allowed ? tat + Double(charge.cost) * interval : tat
+                if allowed { tats[charge.key] = next }
+                let remaining = Int(((Double(charge.rule.burst) * interval - (next - now)) / interval).rounded(.down))
+                states.append(.init(charge: charge, remaining: max(0, min(charge.rule.burst, remaining)),
+                                    resetSeconds: Int(((next - now) / 1000).rounded(.up))))
+            }
+            if tats.count > 100_000 { tats = tats.filter { $0.value > now } }
+            return RateLimitDecision(allowed: allowed, retryAfter: allowed ? nil : retry.map { .milliseconds(Int64($0.rounded(.up))) }, states: states)
+        }
+    }
+}
+
+/// The shared limits in Redis, and this process's own while Redis cannot be reached (so that submissions can be
+/// spooled to the outbox under a limit rather than refused).
+public struct FallbackRateLimiter: RateLimiter {
+    let shared: any RateLimiter
+    let local: LocalRateLimiter
+
+    public init(shared: any RateLimiter, local: LocalRateLimiter = LocalRateLimiter()) {
+        self.shared = shared
+        self.local = local
+    }
+
+    public func charge(_ charges: [RateLimitCharge]) async throws -> RateLimitDecision {
+        do {
+            return try await shared.charge(charges)
+        } catch let error as JobFarmError where error.isConnectionError {
+            return try await local.charge(charges)
+        }
     }
 }
 

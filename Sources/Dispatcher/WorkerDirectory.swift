@@ -27,6 +27,12 @@ final class WorkerDirectory: Sendable {
         self.logger = logger
     }
 
+    /// The last count read for `queue`, without asking Redis (for answers given while Redis is away).
+    func lastKnownServing(_ queue: String) -> Int {
+        let cached = snapshot.withLock { $0 }
+        return (cached?.byQueue[queue] ?? 0) + (cached?.everyQueue ?? 0)
+    }
+
     /// Live workers serving `queue` (0 when the registry cannot be read: the job is accepted all the same).
     func serving(_ queue: String) async -> Int {
         let now = ContinuousClock.now

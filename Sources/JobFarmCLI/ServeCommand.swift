@@ -16,7 +16,9 @@ struct ServeCommand: AsyncParsableCommand {
             Settings: the defaults, then JOBFARM_SERVE_* environment variables, then these flags. \
             Environment: \(DispatcherConfiguration.environmentVariables.map { "\($0.name) (\($0.meaning))" }.joined(separator: ", ")). \
             SIGTERM/SIGINT: stop accepting connections, finish the requests in flight (a wait in progress answers at once \
-            with the job's state), exit.
+            with the job's state), try one last flush of the outbox, exit. While Redis is away, submissions are written \
+            to this replica's outbox (SQLite) and answered 202 with spooled: true; the outbox is forwarded to Redis, \
+            in order, as soon as it is back, and at the next start.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -33,11 +35,13 @@ struct ServeCommand: AsyncParsableCommand {
     var noAuth = false
     @Option(help: "How long a found API key is reused before Redis is asked again; a revoked key is refused at most this late (default: $JOBFARM_SERVE_KEY_CACHE_TTL, else 1s; 0 asks every request).")
     var keyCacheTTL: String?
+    @OptionGroup(title: "While Redis is away") var outbox: OutboxOptions
 
     func validate() throws {
         if let port { try OptionCheck.integer(port, "--port", atLeast: 0, atMost: 65535) }
         if let bodyLimit { try OptionCheck.integer(bodyLimit, "--body-limit", atLeast: 1) }
         if let bulkLimit { try OptionCheck.integer(bulkLimit, "--bulk-limit", atLeast: 1) }
+        try outbox.check()
     }
 
     func run() async throws {
@@ -66,6 +70,7 @@ struct ServeCommand: AsyncParsableCommand {
                 }
                 configuration.keyCacheTTL = duration
             }
+            try outbox.apply(to: &configuration)
             if configuration.defaultWait > configuration.maxWait { configuration.defaultWait = configuration.maxWait }
             try configuration.validate()
         } catch let error as JobFarmError {
@@ -81,9 +86,53 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: application, successTerminationBehavior: .gracefullyShutdownGroup)],
+                // The forwarder first: shutdown runs in reverse, so its last flush follows the application's last request.
+                services: [.init(service: dispatcher.makeOutboxForwarder()),
+                           .init(service: application, successTerminationBehavior: .gracefullyShutdownGroup)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "jobfarm.lifecycle")))
         try await group.run()
+    }
+}
+
+/// `jobfarm serve`'s settings of the outbox and the circuit breaker.
+struct OutboxOptions: ParsableArguments {
+    @Option(help: "This replica's name (a–z 0–9 -), the suffix of the job ids it chooses (default: $JOBFARM_SERVE_REPLICA, else host name and port).")
+    var replica: String?
+    @Option(help: "The outbox's SQLite file, one per replica (default: $JOBFARM_SERVE_OUTBOX, else .jobfarm/outbox-<replica>.sqlite).")
+    var outbox: String?
+    @Option(parsing: .unconditional, help: "Most jobs in the outbox; past it submissions get 503 (default: $JOBFARM_SERVE_OUTBOX_MAX_JOBS, else 100000).")
+    var outboxMaxJobs: Int?
+    @Option(parsing: .unconditional, help: "Most bytes in the outbox (default: $JOBFARM_SERVE_OUTBOX_MAX_BYTES, else 268435456).")
+    var outboxMaxBytes: Int?
+    @Option(parsing: .unconditional, help: "Redis failures in a row that open the circuit (default: $JOBFARM_SERVE_BREAKER_FAILURES, else 3).")
+    var breakerFailures: Int?
+    @Option(help: "How long the circuit stays open before a probe, e.g. 2s (default: $JOBFARM_SERVE_BREAKER_OPEN, else 2s).")
+    var breakerOpen: String?
+    @Option(help: "Longest wait for Redis before a submission is spooled, e.g. 1s (default: $JOBFARM_SERVE_REDIS_TIMEOUT, else 1s).")
+    var redisTimeout: String?
+    @Option(help: "Heartbeat interval of the event streams, e.g. 15s (default: $JOBFARM_SERVE_EVENT_HEARTBEAT, else 15s).")
+    var eventHeartbeat: String?
+
+    func check() throws {
+        if let outboxMaxJobs { try OptionCheck.integer(outboxMaxJobs, "--outbox-max-jobs", atLeast: 1) }
+        if let outboxMaxBytes { try OptionCheck.integer(outboxMaxBytes, "--outbox-max-bytes", atLeast: 1024) }
+        if let breakerFailures { try OptionCheck.integer(breakerFailures, "--breaker-failures", atLeast: 1) }
+    }
+
+    func apply(to configuration: inout DispatcherConfiguration) throws {
+        func duration(_ text: String?, _ flag: String) throws -> Duration? {
+            guard let text else { return nil }
+            guard let value = Duration.parse(text) else { throw ValidationError("\(flag) '\(text)' is not a duration such as 2s or 500ms") }
+            return value
+        }
+        if let replica { configuration.outbox.replica = replica }
+        if let outbox { configuration.outbox.path = outbox }
+        if let outboxMaxJobs { configuration.outbox.maxJobs = outboxMaxJobs }
+        if let outboxMaxBytes { configuration.outbox.maxBytes = outboxMaxBytes }
+        if let breakerFailures { configuration.outbox.breaker.failureThreshold = breakerFailures }
+        if let value = try duration(breakerOpen, "--breaker-open") { configuration.outbox.breaker.openDuration = value }
+        if let value = try duration(redisTimeout, "--redis-timeout") { configuration.outbox.breaker.callTimeout = value }
+        if let value = try duration(eventHeartbeat, "--event-heartbeat") { configuration.eventHeartbeat = value }
     }
 }

@@ -74,3 +74,96 @@ public enum PackagePaths {
         return root.appendingPathComponent(".build/debug/jobfarm").path
     }
 }
+
+/// A redis-server of a test's own (for restarts, AUTH and unix sockets), in a temporary directory.
+public final class OwnRedisServer: @unchecked Sendable {
+    // @unchecked: used from one test task.
+    public let port: Int
+    public let directory: URL
+    private var process: Process?
+    public let extraArguments: [String]
+
+    public init(extraArguments: [String] = []) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = Self.freePort()
+        self.extraArguments = extraArguments
+        try start()
+    }
+
+    public var url: String { "redis://127.0.0.1:\(port)" }
+    public var socketPath: String { directory.appendingPathComponent("redis.sock").path }
+
+    public func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path, "--save", "",
+                             "--unixsocket", socketPath, "--logfile", directory.appendingPathComponent("redis.log").path] + extraArguments
+        try process.run()
+        self.process = process
+        for _ in 0..<200 {
+            if (try? ping()) == true { return }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw TestFailure("redis-server on \(port) did not start")
+    }
+
+    private func ping() throws -> Bool {
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .unix(path: socketPath), connectTimeout: .milliseconds(100)))
+        defer { client.close() }
+        do {
+            let reply = try client.pipelineBlocking([.command(RedisCommand("PING"))])[0]
+            return reply == .status("PONG") || reply.errorMessage?.contains("NOAUTH") == true
+        } catch RedisError.authenticationRequired {
+            return true  // up, and wants a password
+        }
+    }
+
+    /// SHUTDOWN: Redis writes its AOF and exits (SIGKILL after 10 s if it does not).
+    /// A command, not SIGTERM: the test process may hand its children a signal mask that blocks SIGTERM.
+    public func stop() {
+        guard let process else { return }
+        var config = RedisConfiguration(endpoint: .unix(path: socketPath), connectTimeout: .milliseconds(500))
+        config.username = authUser
+        config.password = authPassword
+        let client = RedisClient(configuration: config)
+        _ = try? client.pipelineBlocking([.command(RedisCommand("SHUTDOWN"))])
+        client.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// SIGKILL: Redis dies without a chance to write anything more (with `appendfsync always` every acknowledged
+    /// write is on disk already).
+    public func crash() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Credentials for SHUTDOWN when the server requires them.
+    public var authUser: String?
+    public var authPassword: String?
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

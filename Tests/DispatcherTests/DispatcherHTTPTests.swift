@@ -188,13 +188,18 @@ struct DispatcherHTTPTests {
             #expect(document.status == 200)
             #expect(document.text == (try String(contentsOfFile: openAPIPath, encoding: .utf8)), "the served document is docs/openapi.yaml")
         }
-        // Redis unreachable: alive, not ready.
+        // Redis unreachable: alive, ready while the outbox has room ("spooling"), not ready once it is full.
         let closedPort = try TestRedis.farm(redis: try RedisConfiguration(url: "redis://127.0.0.1:1"))
-        try await withDispatcher(farm: closedPort) { api in
+        var oneJob = DispatcherConfiguration(port: 0)
+        oneJob.outbox.maxJobs = 1
+        try await withDispatcher(farm: closedPort, configuration: oneJob) { api in
             #expect(try await api.get("/healthz").status == 200)
+            let spooling = try await api.get("/readyz")
+            #expect(spooling.status == 200 && spooling.json?["status"] == .string("spooling"))
+            #expect(try await api.post("/v1/jobs", #"{"kind": "noop"}"#).status == 202)
             let ready = try await api.get("/readyz")
             #expect(ready.status == 503)
-            #expect(ready.headers["retry-after"] == "1")
+            #expect(ready.headers["retry-after"] != nil)
         }
     }
 }

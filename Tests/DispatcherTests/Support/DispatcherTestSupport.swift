@@ -97,13 +97,18 @@ func withDispatcher<T: Sendable>(
     logger.logLevel = .error
     var configuration = configuration
     configuration.port = 0
+    // An outbox of each dispatcher's own (the default is per process: tests run several dispatchers).
+    let outboxDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-outbox-\(UUID().uuidString)")
+    if configuration.outbox.path == nil { configuration.outbox.path = outboxDirectory.appendingPathComponent("outbox.sqlite").path }
+    defer { try? FileManager.default.removeItem(at: outboxDirectory) }
     let dispatcher = try Dispatcher(farm: farm, configuration: configuration, logger: logger, access: access)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = dispatcher.makeApplication { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
         portContinuation.finish()
     }
-    let group = ServiceGroup(services: [application], logger: logger)
+    // The forwarder first, as `jobfarm serve` runs it: shutdown runs in reverse order.
+    let group = ServiceGroup(services: [dispatcher.makeOutboxForwarder(), application], logger: logger)
     let task = Task { try await group.run() }
     var iterator = ports.makeAsyncIterator()
     guard let port = await iterator.next(), port > 0 else {
