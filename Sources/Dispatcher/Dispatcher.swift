@@ -94,13 +94,7 @@ public struct Dispatcher: Sendable {
         router.get("/metrics") { _, _ in
             // The outbox and the breaker are read at scrape time.
             let metrics = access.metrics
-            metrics.gauge("jobfarm_outbox_jobs", help: "Jobs waiting in this replica's outbox for Redis.").set(Double(outboxJobs))
-            metrics.gauge("jobfarm_outbox_bytes", help: "Bytes of job requests in this replica's outbox.").set(Double(outboxBytes))
-            let circuit = circuitState
-            for state in [CircuitState.closed, .open, .halfOpen] {
-                metrics.gauge("jobfarm_redis_circuit_state", help: "The circuit breaker around Redis: 1 for the state it is in, else 0.",
-                              labels: [("state", state.rawValue)]).set(state == circuit ? 1 : 0)
-            }
+            metrics.outbox(jobs: outboxJobs, bytes: outboxBytes, circuit: circuitState)
             return metrics.response
         }
         return router

@@ -58,6 +58,16 @@ public final class DispatcherMetrics: Sendable {
         registry.makeCounter(descriptor: Self.replays, labels: [("tenant", tenant)]).increment()
     }
 
+    /// The outbox's depth and the circuit breaker's state, as gauges.
+    func outbox(jobs: Int, bytes: Int, circuit: CircuitState) {
+        gauge("jobfarm_outbox_jobs", help: "Jobs waiting in this replica's outbox for Redis.").set(Int64(jobs))
+        gauge("jobfarm_outbox_bytes", help: "Bytes of job requests in this replica's outbox.").set(Int64(bytes))
+        for state in [CircuitState.closed, .open, .halfOpen] {
+            gauge("jobfarm_redis_circuit_state", help: "The circuit breaker around Redis: 1 for the state it is in, else 0.",
+                  labels: [("state", state.rawValue)]).set(Int64(state == circuit ? 1 : 0))
+        }
+    }
+
     /// The Prometheus text exposition.
     var response: Response {
         Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -11,7 +11,7 @@ import Synchronization
 import Testing
 
 /// `jobfarm serve` as a process whose output goes to a log file, found by its "listening on" line.
-final class ServeProcess: @unchecked Sendable {
+final class SpoolingServeProcess: @unchecked Sendable {
     // @unchecked: used from one test task.
     let process = Process()
     let log: URL
@@ -93,7 +93,7 @@ struct OutboxProcessTests {
             // Without API keys: a replica restarted while Redis is down cannot check a key it never saw.
             "--no-auth",
         ]
-        var serve = try await ServeProcess(arguments, log: directory.appendingPathComponent("serve1.log"))
+        var serve = try await SpoolingServeProcess(arguments, log: directory.appendingPathComponent("serve1.log"))
         let answers = Locked<[Int: Answer]>([:])
         let unexpected = Locked<[String]>([])
 
@@ -143,7 +143,7 @@ struct OutboxProcessTests {
         #expect(spooledBeforeCrash.count == 490 && spooledBeforeCrash.allSatisfy { $0.status == 202 && $0.spooled })
         // 3. The dispatcher is killed with jobs in its outbox, and started again (Redis still down).
         serve.kill9()
-        serve = try await ServeProcess(arguments, log: directory.appendingPathComponent("serve2.log"))
+        serve = try await SpoolingServeProcess(arguments, log: directory.appendingPathComponent("serve2.log"))
         try await submit(1000..<1600)
         #expect(accepted(1000..<1600).allSatisfy { $0.status == 202 && $0.spooled }, "behind the jobs the crash left")
         // 4. Redis back: the outbox is forwarded while new submissions keep coming.
