@@ -62,7 +62,7 @@ struct ContractTests {
             #expect(output.contains(expected), "missing \(expected) in:\n\(output)")
         }
         // The retried submission: the same id twice, the second time replayed.
-        let ids = output.matches(of: /id ([0-9A-Z]{26})\n/).map { String($0.output.1) }
+        let ids = output.matches(of: /id ([0-9A-Z]{26}[.a-z0-9-]*)\n/).map { String($0.output.1) }
         #expect(ids.count == 2 && ids[0] == ids[1], "\(output)")
         #expect(output.lowercased().contains("idempotent-replayed: true"), "\(output)")
     }

@@ -190,7 +190,7 @@ struct DispatcherHTTPTests {
         }
         // Redis unreachable: alive, ready while the outbox has room ("spooling"), not ready once it is full.
         let closedPort = try TestRedis.farm(redis: try RedisConfiguration(url: "redis://127.0.0.1:1"))
-        var oneJob = DispatcherConfiguration(port: 0)
+        var oneJob = DispatcherConfiguration(port: 0, authentication: .disabled)
         oneJob.outbox.maxJobs = 1
         try await withDispatcher(farm: closedPort, configuration: oneJob) { api in
             #expect(try await api.get("/healthz").status == 200)

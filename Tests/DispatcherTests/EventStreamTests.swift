@@ -38,7 +38,7 @@ struct EventStreamTests {
     @Test(.timeLimit(.minutes(1)))
     func progressThenTheFinalStateWithIdsHeartbeatsAndResumption() async throws {
         let farm = try TestRedis.farm()
-        var configuration = DispatcherConfiguration(port: 0)
+        var configuration = DispatcherConfiguration(port: 0, authentication: .disabled)
         configuration.eventHeartbeat = .milliseconds(200)
         configuration.maxWait = .seconds(3)
         configuration.defaultWait = .seconds(1)

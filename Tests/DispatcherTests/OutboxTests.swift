@@ -148,7 +148,7 @@ struct SpoolingTests {
     func submissionsAreSpooledShownCancelledAndForwardedWhenRedisIsBack() async throws {
         let server = try OwnRedisServer(extraArguments: ["--appendonly", "yes", "--appendfsync", "always"])
         let farm = try TestRedis.farm(redis: try RedisConfiguration(url: server.url))
-        var configuration = DispatcherConfiguration(port: 0)
+        var configuration = DispatcherConfiguration(port: 0, authentication: .disabled)
         configuration.outbox.maxJobs = 5
         configuration.outbox.breaker = CircuitBreakerSettings(failureThreshold: 1, openDuration: .milliseconds(200), callTimeout: .milliseconds(500))
         configuration.outbox.replica = "r1"
