@@ -82,8 +82,9 @@ public struct OutboxForwarder: Service {
                 try? await outbox.finish(forwarded: [])
                 return
             }
-            if breaker.current == .halfOpen {
-                // This round is the breaker's probe: one PING (no retries) says quickly whether Redis is back.
+            do {
+                // One PING (no retries) first: while Redis is away a round fails at once instead of spending the
+                // enqueue's connection retries; in a half-open circuit it is the probe.
                 let farm = self.farm
                 do {
                     _ = try await withDeadline(breaker.settings.callTimeout) { try await farm.ping() }
@@ -100,7 +101,7 @@ public struct OutboxForwarder: Service {
                 breaker.recordSuccess()
             } catch {
                 breaker.record(error)
-                if !CircuitBreaker.meansRedisIsDown(error) {
+                if !CircuitBreaker.meansRedisIsDown(error), !(error is CancellationError) {
                     logger.error("forwarding the outbox failed; retrying", metadata: ["error": "\(error)"])
                 }
             }
