@@ -15,6 +15,11 @@ public enum QueueScripts {
     /// its tier's list; `fetch` creates its job hash when it leases it.
     public static let enqueue = script("enqueue", EmbeddedLuaScripts.enqueue)
 
+    /// ENQUEUE NOW: ARGV = queue, count, qt, tier, then per job: id, its `pending` entry "<qt> <tier> <envelope>".
+    /// The bulk path for jobs that run now, in one tier, without idempotency keys: the entries are written as sent.
+    /// Returns the number of jobs created (an id in use is a no-op, as in `enqueue`).
+    public static let enqueueNow = script("enqueueNow", EmbeddedLuaScripts.enqueueNow)
+
     /// FETCH: ARGV = queue, count, lease ms, worker id, aging ms (0 = strict), tier count, tiers in preference order,
     /// then (optional) the aged share N: at most one job of an aged tier per N jobs fetched (default 10).
     /// Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope; when
@@ -74,7 +79,7 @@ public enum QueueScripts {
 
     /// Every script, for loading and for the protocol document.
     public static let all: [(name: String, source: String)] = [
-        enqueue, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats,
+        enqueue, enqueueNow, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats,
     ].map { ($0.name, $0.source) }
 
     static func script(_ name: String, _ body: String) -> (name: String, source: String) {

@@ -96,7 +96,38 @@ extension JobFarm {
             }
             for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
         }
+        // The usual bulk (jobs to run now, one tier, no idempotency key) goes through `enqueueNow`, whose entries
+        // are built here, stamped with the server's clock as last measured.
+        let serverNow = envelopes.contains(where: { $0.delayMs == 0 && $0.env.idempotencyKey == nil })
+            ? await estimatedServerMilliseconds() : nil
+        func encodeNow(_ chunk: [Int], queue: String, qt: Int64, tier: String) -> RedisRequest {
+            let qtText = String(qt)
+            var arguments = RedisCommand(queue, String(chunk.count), qtText, tier)
+            arguments.reserve(bytes: chunk.count * 320, arguments: chunk.count * 2)
+            let head = Array("\(qtText) \(tier) ".utf8)
+            var text: [UInt8] = []
+            for index in chunk {
+                let env = envelopes[index].env
+                if lastPayload != env.payload {
+                    lastPayload = env.payload
+                    lastPayloadText = env.payload.jsonText
+                }
+                arguments.append(env.id)
+                text.removeAll(keepingCapacity: true)
+                text.append(contentsOf: head)
+                env.encode(payloadText: lastPayloadText, into: &text)
+                arguments.append(bytes: text)
+            }
+            return .packedScript(Scripts.enqueueNow, keys: [keys(queue).prefix], arguments: arguments)
+        }
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
+            if let serverNow, chunk.count <= 1000, let tier = envelopes[chunk[0]].env.tier as String?,
+               chunk.allSatisfy({ envelopes[$0].delayMs == 0 && envelopes[$0].env.idempotencyKey == nil && envelopes[$0].env.tier == tier }) {
+                var batch: [RedisRequest] = []
+                if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
+                batch.append(encodeNow(chunk, queue: queue, qt: serverNow, tier: tier))
+                return batch
+            }
             var arguments = RedisCommand(queue, String(chunk.count), idemTTL)
             arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
             var text: [UInt8] = []

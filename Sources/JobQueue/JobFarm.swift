@@ -42,6 +42,28 @@ public final class JobFarm: Sendable {
     /// Queues this process has added to the registry set (so bulk enqueues skip the SADD).
     let registeredQueues = Mutex<Set<String>>([])
 
+    /// The Redis server's clock as this process last measured it: server ms minus local wall-clock ms, and when.
+    let serverClock = Mutex<(offset: Int64, measured: ContinuousClock.Instant)?>(nil)
+
+    /// The Redis server's time in ms, estimated from a `TIME` taken at most a minute ago (one round trip when older),
+    /// placed a millisecond early so that it is not ahead of the server; `nil` when `TIME` fails.
+    func estimatedServerMilliseconds() async -> Int64? {
+        let now = ContinuousClock.now
+        if let known = serverClock.withLock({ $0 }), now - known.measured < .seconds(60) {
+            return WallClock.nowMilliseconds() + known.offset
+        }
+        let before = WallClock.nowMilliseconds()
+        guard let reply = try? await client.send([RedisCommand("TIME")])[0].array, reply.count == 2,
+              let seconds = reply[0].string.flatMap({ Int64($0) }), let micros = reply[1].string.flatMap({ Int64($0) })
+        else { return nil }
+        let after = WallClock.nowMilliseconds()
+        // The server read its clock somewhere within the round trip: take the end, so the estimate errs early.
+        let offset = seconds * 1000 + micros / 1000 - after - 1
+        guard after - before < 50 else { return nil }
+        serverClock.withLock { $0 = (offset, now) }
+        return WallClock.nowMilliseconds() + offset
+    }
+
     /// A connection for one call (round-robin).
     var client: RedisClient { clients[next.increment() % clients.count] }
 

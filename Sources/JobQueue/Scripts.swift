@@ -4,6 +4,7 @@ import RedisClient
 /// The protocol's Lua scripts as `RedisScript`s (loaded once per connection, run by SHA).
 enum Scripts {
     static let enqueue = make(QueueScripts.enqueue)
+    static let enqueueNow = make(QueueScripts.enqueueNow)
     static let fetch = make(QueueScripts.fetch)
     static let complete = make(QueueScripts.complete)
     static let fail = make(QueueScripts.fail)
@@ -18,7 +19,7 @@ enum Scripts {
     static let stats = make(QueueScripts.stats)
 
     /// Every script, for loading them all at once.
-    static let all = [enqueue, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats]
+    static let all = [enqueue, enqueueNow, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats]
 
     private static func make(_ script: (name: String, source: String)) -> RedisScript {
         RedisScript(name: script.name, source: script.source)
