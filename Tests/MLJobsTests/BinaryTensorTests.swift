@@ -177,8 +177,12 @@ struct BinaryTensorTests {
         let fixtures = PackagePaths.root.appendingPathComponent("Tests/ComputeTests/Fixtures")
         let weights = fixtures.appendingPathComponent("mlp_64_32_10.safetensors")
         let configPath = fixtures.appendingPathComponent("mlp_64_32_10.config.json")
-        let config = try ModelConfig(json: Data(contentsOf: configPath))
-        let model = try MLPModel(contentsOf: weights, config: config)
+        // The layers only: the registry keeps layer tensors, not the fixture's standardisation tensors.
+        let layersOnly = ModelConfig(layers: try ModelConfig(json: Data(contentsOf: configPath)).layers)
+        let model = try MLPModel(contentsOf: weights, config: layersOnly)
+        let configFile = FileManager.default.temporaryDirectory.appendingPathComponent("numpy-mlp-\(UUID().uuidString).json")
+        try JSONEncoder().encode(layersOnly).write(to: configFile)
+        defer { try? FileManager.default.removeItem(at: configFile) }
         let script = PackagePaths.root.appendingPathComponent("scripts/tensor-client.py").path
         let farm = try mlTestFarm()
         try await withMLWorker(farm: farm) { environment in
@@ -187,7 +191,7 @@ struct BinaryTensorTests {
                 let request = try runProcess(python, [script, "request", weights.path, "\(rows)", "\(seed)"])
                 #expect(request.status == 0, "\(request.errors)")
                 let result = try await succeed(farm, "inference", request.output)
-                let check = try runProcess(python, [script, "check", weights.path, configPath.path, "\(rows)", "\(seed)"], input: result.jsonText)
+                let check = try runProcess(python, [script, "check", weights.path, configFile.path, "\(rows)", "\(seed)"], input: result.jsonText)
                 #expect(check.status == 0, "NumPy disagrees (\(rows) rows): \(check.output) \(check.errors)")
             }
         }
