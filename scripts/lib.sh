@@ -56,6 +56,20 @@ wait_for_redis() {
     die "redis-server on port $port did not become ready (last reply: ${reply:-none}); see its log above"
 }
 
+# Makes the virtualenv $1 with Debian's python3 (installing python3-venv when it is missing); $2 says what for.
+make_venv() {
+    local venv=$1
+    command -v python3 >/dev/null || die "python3 is needed $2; install python3 (apt-get install python3 python3-venv)"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        local saved=("${JOBFARM_PACKAGES[@]}")
+        JOBFARM_PACKAGES=(python3-venv)
+        ensure_packages
+        JOBFARM_PACKAGES=("${saved[@]}")
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and retry"
+    fi
+}
+
 # Installs schemathesis (PyPI) when it is missing, for the dispatcher's contract test; exports its path as
 # JOBFARM_SCHEMATHESIS.
 ensure_schemathesis() {
@@ -66,16 +80,8 @@ ensure_schemathesis() {
         JOBFARM_SCHEMATHESIS=$(command -v schemathesis)
     else
         if [ ! -x "$venv/bin/schemathesis" ]; then
-            command -v python3 >/dev/null || die "python3 is needed to install schemathesis; install python3 (apt-get install python3 python3-venv)"
             say "installing schemathesis (PyPI) into $venv for the dispatcher's contract test"
-            if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-                local saved=("${JOBFARM_PACKAGES[@]}")
-                JOBFARM_PACKAGES=(python3-venv)
-                ensure_packages
-                JOBFARM_PACKAGES=("${saved[@]}")
-                rm -rf "$venv"
-                python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and retry"
-            fi
+            make_venv "$venv" "to install schemathesis"
             "$venv/bin/pip" install -q --disable-pip-version-check 'schemathesis>=4.32,<5' >/dev/null \
                 || die "pip install schemathesis into $venv failed; run '$venv/bin/pip install schemathesis' to see why"
         fi
@@ -95,14 +101,7 @@ ensure_numpy() {
     else
         if ! "$venv/bin/python" -c 'import numpy' >/dev/null 2>&1; then
             say "installing numpy (PyPI) into $venv for the binary-tensor tests"
-            if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-                local saved=("${JOBFARM_PACKAGES[@]}")
-                JOBFARM_PACKAGES=(python3-venv)
-                ensure_packages
-                JOBFARM_PACKAGES=("${saved[@]}")
-                rm -rf "$venv"
-                python3 -m venv "$venv" || die "python3 -m venv failed; install python3-venv and retry"
-            fi
+            make_venv "$venv" "for the NumPy tests"
             "$venv/bin/pip" install -q --disable-pip-version-check 'numpy>=1.24' >/dev/null \
                 || die "pip install numpy into $venv failed; run '$venv/bin/pip install numpy' to see why"
         fi
