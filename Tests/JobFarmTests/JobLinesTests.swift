@@ -33,8 +33,9 @@ struct JobLinesTests {
         let first = try #require(try await farm.status(id: ids[0], queue: "default"))
         #expect(first.kind == "echo")
         #expect(first.state == .queued)
-        let env = try await redis(farm, "HGET", QueueKeys(namespace: namespace, queue: "default").job(ids[0]), "env")
-        #expect(env.string?.contains("\"n\":1") == true, "\(env)")
+        // A job to run now waits as its queue's pending entry "<qt> <tier> <envelope>" (docs/PROTOCOL.md §3a).
+        let entry = try await redis(farm, "HGET", QueueKeys(namespace: namespace, queue: "default").pending, ids[0])
+        #expect(entry.string?.contains("\"n\":1") == true, "\(entry)")
         for id in ids[1...2] {
             let status = try #require(try await farm.status(id: id, queue: "lines-b"))
             #expect(status.kind == "noop")
