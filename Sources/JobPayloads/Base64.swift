@@ -1,7 +1,8 @@
 /// Base64 (RFC 4648, standard alphabet, `=` padding) straight into a caller's buffer: no `Data`, no copy.
 ///
-/// Why hand-written: tensors arrive as base64 text inside the payload; Foundation's `Data(base64Encoded:)` makes a
-/// `Data` that must then be copied into the buffer the kernel reads (docs/BENCHMARKS.md, "Binary tensors", has both).
+/// Why hand-written: a bad character is reported with its offset in the text. Foundation's `Data(base64Encoded:)`
+/// only says the text is not base64, and is faster by about 0.02 ms on a 512-row tensor (docs/BENCHMARKS.md, "Binary
+/// tensors", has both).
 public enum Base64 {
     /// Why a text is not base64 of the expected length.
     public enum Failure: Error, Equatable, Sendable {
