@@ -121,7 +121,8 @@ extension JobFarm {
             return .packedScript(Scripts.enqueueNow, keys: [keys(queue).prefix], arguments: arguments)
         }
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
-            if let serverNow, chunk.count <= 1000, let tier = envelopes[chunk[0]].env.tier as String?,
+            let tier = envelopes[chunk[0]].env.tier
+            if let serverNow, chunk.count <= 1000,
                chunk.allSatisfy({ envelopes[$0].delayMs == 0 && envelopes[$0].env.idempotencyKey == nil && envelopes[$0].env.tier == tier }) {
                 var batch: [RedisRequest] = []
                 if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }

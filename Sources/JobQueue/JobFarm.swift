@@ -53,7 +53,6 @@ public final class JobFarm: Sendable {
             // `Int64.min`: TIME failed (refused by an ACL, say) less than a minute ago; not asked again until then.
             return known.offset == .min ? nil : WallClock.nowMilliseconds() + known.offset
         }
-        let before = WallClock.nowMilliseconds()
         guard let reply = try? await client.send([RedisCommand("TIME")])[0].array, reply.count == 2,
               let seconds = reply[0].string.flatMap({ Int64($0) }), let micros = reply[1].string.flatMap({ Int64($0) })
         else {
@@ -61,10 +60,9 @@ public final class JobFarm: Sendable {
             return nil
         }
         let after = WallClock.nowMilliseconds()
-        // The server read its clock somewhere within the round trip: take the end, so the estimate errs early.
+        // The server read its clock somewhere within the round trip: take the end, so the estimate errs early (by up
+        // to a round trip; `enqueueNow` writes the server's time itself when the estimate is more than 250 ms off).
         let offset = seconds * 1000 + micros / 1000 - after - 1
-        // A slow round trip gives a poor estimate: use `enqueue` this time and measure again next call.
-        guard after - before < 50 else { return nil }
         serverClock.withLock { $0 = (offset, now) }
         return WallClock.nowMilliseconds() + offset
     }
