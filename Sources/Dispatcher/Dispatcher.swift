@@ -124,15 +124,19 @@ public struct Dispatcher: Sendable {
     }
 
     /// The answer for one accepted job.
-    func acceptedJSON(_ job: EnqueueRequest, id: String) async -> JSONValue {
+    /// `spooled`: the job waits in this replica's outbox; the live-worker count is then the last one known (Redis is away).
+    func acceptedJSON(_ job: EnqueueRequest, id: String, spooled: Bool = false) async -> JSONValue {
         let scheduled = (job.delay ?? .zero) > .zero || (job.runAt.map { $0 > WallClock.nowMilliseconds() } ?? false)
-        return .object([
+        let serving = spooled ? workers.lastKnownServing(job.queue) : await workers.serving(job.queue)
+        var object: [String: JSONValue] = [
             "id": .string(id), "kind": .string(job.kind), "queue": .string(job.queue),
             "tier": .string(job.tier ?? farm.configuration.defaultTier),
             "state": .string(scheduled ? "scheduled" : "queued"),
-            "workersServing": .number(Double(await workers.serving(job.queue))),
+            "workersServing": .number(Double(serving)),
             "links": Self.links(id),
-        ])
+        ]
+        if spooled { object["spooled"] = .bool(true) }
+        return .object(object)
     }
 
     /// Reads the body as JSON: 415 unless it says JSON, 413 over the limit, 400 unless it parses.

@@ -77,21 +77,7 @@ extension Dispatcher: OutboxGaugeSource {
     func acceptedResponse(_ jobs: [EnqueueRequest], _ admitted: Admission, bulk: Bool) async -> Response {
         var accepted: [JSONValue] = []
         accepted.reserveCapacity(jobs.count)
-        if admitted.spooled {
-            let now = WallClock.nowMilliseconds()
-            for (job, id) in zip(jobs, admitted.ids) {
-                let scheduled = (job.delay ?? .zero) > .zero || (job.runAt.map { $0 > now } ?? false)
-                accepted.append(.object([
-                    "id": .string(id), "kind": .string(job.kind), "queue": .string(job.queue),
-                    "tier": .string(job.tier ?? farm.configuration.defaultTier),
-                    "state": .string(scheduled ? "scheduled" : "queued"),
-                    "workersServing": .number(Double(workers.lastKnownServing(job.queue))),
-                    "spooled": .bool(true), "links": Self.links(id),
-                ]))
-            }
-        } else {
-            for (job, id) in zip(jobs, admitted.ids) { accepted.append(await acceptedJSON(job, id: id)) }
-        }
+        for (job, id) in zip(jobs, admitted.ids) { accepted.append(await acceptedJSON(job, id: id, spooled: admitted.spooled)) }
         let status: HTTPResponse.Status = admitted.spooled ? .accepted : .created
         var headers = admitted.headers
         if bulk { return Self.json(status, .object(["jobs": .array(accepted)]), headers: headers) }
