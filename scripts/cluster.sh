@@ -1,0 +1,50 @@
+# Starts and stops a throwaway Redis Cluster of 3 masters and 3 replicas on loopback ports (scripts/test; Redis 7).
+# Source it after lib.sh; do not run it.
+
+# Starts six redis-server processes with cluster mode on, joins them (`redis-cli --cluster create … --cluster-replicas 1`)
+# and waits until every node reports cluster_state:ok. Sets JOBFARM_CLUSTER_PIDS, JOBFARM_CLUSTER_DIR and
+# JOBFARM_CLUSTER_URL (redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…). $1: the node timeout in ms (default 1000: a
+# failover test sees a replica promoted within a few seconds).
+start_test_cluster() {
+    local timeout=${1:-1000} ports=() port node
+    JOBFARM_CLUSTER_DIR=$(mktemp -d -t jobfarm-test-cluster.XXXXXX)
+    JOBFARM_CLUSTER_PIDS=()
+    for _ in 1 2 3 4 5 6; do
+        while :; do
+            port=$(free_port)
+            # The cluster bus listens on port + 10000: both must be free, and distinct from the ports taken already.
+            [ "$port" -lt 55535 ] || continue
+            (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && continue
+            [[ " ${ports[*]} " == *" $port "* ]] && continue
+            break
+        done
+        ports+=("$port")
+        node="$JOBFARM_CLUSTER_DIR/$port"
+        mkdir -p "$node"
+        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
+            --cluster-node-timeout "$timeout" --save "" --appendonly no --dir "$node" --maxmemory 64mb \
+            --hash-max-listpack-value 1024 --logfile "$node/redis.log" --daemonize no &
+        JOBFARM_CLUSTER_PIDS+=($!)
+    done
+    for port in "${ports[@]}"; do wait_for_redis "$port"; done
+    local addresses=()
+    for port in "${ports[@]}"; do addresses+=("127.0.0.1:$port"); done
+    redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >"$JOBFARM_CLUSTER_DIR/create.log" 2>&1 \
+        || { cat "$JOBFARM_CLUSTER_DIR/create.log" >&2; die "redis-cli --cluster create failed (log above)"; }
+    for port in "${ports[@]}"; do
+        for i in $(seq 1 200); do
+            redis-cli -p "$port" cluster info 2>/dev/null | grep -q "cluster_state:ok" && break
+            [ "$i" = 200 ] && die "the test cluster node on port $port did not reach cluster_state:ok (see $JOBFARM_CLUSTER_DIR/$port/redis.log)"
+            sleep 0.05
+        done
+    done
+    JOBFARM_CLUSTER_URL="redis+cluster://$(IFS=,; echo "${addresses[*]}")"
+}
+
+# Stops the cluster that start_test_cluster started and removes its files.
+stop_test_cluster() {
+    local pid
+    for pid in ${JOBFARM_CLUSTER_PIDS[@]+"${JOBFARM_CLUSTER_PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
+    for pid in ${JOBFARM_CLUSTER_PIDS[@]+"${JOBFARM_CLUSTER_PIDS[@]}"}; do wait "$pid" 2>/dev/null || true; done
+    [ -n "${JOBFARM_CLUSTER_DIR:-}" ] && rm -rf "$JOBFARM_CLUSTER_DIR"
+}
