@@ -14,6 +14,14 @@ public enum TestRedis {
     /// Integration tests run only with a real Redis; scripts/test always provides one.
     public static var available: Bool { url != nil }
 
+    /// `JOBFARM_TEST_REDIS_CLUSTER_URL`: the 3-master, 3-replica Redis Cluster scripts/test starts
+    /// (`redis+cluster://…`).
+    public static let clusterURL: String? = ProcessInfo.processInfo.environment["JOBFARM_TEST_REDIS_CLUSTER_URL"]
+
+    /// The servers a test given `arguments: TestRedis.servers` runs against: the single server, and the cluster when
+    /// scripts/test started one.
+    public static var servers: [TestServer] { clusterURL == nil ? [.single] : [.single, .cluster] }
+
     public static var configuration: RedisConfiguration {
         get throws { try RedisConfiguration(url: url ?? "redis://127.0.0.1:6379") }
     }
@@ -22,13 +30,35 @@ public enum TestRedis {
     public static func farm(
         namespacePrefix: String = "t", leaseDuration: Duration = .seconds(10), heartbeat: Duration = .seconds(2),
         tierPolicy: TierPolicy = .strict(agingAfter: .seconds(10)), redis: RedisConfiguration? = nil,
-        maintenance: Duration = .milliseconds(100), maxLeaseLosses: Int = 3
+        maintenance: Duration = .milliseconds(100), maxLeaseLosses: Int = 3, on server: TestServer = .single
     ) throws -> JobFarm {
         let configuration = JobFarmConfiguration(
-            redis: try redis ?? self.configuration, namespace: namespacePrefix + JobID.make().suffix(12).lowercased(),
+            redis: try redis ?? server.configuration, namespace: namespacePrefix + JobID.make().suffix(12).lowercased(),
             tierPolicy: tierPolicy, leaseDuration: leaseDuration, heartbeatInterval: heartbeat,
             maintenanceInterval: maintenance, maxLeaseLosses: maxLeaseLosses)
         return try JobFarm(configuration: configuration)
+    }
+}
+
+/// A Redis a test runs against (`@Test(arguments: TestRedis.servers)`).
+public enum TestServer: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// The single redis-server (`JOBFARM_TEST_REDIS_URL`).
+    case single
+    /// The Redis Cluster (`JOBFARM_TEST_REDIS_CLUSTER_URL`).
+    case cluster
+
+    public var description: String { rawValue }
+
+    /// Its configuration.
+    public var configuration: RedisConfiguration {
+        get throws {
+            switch self {
+            case .single: return try TestRedis.configuration
+            case .cluster:
+                guard let url = TestRedis.clusterURL else { throw TestFailure("no JOBFARM_TEST_REDIS_CLUSTER_URL: run the tests with scripts/test") }
+                return try RedisConfiguration(url: url)
+            }
+        }
     }
 }
 

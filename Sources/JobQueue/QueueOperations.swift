@@ -93,6 +93,9 @@ extension JobFarm {
     func awaitAndFetchEach(
         queues: [String], count: Int, worker: String, tiers: [String: [String]], timeout: Duration, on client: RedisClient
     ) async throws -> (wait: String?, fetched: [(queue: String, result: Result<[LeasedJob], JobFarmError>)]) {
+        if client.isCluster && queues.count > 1 {
+            return try await awaitAndFetchEachOnCluster(queues: queues, count: count, worker: worker, tiers: tiers, timeout: timeout, on: client)
+        }
         var requests: [RedisRequest] = [.command(wakeUpWait(queues: queues, tiers: tiers, timeout: timeout))]
         // The count is shared among the queues, so one wake-up never leases more than `count` plus one per queue.
         let share = max(1, count / max(1, queues.count))
@@ -123,7 +126,7 @@ extension JobFarm {
         return keys
     }
 
-    private func wakeUpWait(queues: [String], tiers: [String: [String]], timeout: Duration) -> RedisCommand {
+    func wakeUpWait(queues: [String], tiers: [String: [String]], timeout: Duration) -> RedisCommand {
         var blpop = RedisCommand("BLPOP")
         for (_, key) in wakeUpKeys(queues: queues, tiers: tiers) { blpop.append(key) }
         blpop.append(format3(max(0.01, timeout.seconds)))

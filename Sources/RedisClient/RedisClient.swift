@@ -28,6 +28,10 @@ public enum RedisRequest: Sendable {
 /// thread pool. A batch of requests is written at once and read back at once (one round trip). A broken
 /// connection is dropped and re-opened on the next call, with a doubling pause between failed attempts.
 /// Use one client per concurrent stream of work (fetch, acks, heartbeats): calls on one client are serialised.
+///
+/// With a `redis+cluster://` configuration the client routes every request to the master of its first key's slot
+/// (one connection per master, a pipeline split per node, `MOVED`/`ASK`/`TRYAGAIN` followed; see `ClusterRouter`):
+/// callers keep every request of one script or `MULTI` within one hash slot.
 public final class RedisClient: @unchecked Sendable {
     // @unchecked: `connection`, `shas`, `failedAttempts`, `nextAttempt`, `lastConnectError` and `closed` are touched
     // on `queue`, or by a caller holding `pending` while it counts zero (nothing on `queue` runs or waits then; the
@@ -42,12 +46,21 @@ public final class RedisClient: @unchecked Sendable {
     private var nextAttempt = ContinuousClock.now
     private var lastConnectError: RedisError?
     private var closed = false
+    /// The router of a cluster client (`redis+cluster://`); nil for one server.
+    private let cluster: ClusterRouter?
+    /// True for the node clients of a cluster client: `TRYAGAIN` comes back as a reply (the router retries that
+    /// request alone) instead of failing the whole pipeline as not ready. Set before the first call.
+    var reportsClusterRetries = false
 
     /// Creates a client; nothing is connected until the first command.
     public init(configuration: RedisConfiguration, name: String = "redis") {
         self.configuration = configuration
         self.queue = DispatchQueue(label: "jobfarm.redis.\(name)")
+        self.cluster = configuration.isCluster ? ClusterRouter(configuration: configuration, name: name) : nil
     }
+
+    /// True when this client talks to a Redis Cluster (`redis+cluster://`).
+    public var isCluster: Bool { cluster != nil }
 
     /// Creates a client from a Redis URL.
     public convenience init(url: String, name: String = "redis") throws {
@@ -60,7 +73,8 @@ public final class RedisClient: @unchecked Sendable {
     /// connection failures are thrown (`RedisError.isConnectionError`).
     /// - Parameter blockingFor: extra time the server may hold the reply (BLPOP's own timeout).
     public func pipeline(_ requests: [RedisRequest], blockingFor: Duration = .zero) async throws -> [RESPValue] {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RESPValue], Error>) in
+        if let cluster { return try await cluster.pipeline(requests, blockingFor: blockingFor) }
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[RESPValue], Error>) in
             pending.withLock { pending in
                 // With nothing else under way on an open connection, the requests are written here, on the caller's
                 // thread: the round trip starts at once and the queue's thread wakes up while Redis works, instead of
@@ -109,6 +123,7 @@ public final class RedisClient: @unchecked Sendable {
     /// Loads scripts that this client has not loaded yet (`SCRIPT LOAD`), so that a script that does not compile,
     /// or a user who may not load scripts, is found before the first call.
     public func load(_ scripts: [RedisScript]) async throws {
+        if let cluster { return try await cluster.load(scripts) }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             pending.withLock { pending in
                 pending += 1
@@ -128,11 +143,59 @@ public final class RedisClient: @unchecked Sendable {
 
     /// The same as `pipeline`, for callers already on a thread of their own (never the cooperative pool).
     public func pipelineBlocking(_ requests: [RedisRequest], blockingFor: Duration = .zero) throws -> [RESPValue] {
-        try onQueue { try pipelineSync(requests, blockingFor: blockingFor, written: nil) }
+        if let cluster {
+            // The router is async; this thread may block (never one of the cooperative pool's), so it waits here.
+            let outcome = Mutex<Result<[RESPValue], any Error>?>(nil)
+            let finished = DispatchSemaphore(value: 0)
+            Task {
+                do {
+                    let replies = try await cluster.pipeline(requests, blockingFor: blockingFor)
+                    outcome.withLock { $0 = .success(replies) }
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                }
+                finished.signal()
+            }
+            finished.wait()
+            return try outcome.withLock { $0! }.get()
+        }
+        return try onQueue { try pipelineSync(requests, blockingFor: blockingFor, written: nil) }
+    }
+
+    /// Sends `command` to every master of a cluster (in parallel), or to the one server: `SCRIPT LOAD`, `PING`,
+    /// `INFO`, `SCAN`, `CONFIG` and the other commands without a key that concern each node. One reply per node,
+    /// named `host:port` (the configuration's description for one server).
+    public func everyMaster(_ command: RedisCommand) async throws -> [(node: String, reply: RESPValue)] {
+        if let cluster { return try await cluster.everyMaster(command) }
+        return [("\(configuration)", try await send([command])[0])]
+    }
+
+    /// The masters of a cluster (`host:port`, those that own slots); the one server's description otherwise.
+    public func masters() async throws -> [String] {
+        if let cluster { return try await cluster.masters() }
+        return ["\(configuration)"]
+    }
+
+    /// Runs several pipelines that may each block (a `BLPOP` first, then requests that run when it returns) and
+    /// answers when all have answered. On a cluster each group (whose requests must share one hash slot) runs on a
+    /// connection of its own, and the first group to answer ends the others' blocking commands (`CLIENT UNBLOCK`,
+    /// as if they timed out), so one wake-up runs every group's requests. On one server the groups go in one pipeline,
+    /// in order (a `BLPOP` there can name the keys of every group at once instead).
+    public func firstOf(_ groups: [[RedisRequest]], blockingFor: Duration) async throws -> [[RESPValue]] {
+        if let cluster { return try await cluster.firstOf(groups, blockingFor: blockingFor) }
+        let replies = try await pipeline(groups.flatMap { $0 }, blockingFor: blockingFor)
+        var result: [[RESPValue]] = []
+        var offset = 0
+        for group in groups {
+            result.append(Array(replies[offset..<offset + group.count]))
+            offset += group.count
+        }
+        return result
     }
 
     /// Closes the connection; later calls fail.
     public func close() {
+        cluster?.close()
         onQueue {
             closed = true
             connection?.close()
@@ -222,7 +285,7 @@ public final class RedisClient: @unchecked Sendable {
         }
         // A server still loading its data after a restart refuses every command: report it as not ready, so that
         // callers retry as they do after a reconnect, instead of failing the operation.
-        if let message = replies.lazy.compactMap(\.errorMessage).first(where: RedisError.isNotReadyReply) {
+        if let message = replies.lazy.compactMap(\.errorMessage).first(where: { RedisError.isNotReadyReply($0) && !(self.reportsClusterRetries && $0.hasPrefix("TRYAGAIN")) }) {
             throw RedisError.notReady(message)
         }
         // An unauthenticated connection runs nothing (connecting checks it, but a server may start asking for a

@@ -1,5 +1,6 @@
 import Foundation
-/// Where and how to connect: parsed from `redis://[user:pass@]host:port/db` or `unix:///path?db=N`.
+/// Where and how to connect: parsed from `redis://[user:pass@]host:port/db`, `unix:///path?db=N`, or, for a Redis
+/// Cluster, `redis+cluster://[user:pass@]host:port[,host:port…]` (the seed nodes).
 public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     /// The endpoint of the server.
     public enum Endpoint: Sendable, Equatable {
@@ -19,11 +20,17 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     public var commandTimeout: Duration
     /// First and largest pause between reconnect attempts (the pause doubles up to the largest).
     public var reconnectBackoff: (initial: Duration, maximum: Duration)
+    /// The seed nodes of a Redis Cluster (`redis+cluster://`), `endpoint` being the first; empty for one server.
+    /// A client of a cluster reads the slot map from a seed and routes each command to the master of its key's slot.
+    public var clusterSeeds: [Endpoint] = []
+
+    /// True when the URL named a Redis Cluster (`redis+cluster://`).
+    public var isCluster: Bool { !clusterSeeds.isEmpty }
 
     public static func == (lhs: RedisConfiguration, rhs: RedisConfiguration) -> Bool {
         lhs.endpoint == rhs.endpoint && lhs.username == rhs.username && lhs.password == rhs.password
             && lhs.database == rhs.database && lhs.connectTimeout == rhs.connectTimeout
-            && lhs.commandTimeout == rhs.commandTimeout
+            && lhs.commandTimeout == rhs.commandTimeout && lhs.clusterSeeds == rhs.clusterSeeds
     }
 
     public init(
@@ -45,11 +52,37 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Parses a Redis URL: `redis://[[user]:password@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`
-    /// (`unix://` also takes `?password=` and `?user=`). `rediss://` (TLS) is not supported by this build.
+    /// (`unix://` also takes `?password=` and `?user=`), or `redis+cluster://[[user]:password@]host:port[,host:port…]`
+    /// for a Redis Cluster: one or more seed nodes (any nodes of the cluster; the client reads the rest from them),
+    /// database 0 only. `rediss://` (TLS) is not supported by this build.
     public init(url: String) throws {
         self.init()
         func fail(_ why: String) -> RedisError {
-            RedisError.invalidURL("\(why) in '\(Self.maskingPassword(in: url))'; expected redis://[user:password@]host:port/db or unix:///path/to/redis.sock")
+            RedisError.invalidURL("\(why) in '\(Self.maskingPassword(in: url))'; expected redis://[user:password@]host:port/db, unix:///path/to/redis.sock or redis+cluster://host:port[,host:port…]")
+        }
+        if url.hasPrefix("redis+cluster://") {
+            var rest = Substring(url.dropFirst("redis+cluster://".count))
+            var userinfo: Substring = ""
+            if let at = rest.lastIndex(of: "@") {
+                userinfo = rest[..<at]
+                rest = rest[rest.index(after: at)...]
+            }
+            if let slash = rest.firstIndex(of: "/") {
+                let db = rest[rest.index(after: slash)...]
+                guard db.isEmpty || db == "0" else { throw fail("a Redis Cluster has database 0 only, not '\(db)'") }
+                rest = rest[..<slash]
+            }
+            var seeds: [Endpoint] = []
+            for node in rest.split(separator: ",", omittingEmptySubsequences: false) {
+                guard !node.isEmpty else { throw fail("an empty seed node") }
+                let single = try RedisConfiguration(url: "redis://" + (userinfo.isEmpty ? "" : userinfo + "@") + node)
+                seeds.append(single.endpoint)
+                username = single.username
+                password = single.password
+            }
+            endpoint = seeds[0]
+            clusterSeeds = seeds
+            return
         }
         if url.hasPrefix("unix://") {
             var rest = String(url.dropFirst("unix://".count))
@@ -145,6 +178,13 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
         case (nil, nil): auth = ""
         case (let user?, _): auth = "\(user):***@"
         case (nil, _): auth = ":***@"
+        }
+        if isCluster {
+            let nodes = clusterSeeds.map { seed -> String in
+                guard case .tcp(let host, let port) = seed else { return "\(seed)" }
+                return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            }
+            return "redis+cluster://\(auth)\(nodes.joined(separator: ","))"
         }
         switch endpoint {
         case .tcp(let host, let port):
