@@ -4,9 +4,16 @@ import Synchronization
 
 /// Wakes waiters when a job changes state: one pub/sub connection per process, pattern-subscribed to every
 /// queue's event channel, fanning messages out to the waiters of each job id. No polling.
+///
+/// On a Redis Cluster the scripts publish only while their own node counts a listener (`PUBSUB NUMPAT`, per node), so
+/// there is one such connection per master: every node counts one, and each gets every message (a cluster forwards a
+/// `PUBLISH` to every node): a waiter is woken once per master, and re-reads its job that many times.
 final class JobEvents: Sendable {
     private struct State {
-        var subscriber: RedisSubscriber?
+        var subscribers: [RedisSubscriber] = []
+        /// Subscriptions that were live at least once, and how many must be before waiters are told it is live.
+        var live: Set<Int> = []
+        var expected = 1
         var ready = false
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var nextToken = 0
@@ -22,16 +29,25 @@ final class JobEvents: Sendable {
 
     /// Starts the subscription if needed and waits (up to `limit`) until it is live.
     func start(waitingUpTo limit: Duration = .seconds(3)) async {
-        let subscriber: RedisSubscriber? = state.withLock { state in
-            if state.subscriber != nil { return nil }
-            let subscriber = RedisSubscriber(
-                configuration: configuration.redis, patterns: ["\(configuration.namespace):{*}:events"],
-                onReady: { [weak self] in self?.connected() },
-                onMessage: { [weak self] channel, body in self?.deliver(channel: channel, body: body) })
-            state.subscriber = subscriber
-            return subscriber
+        var nodes = [configuration.redis]
+        if configuration.redis.isCluster, state.withLock({ $0.subscribers.isEmpty }) {
+            // One subscription per master (read from the slot map once; a failover later is a known gap).
+            let client = RedisClient(configuration: configuration.redis, name: "events-map")
+            if let masters = try? await client.masters() { nodes = masters.map(configuration.redis.clusterNode) }
+            client.close()
         }
-        subscriber?.start()
+        let started: [RedisSubscriber] = state.withLock { state in
+            if !state.subscribers.isEmpty { return [] }
+            state.expected = nodes.count
+            state.subscribers = nodes.enumerated().map { index, node in
+                RedisSubscriber(
+                    configuration: node, patterns: ["\(configuration.namespace):{*}:events"],
+                    onReady: { [weak self] in self?.connected(index) },
+                    onMessage: { [weak self] channel, body in self?.deliver(channel: channel, body: body) })
+            }
+            return state.subscribers
+        }
+        for subscriber in started { subscriber.start() }
         if state.withLock({ $0.ready }) { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -72,12 +88,14 @@ final class JobEvents: Sendable {
     }
 
     func stop() {
-        state.withLock { $0.subscriber }?.stop()
+        for subscriber in state.withLock({ $0.subscribers }) { subscriber.stop() }
     }
 
-    private func connected() {
+    private func connected(_ index: Int) {
         let (waiters, all) = state.withLock { state in
-            state.ready = true
+            state.live.insert(index)
+            state.ready = state.live.count >= state.expected
+            if !state.ready { return ([CheckedContinuation<Void, Never>](), [AsyncSignal]()) }
             let waiters = state.readyWaiters
             state.readyWaiters = []
             return (waiters, state.streams.values.flatMap(\.values).map(\.signal))

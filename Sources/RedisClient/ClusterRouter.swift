@@ -48,17 +48,7 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    private func nodeConfiguration(_ address: String) -> RedisConfiguration {
-        var node = configuration
-        node.clusterSeeds = []
-        node.database = 0
-        if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) {
-            var host = String(address[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            node.endpoint = .tcp(host: host, port: port)
-        }
-        return node
-    }
+    private func nodeConfiguration(_ address: String) -> RedisConfiguration { configuration.clusterNode(address) }
 
     private static func address(_ endpoint: RedisConfiguration.Endpoint) -> String {
         switch endpoint {

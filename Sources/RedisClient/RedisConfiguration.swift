@@ -27,6 +27,20 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     /// True when the URL named a Redis Cluster (`redis+cluster://`).
     public var isCluster: Bool { !clusterSeeds.isEmpty }
 
+    /// The configuration of one node of this cluster (`host:port`, as `RedisClient.masters()` names them): the same
+    /// credentials and timeouts, database 0, no seeds.
+    public func clusterNode(_ address: String) -> RedisConfiguration {
+        var node = self
+        node.clusterSeeds = []
+        node.database = 0
+        if let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) {
+            var host = String(address[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            node.endpoint = .tcp(host: host, port: port)
+        }
+        return node
+    }
+
     public static func == (lhs: RedisConfiguration, rhs: RedisConfiguration) -> Bool {
         lhs.endpoint == rhs.endpoint && lhs.username == rhs.username && lhs.password == rhs.password
             && lhs.database == rhs.database && lhs.connectTimeout == rhs.connectTimeout

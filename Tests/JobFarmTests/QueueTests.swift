@@ -9,8 +9,8 @@ import Testing
 
 @Suite("Queue engine against a real Redis", .enabled(if: TestRedis.available, "needs JOBFARM_TEST_REDIS_URL (scripts/test sets it)"))
 struct QueueTests {
-    @Test func redisClientPipelinesAndReloadsScripts() async throws {
-        let client = RedisClient(configuration: try TestRedis.configuration)
+    @Test(arguments: TestRedis.servers) func redisClientPipelinesAndReloadsScripts(server: TestServer) async throws {
+        let client = RedisClient(configuration: try server.configuration)
         defer { client.close() }
         let key = "t:pipe:\(JobID.make())"
         let replies = try await client.send([RedisCommand("RPUSH", key, "a", "b"), RedisCommand("LRANGE", key, "0", "-1"), RedisCommand("DEL", key)])
@@ -24,8 +24,8 @@ struct QueueTests {
         #expect(error.errorMessage != nil)
     }
 
-    @Test func enqueueFetchCompleteAndStatus() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func enqueueFetchCompleteAndStatus(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "echo", payload: .object(["x": .number(1)])))
         var status = try #require(try await farm.status(id: id))
         #expect(status.state == .queued)
@@ -58,8 +58,8 @@ struct QueueTests {
 
     /// Wake-up tokens are per tier: a worker serving only premium, blocked first, does not swallow the token of a
     /// free job; the worker serving free wakes at once instead of at its idle timeout.
-    @Test func aTierRestrictedWorkerDoesNotTakeAnotherTiersWakeUp() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func aTierRestrictedWorkerDoesNotTakeAnotherTiersWakeUp(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let premiumClient = RedisClient(configuration: farm.configuration.redis)
         let freeClient = RedisClient(configuration: farm.configuration.redis)
         defer {
@@ -87,8 +87,8 @@ struct QueueTests {
         #expect(premiumJobs.isEmpty)
     }
 
-    @Test func bulkEnqueueKeepsOrderAndIdempotency() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func bulkEnqueueKeepsOrderAndIdempotency(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let requests = (0..<2500).map { EnqueueRequest(kind: "noop", queue: $0 % 2 == 0 ? "even" : "odd", payload: .number(Double($0))) }
         let ids = try await farm.enqueue(requests, chunkSize: 700)
         #expect(ids.count == 2500)
@@ -104,8 +104,8 @@ struct QueueTests {
         #expect(try await farm.stats(queues: ["default"])[0].depth == 2)
     }
 
-    @Test func badRequestsAreRefusedWithClearErrors() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func badRequestsAreRefusedWithClearErrors(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         await #expect(throws: JobFarmError.invalidArgument("tier 'gold' is not one of premium, standard, free")) {
             try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "gold"))
         }
@@ -115,8 +115,8 @@ struct QueueTests {
         #expect(try await farm.status(id: "no-such-job") == nil)
     }
 
-    @Test func strictPriorityUnderLightLoad() async throws {
-        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .seconds(10)))
+    @Test(arguments: TestRedis.servers) func strictPriorityUnderLightLoad(server: TestServer) async throws {
+        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .seconds(10)), on: server)
         let free = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "free"))
         let standard = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "standard"))
         let premium = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "premium"))
@@ -130,8 +130,8 @@ struct QueueTests {
         #expect(try await farm.fetch(queue: "default", count: 5, worker: "w", on: client).map(\.id) == [ids[1], ids[0]])
     }
 
-    @Test func agedLowerTierIsServedUnderAPremiumFlood() async throws {
-        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .milliseconds(300)))
+    @Test(arguments: TestRedis.servers) func agedLowerTierIsServedUnderAPremiumFlood(server: TestServer) async throws {
+        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .milliseconds(300)), on: server)
         let client = RedisClient(configuration: farm.configuration.redis)
         let free = try await farm.enqueue(EnqueueRequest(kind: "noop", tier: "free"))
         // A sustained flood: premium work is always waiting, and each fetch takes one job.
@@ -154,8 +154,8 @@ struct QueueTests {
     /// Aging guarantees that a lower tier is served, not that it takes over: with a backlog in every tier below premium
     /// and premium work arriving at half the fetch rate, premium's wait stays bounded (aged tiers get one job per
     /// `agedShare` fetched) while standard and free are still served.
-    @Test func agingGivesLowerTiersABoundedShareUnderAFloodInEveryTier() async throws {
-        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .milliseconds(300), agedShare: 5))
+    @Test(arguments: TestRedis.servers) func agingGivesLowerTiersABoundedShareUnderAFloodInEveryTier(server: TestServer) async throws {
+        let farm = try TestRedis.farm(tierPolicy: .strict(agingAfter: .milliseconds(300), agedShare: 5), on: server)
         let client = RedisClient(configuration: farm.configuration.redis)
         defer { client.close() }
         let keys = QueueKeys(namespace: farm.configuration.namespace, queue: "default")
@@ -185,8 +185,8 @@ struct QueueTests {
         #expect(served["standard", default: 0] >= 3 && served["free", default: 0] >= 3, "lower tiers not served: \(served)")
     }
 
-    @Test func weightedPolicyServesEveryTier() async throws {
-        let farm = try TestRedis.farm(tierPolicy: .weighted(["premium": 6, "standard": 3, "free": 1]))
+    @Test(arguments: TestRedis.servers) func weightedPolicyServesEveryTier(server: TestServer) async throws {
+        let farm = try TestRedis.farm(tierPolicy: .weighted(["premium": 6, "standard": 3, "free": 1]), on: server)
         let client = RedisClient(configuration: farm.configuration.redis)
         var tiers: [String: Int] = [:]
         for tier in ["premium", "standard", "free"] {
@@ -201,8 +201,8 @@ struct QueueTests {
         #expect((tiers["standard"] ?? 0) > (tiers["free"] ?? 0))
     }
 
-    @Test func staleAckFromASlowWorkerIsRefused() async throws {
-        let farm = try TestRedis.farm(leaseDuration: .milliseconds(300), heartbeat: .milliseconds(100))
+    @Test(arguments: TestRedis.servers) func staleAckFromASlowWorkerIsRefused(server: TestServer) async throws {
+        let farm = try TestRedis.farm(leaseDuration: .milliseconds(300), heartbeat: .milliseconds(100), on: server)
         let client = RedisClient(configuration: farm.configuration.redis)
         let id = try await farm.enqueue(EnqueueRequest(kind: "noop"))
         let slow = try #require(try await farm.fetch(queue: "default", count: 1, worker: "slow", on: client).first)
@@ -224,8 +224,8 @@ struct QueueTests {
         #expect(final.history.contains { $0.outcome == "lease_lost" && $0.worker == "slow" })
     }
 
-    @Test func heartbeatsKeepASlowJobsLease() async throws {
-        let farm = try TestRedis.farm(leaseDuration: .milliseconds(400), heartbeat: .milliseconds(100))
+    @Test(arguments: TestRedis.servers) func heartbeatsKeepASlowJobsLease(server: TestServer) async throws {
+        let farm = try TestRedis.farm(leaseDuration: .milliseconds(400), heartbeat: .milliseconds(100), on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(1.5)])))
         try await withWorker(farm: farm) { _ in
             let status = try await farm.wait(for: id, timeout: .seconds(10))
@@ -235,8 +235,8 @@ struct QueueTests {
         }
     }
 
-    @Test func poisonAfterRepeatedLeaseLosses() async throws {
-        let farm = try TestRedis.farm(leaseDuration: .milliseconds(100), heartbeat: .milliseconds(50), maxLeaseLosses: 3)
+    @Test(arguments: TestRedis.servers) func poisonAfterRepeatedLeaseLosses(server: TestServer) async throws {
+        let farm = try TestRedis.farm(leaseDuration: .milliseconds(100), heartbeat: .milliseconds(50), maxLeaseLosses: 3, on: server)
         let client = RedisClient(configuration: farm.configuration.redis)
         let id = try await farm.enqueue(EnqueueRequest(kind: "noop"))
         for round in 1...3 {
@@ -253,8 +253,8 @@ struct QueueTests {
         #expect(letter.history.allSatisfy { $0.outcome == "lease_lost" })
     }
 
-    @Test func retriesThenDeadLetterWithHistory() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func retriesThenDeadLetterWithHistory(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "fail", payload: .object(["message": .string("boom")]), maxAttempts: 3))
         let status = try await withWorker(farm: farm) { _ in try await farm.wait(for: id, timeout: .seconds(10)) }
         #expect(status.state == .dead)
@@ -272,8 +272,8 @@ struct QueueTests {
         #expect(stats.dead == 1)
     }
 
-    @Test func retryThenSuccess() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func retryThenSuccess(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "fail", payload: .object(["times": .number(2)])))
         let status = try await withWorker(farm: farm) { _ in try await farm.wait(for: id, timeout: .seconds(10)) }
         #expect(status.state == .succeeded)
@@ -282,8 +282,8 @@ struct QueueTests {
         #expect(status.history.count == 2)
     }
 
-    @Test func nonRetryableGoesStraightToDeadLetters() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func nonRetryableGoesStraightToDeadLetters(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "fail", payload: .object(["retryable": .bool(false), "message": .string("bad input: x")])))
         let status = try await withWorker(farm: farm) { _ in try await farm.wait(for: id, timeout: .seconds(10)) }
         #expect(status.state == .dead)
@@ -292,8 +292,8 @@ struct QueueTests {
         #expect(status.error == "bad input: x")
     }
 
-    @Test func payloadThatDoesNotFitTheKindIsNonRetryable() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func payloadThatDoesNotFitTheKindIsNonRetryable(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["secs": .number(1)])))
         let status = try await withWorker(farm: farm) { _ in try await farm.wait(for: id, timeout: .seconds(10)) }
         #expect(status.state == .dead)
@@ -306,8 +306,8 @@ struct QueueTests {
         #expect(wrongStatus.error == "payload does not fit kind 'sleep': 'seconds' should be Double, found a string", "\(wrongStatus.error ?? "")")
     }
 
-    @Test func garbageOnTheQueueIsDeadLetteredAndTheWorkerLivesOn() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func garbageOnTheQueueIsDeadLetteredAndTheWorkerLivesOn(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let keys = QueueKeys(namespace: farm.configuration.namespace, queue: "default")
         _ = try await redis(farm, "SADD", QueueKeys.registry(namespace: farm.configuration.namespace), "default")
         _ = try await redis(farm, "LPUSH", keys.tier("standard"), "total garbage \u{1}\u{2}")
@@ -337,8 +337,8 @@ struct QueueTests {
         #expect(try await farm.stats(queues: ["default"])[0].dead == 0)
     }
 
-    @Test func delayedJobRunsWhenDue() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func delayedJobRunsWhenDue(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let clock = ContinuousClock()
         let start = clock.now
         let id = try await farm.enqueue(EnqueueRequest(kind: "echo", payload: .number(1), delay: .milliseconds(600)))
@@ -350,8 +350,8 @@ struct QueueTests {
         #expect(try #require(status.startedAt) - (status.enqueuedAt ?? 0) >= 590)
     }
 
-    @Test func cancelPendingAndRunningJobs() async throws {
-        let farm = try TestRedis.farm(leaseDuration: .seconds(2), heartbeat: .milliseconds(100))
+    @Test(arguments: TestRedis.servers) func cancelPendingAndRunningJobs(server: TestServer) async throws {
+        let farm = try TestRedis.farm(leaseDuration: .seconds(2), heartbeat: .milliseconds(100), on: server)
         let pending = try await farm.enqueue(EnqueueRequest(kind: "echo", delay: .seconds(30)))
         #expect(try await farm.cancel(id: pending) == .cancelled)
         #expect(try await farm.status(id: pending)?.state == .cancelled)
@@ -379,8 +379,8 @@ struct QueueTests {
         #expect(rerun.state == .succeeded)
     }
 
-    @Test func timeoutEndsAnAttemptEvenWhenTheHandlerIgnoresCancellation() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func timeoutEndsAnAttemptEvenWhenTheHandlerIgnoresCancellation(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let cooperative = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(20)]), maxAttempts: 1, timeout: .milliseconds(300)))
         let stubborn = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(2), "steps": .number(1), "blocking": .bool(true)]), maxAttempts: 1, timeout: .milliseconds(300)))
         let clock = ContinuousClock()
@@ -396,8 +396,8 @@ struct QueueTests {
         }
     }
 
-    @Test func cancelOfAHandlerThatIgnoresCancellationEndsAtItsTimeout() async throws {
-        let farm = try TestRedis.farm(leaseDuration: .seconds(2), heartbeat: .milliseconds(100))
+    @Test(arguments: TestRedis.servers) func cancelOfAHandlerThatIgnoresCancellationEndsAtItsTimeout(server: TestServer) async throws {
+        let farm = try TestRedis.farm(leaseDuration: .seconds(2), heartbeat: .milliseconds(100), on: server)
         let id = try await farm.enqueue(EnqueueRequest(
             kind: "sleep", payload: .object(["seconds": .number(4), "steps": .number(1), "blocking": .bool(true)]),
             maxAttempts: 1, timeout: .milliseconds(1000)))
@@ -412,8 +412,8 @@ struct QueueTests {
         }
     }
 
-    @Test func editedDeadLetterRequeueRuns() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func editedDeadLetterRequeueRuns(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "fail", payload: .object(["retryable": .bool(false)])))
         try await withWorker(farm: farm) { _ in
             #expect(try await farm.wait(for: id, timeout: .seconds(10)).state == .dead)
@@ -429,8 +429,8 @@ struct QueueTests {
         #expect(try await farm.deadLetters(queue: "default").isEmpty)
     }
 
-    @Test func progressIsPublishedToWaiters() async throws {
-        let farm = try TestRedis.farm()
+    @Test(arguments: TestRedis.servers) func progressIsPublishedToWaiters(server: TestServer) async throws {
+        let farm = try TestRedis.farm(on: server)
         let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(1), "steps": .number(5)])))
         let seen = ProgressLog()
         try await withWorker(farm: farm) { _ in
