@@ -40,7 +40,7 @@ public struct QueueExporter: Sendable {
         counters.map(\.name) + [
             "jobfarm_queue_depth", "jobfarm_queue_oldest_age_seconds", "jobfarm_queue_in_flight", "jobfarm_queue_delayed",
             "jobfarm_queue_retrying", "jobfarm_queue_due", "jobfarm_queue_dead_letters", "jobfarm_queue_paused",
-            "jobfarm_queue_live_workers", "jobfarm_live_workers", "jobfarm_exporter_redis_up",
+            "jobfarm_queue_live_workers", "jobfarm_live_workers", "jobfarm_exporter_redis_up", "jobfarm_queue_outcomes_total",
         ]
     }
 
@@ -56,6 +56,13 @@ public struct QueueExporter: Sendable {
             for counter in Self.counters {
                 text.family(counter.name, type: "counter", help: counter.help)
                 for queue in stats { text.sample(counter.name, [("queue", queue.queue)], Double(queue.counters[counter.field] ?? 0)) }
+            }
+            let outcomes = try await farm.outcomeCounts(queues: queues)
+            text.family("jobfarm_queue_outcomes_total", type: "counter",
+                        help: "Attempts ended, by queue, tier, kind and outcome (succeeded, retried, dead_lettered), from the scripts' counters.")
+            for item in outcomes {
+                text.sample("jobfarm_queue_outcomes_total",
+                            [("queue", item.queue), ("tier", item.tier), ("kind", item.kind), ("outcome", item.outcome)], Double(item.count))
             }
             text.family("jobfarm_queue_depth", type: "gauge", help: "Jobs waiting to run now, by queue and tier.")
             for queue in stats { for tier in queue.tiers { text.sample("jobfarm_queue_depth", [("queue", queue.queue), ("tier", tier.name)], Double(tier.depth)) } }

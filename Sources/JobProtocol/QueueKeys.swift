@@ -40,6 +40,9 @@ public struct QueueKeys: Sendable, Hashable {
     public var contact: String { prefix + "contact" }
     /// HASH of tier aging shared by all workers: `since` (jobs fetched since an aged tier was served), `last` (that tier).
     public var aging: String { prefix + "aging" }
+    /// HASH of counters by tier and kind: field `<outcome> <tier> <kind>` (outcome `succeeded`, `retried` or
+    /// `dead_lettered`) → count, kept by the scripts that end attempts.
+    public var outcomes: String { prefix + "outcomes" }
     /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued, malformed.
     public var stats: String { prefix + "stats" }
     /// HASH of what is paused: field `*` (the whole queue) or a tier name → ms (server) since when. `fetch` reads it

@@ -85,6 +85,10 @@ if any_aged then
 end
 
 local out, got, leased, skipped = {}, 0, {}, {}
+-- The job's kind, kept in its hash (field `kind`) for the counters by kind of the scripts that end it.
+local function kind_of(env)
+  return env and string.match(env, '"kind"%s*:%s*"([^"\\]+)"') or 'unknown'
+end
 local function lease_out(id, token, attempts, tier, env, qt)
   leased[#leased + 1] = NOW + lease
   leased[#leased + 1] = id
@@ -153,7 +157,7 @@ local function take(tier, n)
           malformed_record(id, jk, err, 0)
         else
           redis.call('HSET', jk, 'env', penv, 'state', 'running', 'tier', tier, 'qt', qt, 'started', NOW, 'worker', worker,
-                     'attempts', 1, 'lease', 1)
+                     'attempts', 1, 'lease', 1, 'kind', kind_of(penv))
           lease_out(id, 1, 1, tier, penv, qt)
           taken = taken + 1
         end
@@ -230,10 +234,11 @@ local function take(tier, n)
         else
           attempts, token = attempts + 1, token + 1
           if r[5] == tier then
-            redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token)
+            redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
+                       'kind', kind_of(env))
           else
             redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
-                       'tier', tier)
+                       'tier', tier, 'kind', kind_of(env))
           end
           lease_out(id, token, attempts, tier, env, qt)
           taken = taken + 1
