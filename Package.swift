@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         // The dispatcher's /metrics: Prometheus text (its swift-metrics factory is there for other components).
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // The worker's and the exporter's process metrics hook (MetricsSystem, bootstrapped over swift-prometheus).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         // Pipeline and schedule files (Sources/Pipelines), workers.yaml (Sources/WorkerPools); the dispatcher's tests read docs/openapi.yaml with it.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
@@ -67,6 +69,7 @@ let package = Package(
         .target(name: "MLJobs", dependencies: [
             "Compute", "ModelStore", "JobWorker", "JobProtocol", "JobPayloads", "JobQueue", "RedisClient",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
         // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
@@ -86,12 +89,21 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
+        // Metrics: the queue exporter (`jobfarm exporter`, read from Redis), the worker's process metrics, and
+        // the small HTTP server that serves `/metrics` for both.
+        .target(name: "FarmMetrics", dependencies: [
+            "JobQueue", "JobWorker", "JobProtocol",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Pipelines: definition files (YAML), validation, templates, pass_when, readiness rules, cron schedules.
         // Pure logic: no Redis, no BLAS (the engine's scripts mirror its rules).
         .target(name: "Pipelines", dependencies: ["JobProtocol", .product(name: "Yams", package: "Yams")]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
-            "WorkerPools", "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
+            "WorkerPools", "FarmMetrics", "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
             "Pipelines",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -99,6 +111,8 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
 
         // Test support shared by the test targets: a farm on the test Redis, an in-process worker.
@@ -107,7 +121,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
-            "JobFarmTesting", "WorkerPools",
+            "JobFarmTesting", "WorkerPools", "FarmMetrics",
             "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -109,3 +109,18 @@ ensure_numpy() {
     fi
     export JOBFARM_TEST_PYTHON
 }
+
+# Finds promtool (Debian's `prometheus` package) for the alert-rule tests, installing the package when it is missing.
+# Exports its path as JOBFARM_PROMTOOL; when it cannot be installed, says so and the tests that need it skip.
+ensure_promtool() {
+    if ! command -v promtool >/dev/null; then
+        local saved=("${JOBFARM_PACKAGES[@]}")
+        JOBFARM_PACKAGES=(prometheus)
+        ( ensure_packages ) || say "could not install Debian's prometheus package: the alert-rule tests skip (promtool missing)"
+        JOBFARM_PACKAGES=("${saved[@]}")
+    fi
+    if command -v promtool >/dev/null; then
+        JOBFARM_PROMTOOL=$(command -v promtool)
+        export JOBFARM_PROMTOOL
+    fi
+}

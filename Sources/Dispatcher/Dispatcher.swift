@@ -247,6 +247,8 @@ public struct Dispatcher: Sendable {
                 "name": .string(queue.queue), "depth": .number(Double(queue.depth)),
                 "inFlight": .number(Double(queue.inflight)), "scheduled": .number(Double(queue.scheduled)),
                 "dead": .number(Double(queue.dead)),
+                "delayed": .number(Double(queue.delayed)), "retrying": .number(Double(queue.retrying)),
+                "dueNow": .number(Double(queue.dueNow)),
                 "workersServing": .number(Double(await workers.serving(queue.queue))),
                 "tiers": .array(queue.tiers.map { tier in
                     var item: [String: JSONValue] = ["name": .string(tier.name), "depth": .number(Double(tier.depth))]

@@ -93,7 +93,7 @@ struct CancelCommand: AsyncParsableCommand {
 }
 
 struct StatsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Per queue and tier: depth, in flight, delayed, dead, oldest age.")
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Per queue and tier: depth, oldest age; per queue in flight, delayed, retrying, due now, dead.")
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Only these queues (comma-separated).") var queues: String?
@@ -108,6 +108,8 @@ struct StatsCommand: AsyncParsableCommand {
                 .object([
                     "queue": .string(stats.queue), "depth": .number(Double(stats.depth)),
                     "inflight": .number(Double(stats.inflight)), "scheduled": .number(Double(stats.scheduled)),
+                    "delayed": .number(Double(stats.delayed)), "retrying": .number(Double(stats.retrying)),
+                    "due": .number(Double(stats.dueNow)),
                     "dead": .number(Double(stats.dead)),
                     "oldest_age_ms": stats.oldestAge.map { .number(Double($0.milliseconds)) } ?? .null,
                     "tiers": .array(stats.tiers.map { tier in
@@ -123,39 +125,21 @@ struct StatsCommand: AsyncParsableCommand {
             print("no queues yet: enqueue a job with `jobfarm enqueue --kind echo --payload '{\"hello\":1}'`")
             return
         }
-        let header = ["queue", "tier", "depth", "oldest", "in-flight", "delayed", "dead", "succeeded", "retried"]
+        let header = ["queue", "tier", "depth", "oldest", "in-flight", "delayed", "retrying", "due", "dead", "succeeded", "retried"]
         var rows: [[String]] = []
         for stats in all {
-            rows.append([stats.queue, "*", "\(stats.depth)", stats.oldestAge.map(human) ?? "-", "\(stats.inflight)", "\(stats.scheduled)",
+            let estimate = stats.retryingIsExact ? "" : "~"
+            rows.append([stats.queue, "*", "\(stats.depth)", stats.oldestAge.map(human) ?? "-", "\(stats.inflight)", "\(estimate)\(stats.delayed)",
+                         "\(estimate)\(stats.retrying)", "\(stats.dueNow)",
                          "\(stats.dead)", "\(stats.counters["succeeded"] ?? 0)", "\(stats.counters["retried"] ?? 0)"])
             for tier in stats.tiers {
-                rows.append(["", tier.name, "\(tier.depth)", tier.oldestAge.map(human) ?? "-", "", "", "", "", ""])
+                rows.append(["", tier.name, "\(tier.depth)", tier.oldestAge.map(human) ?? "-", "", "", "", "", "", "", ""])
             }
         }
-        printTable(header: header, rows: rows)
-    }
-}
-
-struct WorkersCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "workers", abstract: "List live worker processes.")
-
-    @OptionGroup var global: GlobalOptions
-
-    func run() async throws {
-        let farm = try global.makeFarm()
-        let workers = try await reportingErrors { try await farm.workers() }
-        if workers.isEmpty {
-            print("no live workers: start one with `jobfarm worker`")
-            return
+        if all.contains(where: { !$0.retryingIsExact }) {
+            print("(~: estimated from 10,000 scheduled jobs drawn at random)")
         }
-        let now = WallClock.nowMilliseconds()
-        printTable(
-            header: ["worker", "host", "pid", "queues", "concurrency", "busy", "processed", "seen"],
-            rows: workers.map { worker in
-                [worker.id, worker.fields["host"] ?? "-", worker.fields["pid"] ?? "-", worker.fields["queues"] ?? "-",
-                 worker.fields["concurrency"] ?? "-", worker.fields["busy"] ?? "-", worker.fields["processed"] ?? "-",
-                 human(.milliseconds(now - worker.lastSeen)) + " ago"]
-            })
+        printTable(header: header, rows: rows)
     }
 }
 

@@ -27,6 +27,10 @@ struct SuperviseCommand: AsyncParsableCommand {
     var check = false
     @Option(parsing: .unconditional, help: "Seconds before the first restart of a worker that exited; doubled for each exit in a row.")
     var restartDelay: Double = 1
+    @Option(help: "Where to write the Prometheus file_sd targets of the workers' /metrics (pools with metrics_port_base; default: jobfarm-targets.json beside the workers file).")
+    var targetsFile: String?
+    @Option(help: "The host name Prometheus reaches the workers by, in the targets file.")
+    var targetsHost: String = "127.0.0.1"
 
     func validate() throws {
         if let stopTimeout { try OptionCheck.seconds(stopTimeout, "--stop-timeout") }
@@ -63,10 +67,24 @@ struct SuperviseCommand: AsyncParsableCommand {
         if let policy = global.tierPolicy { shared += ["--tier-policy", policy] }
         let childArguments = shared
         let supervisorPID = getpid()
+        // Each process of a pool with metrics_port_base serves /metrics on its own port; Prometheus finds them in the
+        // targets file.
+        var portBases: [String: Int] = [:]
+        for pool in pools.pools { portBases[pool.name] = pool.metricsPortBase }
+        let metricsPorts = portBases
+        if !metricsPorts.isEmpty {
+            let file = targetsFile ?? URL(fileURLWithPath: absolutePath).deletingLastPathComponent().appendingPathComponent("jobfarm-targets.json").path
+            var counts: [String: Int] = [:]
+            for pool in pools.pools { counts[pool.name] = pool.minProcesses }
+            try MetricsTargets.write(to: file, pools: pools.pools, counts: counts, host: targetsHost)
+            logger.info("Prometheus file_sd targets of the workers' /metrics written", metadata: ["file": "\(file)"])
+        }
         var configuration = PoolSupervisor.Configuration(
             executable: executable, processes: pools.pools.map { ($0.name, $0.minProcesses) }
         ) { slot, start in
-            ["worker", "--pool", slot.pool, "--id", "\(slot.pool)-\(slot.index)-\(supervisorPID)-\(start)"] + childArguments
+            var arguments = ["worker", "--pool", slot.pool, "--id", "\(slot.pool)-\(slot.index)-\(supervisorPID)-\(start)"] + childArguments
+            if let base = metricsPorts[slot.pool] { arguments += ["--metrics-port", String(base + slot.index - 1)] }
+            return arguments
         }
         configuration.logDirectory = logDir
         configuration.restartDelay = .milliseconds(Int64(restartDelay * 1000))

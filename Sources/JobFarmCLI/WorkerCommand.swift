@@ -25,11 +25,14 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Seconds running jobs get to finish on shutdown (default 25).") var shutdownGrace: Double?
     @Flag(help: "Exit once the served queues are empty (nothing queued, scheduled or in flight).") var exitWhenEmpty = false
     @Option(help: "Worker id (default: host-pid-random).") var id: String?
+    @Option(parsing: .unconditional, help: "Serve this worker's process metrics (Prometheus text) at http://0.0.0.0:PORT/metrics (default: the pool's metrics_port_base + --metrics-index under supervise; none otherwise).")
+    var metricsPort: Int?
 
     func validate() throws {
         if let concurrency { try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1) }
         if let fetchBatch { try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1) }
         if let shutdownGrace { try OptionCheck.seconds(shutdownGrace, "--shutdown-grace") }
+        if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port \(metricsPort): expected a port 1…65535") }
         if config != nil && pool == nil { throw ValidationError("--config is read only with --pool NAME; add --pool") }
     }
 
@@ -103,16 +106,23 @@ struct WorkerCommand: AsyncParsableCommand {
         ml.blasChoice = blasChoice
         ml.servedQueues = queueNames  // no ML queue among them: the small-batch kernel calibration is skipped
         let registry = makeRegistry(farm: farm, mlOptions: ml)
-        let worker = Worker(
-            farm: farm, registry: registry,
-            configuration: WorkerConfiguration(
-                queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
-                exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)),
-                id: self.id ?? poolSettings.map { "\($0.name)-\(ProcessInfo.processInfo.hostName)-\(getpid())" }),
-            logger: Logger(label: "jobfarm.worker"))
+        var configuration = WorkerConfiguration(
+            queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
+            exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)),
+            id: self.id ?? poolSettings.map { "\($0.name)-\(ProcessInfo.processInfo.hostName)-\(getpid())" })
+        configuration.pool = poolSettings?.name
+        let metrics = metricsPort.map { _ in WorkerMetricsSetup.bootstrap() }
+        configuration.observer = metrics
+        let worker = Worker(farm: farm, registry: registry, configuration: configuration, logger: Logger(label: "jobfarm.worker"))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        if let metrics, let metricsPort {
+            services.append(.init(service: WorkerMetricsSetup.server(metrics: metrics, worker: worker, port: metricsPort)))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "jobfarm.lifecycle")))
         // A worker that Redis refuses after start (its password changed) stops gracefully and exits as the pre-flight

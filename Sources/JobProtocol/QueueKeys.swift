@@ -40,8 +40,14 @@ public struct QueueKeys: Sendable, Hashable {
     public var contact: String { prefix + "contact" }
     /// HASH of tier aging shared by all workers: `since` (jobs fetched since an aged tier was served), `last` (that tier).
     public var aging: String { prefix + "aging" }
+    /// HASH of counters by tier and kind: field `<outcome> <tier> <kind>` (outcome `succeeded`, `retried` or
+    /// `dead_lettered`) → count, kept by the scripts that end attempts.
+    public var outcomes: String { prefix + "outcomes" }
     /// HASH of counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued, malformed.
     public var stats: String { prefix + "stats" }
+    /// HASH of what is paused: field `*` (the whole queue) or a tier name → ms (server) since when. `fetch` reads it
+    /// once per call and leases nothing from what it names; enqueue is not affected.
+    public var paused: String { prefix + "paused" }
     /// STRING idempotency key → job id, with a TTL.
     public func idempotency(_ key: String) -> String { prefix + "idem:" + key }
     /// Pub/sub channel of job events: `<id> <state>` and `<id> progress <0…1>`.
@@ -51,6 +57,9 @@ public struct QueueKeys: Sendable, Hashable {
     public static func registry(namespace: String) -> String { "\(namespace):queues" }
     /// ZSET worker id → last heartbeat (ms).
     public static func workers(namespace: String) -> String { "\(namespace):workers" }
+    /// ZSET worker id → when it went (ms): workers that stopped cleanly or stopped heartbeating, kept for a while so
+    /// that operators see them (`jobfarm workers`).
+    public static func goneWorkers(namespace: String) -> String { "\(namespace):workers:gone" }
     /// HASH describing one worker process (host, pid, queues, concurrency, busy), expiring.
     public static func worker(namespace: String, id: String) -> String { "\(namespace):worker:\(id)" }
 

@@ -77,6 +77,15 @@ public struct QueueStats: Sendable, Equatable {
     public var dead: Int
     /// Lifetime counters: enqueued, succeeded, retried, dead, cancelled, reaped, requeued, malformed.
     public var counters: [String: Int]
+    /// Of the `scheduled` jobs, those waiting for a retry (state `retrying`); the rest are delayed jobs.
+    public var retrying: Int = 0
+    /// Of the `scheduled` jobs, those due now (the scheduler moves them to their line within a maintenance interval).
+    public var dueNow: Int = 0
+    /// False when `retrying` is an estimate (more scheduled jobs than the stats script reads one by one).
+    public var retryingIsExact: Bool = true
+
+    /// Of the `scheduled` jobs, those delayed (enqueued with a delay or a run-at time), not retrying.
+    public var delayed: Int { max(0, scheduled - retrying) }
 
     /// Jobs waiting to run now (all tiers).
     public var depth: Int { tiers.reduce(0) { $0 + $1.depth } }
@@ -153,7 +162,7 @@ extension JobFarm {
             })
         }
         return try zip(queues, replies).map { queue, reply in
-            guard let items = reply.array, items.count == 6, let now = items[0].int else {
+            guard let items = reply.array, items.count >= 6, let now = items[0].int else {
                 if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.stats.name) }
                 throw JobFarmError.redisFailed(operation: "stats of \(queue)", cause: .unexpectedReply("\(reply)"))
             }
@@ -168,8 +177,14 @@ extension JobFarm {
             for pair in stride(from: 0, to: flat.count - 1, by: 2) {
                 if let key = flat[pair].string, let value = flat[pair + 1].int { counters[key] = value }
             }
-            return QueueStats(queue: queue, tiers: tierStats, inflight: items[2].int ?? 0, scheduled: items[3].int ?? 0,
-                              dead: items[4].int ?? 0, counters: counters)
+            var stats = QueueStats(queue: queue, tiers: tierStats, inflight: items[2].int ?? 0, scheduled: items[3].int ?? 0,
+                                   dead: items[4].int ?? 0, counters: counters)
+            if items.count > 6, let split = items[6].array, split.count >= 3 {
+                stats.retrying = split[0].int ?? 0
+                stats.dueNow = split[1].int ?? 0
+                stats.retryingIsExact = (split[2].int ?? 0) >= stats.scheduled
+            }
+            return stats
         }
     }
 }
@@ -180,11 +195,14 @@ public struct WorkerInfo: Sendable, Equatable {
     /// ms since 1970 of its last heartbeat.
     public var lastSeen: Int64
     public var fields: [String: String]
+    /// When it went (ms since 1970): its clean stop, or its last heartbeat when it stopped heartbeating; nil while live.
+    public var goneAt: Int64?
 
-    public init(id: String, lastSeen: Int64, fields: [String: String]) {
+    public init(id: String, lastSeen: Int64, fields: [String: String], goneAt: Int64? = nil) {
         self.id = id
         self.lastSeen = lastSeen
         self.fields = fields
+        self.goneAt = goneAt
     }
 
     /// The queues it serves; nil for every queue (started without `--queues`: `*`, or an entry without the field,
@@ -208,12 +226,16 @@ extension JobFarm {
         let ns = configuration.namespace
         let cutoff = WallClock.nowMilliseconds() - window.milliseconds
         let client = self.client
-        let reply = try await retrying(for: .seconds(10), what: what) {
+        let replies = try await retrying(for: .seconds(10), what: what) {
             try await client.send([
+                RedisCommand("ZRANGEBYSCORE", QueueKeys.workers(namespace: ns), "-inf", String(cutoff), "WITHSCORES"),
                 RedisCommand("ZREMRANGEBYSCORE", QueueKeys.workers(namespace: ns), "-inf", String(cutoff)),
                 RedisCommand("ZRANGE", QueueKeys.workers(namespace: ns), "0", "-1", "WITHSCORES"),
-            ])[1]
+            ])
         }
+        // Those pruned stopped heartbeating: they join the gone workers, with their last heartbeat as when.
+        try await noteGone(replies[0].array ?? [], on: client, what: what)
+        let reply = replies[2]
         let items = reply.array ?? []
         var result: [WorkerInfo] = []
         for pair in stride(from: 0, to: items.count - 1, by: 2) {

@@ -70,6 +70,9 @@ public struct JobFarmConfiguration: Sendable {
     public var retention: Duration
     /// How long an idempotency key maps to its job.
     public var idempotencyWindow: Duration
+    /// How long the registry keeps a worker that is gone (stopped, or stopped heartbeating) for operators to see
+    /// (`jobfarm workers`); 0 forgets it at once.
+    public var goneWorkerRetention: Duration = .seconds(3600)
 
     public init(
         redis: RedisConfiguration = RedisConfiguration(),
@@ -126,6 +129,7 @@ public struct JobFarmConfiguration: Sendable {
         guard idempotencyWindow >= .milliseconds(1) else { throw JobFarmError.invalidArgument("the idempotency window must be at least 1 ms") }
         guard retention >= .zero else { throw JobFarmError.invalidArgument("retention must not be negative") }
         guard maxLeaseLosses >= 1 else { throw JobFarmError.invalidArgument("max lease losses must be at least 1") }
+        guard goneWorkerRetention >= .zero else { throw JobFarmError.invalidArgument("the gone-worker retention must not be negative") }
     }
 }
 

@@ -14,15 +14,30 @@ public struct LeasedJob: Sendable {
     public var attempt: Int
     /// The envelope as stored (decoded by the worker, so that a malformed one is dead-lettered, not crashed on).
     public var rawEnvelope: String
+    /// When the job joined its tier's line (`qt`, ms, the Redis server's clock); nil when the engine did not say.
+    public var queuedAt: Int64?
+    /// When the job was leased (ms, the Redis server's clock, the same clock as `queuedAt`); nil when unknown.
+    public var leasedAt: Int64?
 
     /// A leased job as a `WorkerDriver` hands it to the worker.
-    public init(id: String, queue: String, tier: String, token: String, attempt: Int, rawEnvelope: String) {
+    public init(
+        id: String, queue: String, tier: String, token: String, attempt: Int, rawEnvelope: String, queuedAt: Int64? = nil,
+        leasedAt: Int64? = nil
+    ) {
         self.id = id
         self.queue = queue
         self.tier = tier
         self.token = token
         self.attempt = attempt
         self.rawEnvelope = rawEnvelope
+        self.queuedAt = queuedAt
+        self.leasedAt = leasedAt
+    }
+
+    /// How long the job waited in line before this lease, by the server's clock; nil when the times are unknown.
+    public var queueWait: Duration? {
+        guard let queuedAt, let leasedAt, queuedAt > 0, leasedAt >= queuedAt else { return nil }
+        return .milliseconds(leasedAt - queuedAt)
     }
 }
 
@@ -168,19 +183,21 @@ extension JobFarm {
             aging = agingAfter.milliseconds
             share = agedShare
         }
+        // `1`: each job's qt and the server's time come back with it (the worker's queue-wait figures).
         return [String(count), String(configuration.leaseDuration.milliseconds), worker, String(aging), String(tiers.count)] + tiers
-            + [String(share)]
+            + [String(share), "1"]
     }
 
-    /// The jobs of a fetch reply (5 items per job, then possibly an array of what the script skipped), split into
-    /// those to run and those whose envelope is not valid UTF-8.
+    /// The jobs of a fetch reply (7 items per job, with its times, then possibly an array of what the script
+    /// skipped), split into those to run and those whose envelope is not valid UTF-8.
     func leasedJobs(from reply: RESPValue, queue: String) throws -> (jobs: [LeasedJob], invalid: [LeasedJob]) {
         if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.fetch.name) }
         let items = reply.array ?? []
         var jobs: [LeasedJob] = []
         var invalid: [LeasedJob] = []
-        jobs.reserveCapacity(items.count / 5)
-        for base in stride(from: 0, to: items.count - 4, by: 5) {
+        let group = 7
+        jobs.reserveCapacity(items.count / group)
+        for base in stride(from: 0, to: items.count - (group - 1), by: group) {
             var text = ""
             var valid = true
             if case .bulk(let bytes) = items[base + 4] {
@@ -189,10 +206,10 @@ extension JobFarm {
             let job = LeasedJob(
                 id: items[base].string ?? "", queue: queue, tier: items[base + 3].string ?? "",
                 token: items[base + 1].string ?? "", attempt: items[base + 2].int ?? 1,
-                rawEnvelope: text)
+                rawEnvelope: text, queuedAt: items[base + 5].int.map(Int64.init), leasedAt: items[base + 6].int.map(Int64.init))
             if valid { jobs.append(job) } else { invalid.append(job) }
         }
-        if items.count % 5 == 1 { logSkipped(items.last, queue: queue, by: "fetch") }
+        if items.count % group == 1 { logSkipped(items.last, queue: queue, by: "fetch") }
         return (jobs, invalid)
     }
 
@@ -315,10 +332,13 @@ extension JobFarm {
         }
         hash.append("seen")
         hash.append(String(WallClock.nowMilliseconds()))
+        // The record outlives the last heartbeat by the gone-worker retention, so that `jobfarm workers` can still
+        // show a worker that vanished.
+        let keep = ttl + configuration.goneWorkerRetention
         _ = try blockingCall("worker registry") {
             try client.pipelineBlocking([
             .command(hash),
-            .command(RedisCommand("PEXPIRE", QueueKeys.worker(namespace: ns, id: id), String(ttl.milliseconds))),
+            .command(RedisCommand("PEXPIRE", QueueKeys.worker(namespace: ns, id: id), String(keep.milliseconds))),
             .command(RedisCommand("ZADD", QueueKeys.workers(namespace: ns), String(WallClock.nowMilliseconds()), id)),
             ])
         }
@@ -333,15 +353,24 @@ extension JobFarm {
         }
     }
 
-    /// Removes this worker from the registry (clean exit).
+    /// Takes this worker out of the live workers (clean exit); its record stays, marked `stopped`, for the gone-worker
+    /// retention.
     public func deregisterWorkerBlocking(id: String, on client: RedisClient) throws {
         let ns = configuration.namespace
-        _ = try blockingCall("worker registry") {
-            try client.pipelineBlocking([
-                .command(RedisCommand("DEL", QueueKeys.worker(namespace: ns, id: id))),
-                .command(RedisCommand("ZREM", QueueKeys.workers(namespace: ns), id)),
-            ])
+        let now = WallClock.nowMilliseconds()
+        let keep = configuration.goneWorkerRetention.milliseconds
+        let record = QueueKeys.worker(namespace: ns, id: id)
+        var commands: [RedisRequest] = [.command(RedisCommand("ZREM", QueueKeys.workers(namespace: ns), id))]
+        if keep > 0 {
+            commands += [
+                .command(RedisCommand("HSET", record, "stopped", String(now), "busy", "0")),
+                .command(RedisCommand("PEXPIRE", record, String(keep))),
+                .command(RedisCommand("ZADD", QueueKeys.goneWorkers(namespace: ns), String(now), id)),
+            ]
+        } else {
+            commands.append(.command(RedisCommand("DEL", record)))
         }
+        _ = try blockingCall("worker registry") { try client.pipelineBlocking(commands) }
     }
 
     /// Records a handler's progress (0…1) and publishes it. Returns false when the lease is lost.

@@ -1,6 +1,7 @@
 import JobProtocol
 import JobQueue
 import Logging
+import Synchronization
 
 /// Runs leased jobs: decodes the envelope, finds the handler, checks the attempt limit, runs the handler in a
 /// task of its own (no timer: the timeout sweep watches every deadline) and hands the ending to the reporter.
@@ -13,12 +14,17 @@ final class JobRunner: Sendable {
     private let logger: Logger
     /// Told each handler's run time (the prefetch target follows it).
     private let runTimes: PrefetchBuffer?
+    /// Told when jobs start and end (process metrics).
+    private let observer: (any WorkerObserver)?
+    /// Kind and start of the attempts running, for the observer (by id and fencing token).
+    private let observed = Mutex<[String: (kind: String, began: ContinuousClock.Instant)]>([:])
 
     init(
         registry: HandlerRegistry, attempts: RunningAttempts, reporter: OutcomeReporter, driver: any WorkerDriver, workerID: String, logger: Logger,
-        runTimes: PrefetchBuffer? = nil
+        runTimes: PrefetchBuffer? = nil, observer: (any WorkerObserver)? = nil
     ) {
         self.runTimes = runTimes
+        self.observer = observer
         self.registry = registry
         self.attempts = attempts
         self.reporter = reporter
@@ -34,21 +40,25 @@ final class JobRunner: Sendable {
             envelope = try JobEnvelope(decoding: job.rawEnvelope)
         } catch {
             logger.warning("malformed job dead-lettered", metadata: ["job": "\(job.id)", "error": "\(error)"])
-            reporter.record(job, .dead(reason: .malformed, error: "malformed envelope: \(error)"))
+            record(job, .dead(reason: .malformed, error: "malformed envelope: \(error)"), kind: "unknown")
             return
         }
         guard let entry = registry.entry(for: envelope.kind) else {
             let error = "no handler for kind '\(envelope.kind)' on worker \(workerID) (it runs: \(registry.kinds.joined(separator: ", ")))"
             logger.warning("job of unknown kind dead-lettered", metadata: ["job": "\(job.id)", "kind": "\(envelope.kind)"])
-            reporter.record(job, .dead(reason: .malformed, error: error))
+            record(job, .dead(reason: .malformed, error: error), kind: envelope.kind)
             return
         }
         let rules = AttemptRules(
             attempt: job.attempt, maxAttempts: min(envelope.maxAttempts, entry.retryPolicy.maxAttempts),
             retryPolicy: entry.retryPolicy, timeoutMilliseconds: envelope.timeoutMilliseconds)
         if let outcome = AttemptDecision.admission(rules) {
-            reporter.record(job, outcome)
+            record(job, outcome, kind: envelope.kind)
             return
+        }
+        if let observer {
+            observed.withLock { $0[job.id + " " + job.token] = (envelope.kind, .now) }
+            observer.jobStarted(kind: envelope.kind, queue: job.queue, tier: job.tier, queueWait: job.queueWait)
         }
         let race = OutcomeRace()
         let deadline = ContinuousClock.now + .milliseconds(envelope.timeoutMilliseconds)
@@ -92,13 +102,25 @@ final class JobRunner: Sendable {
     /// Records how an attempt ended (once per attempt).
     func settle(_ job: LeasedJob, rules: AttemptRules, ending: AttemptEnding) {
         let reason = attempts.stopReason(of: job.id)
+        var started: (kind: String, began: ContinuousClock.Instant)?
+        if observer != nil { started = observed.withLock { $0.removeValue(forKey: job.id + " " + job.token) } }
         if let outcome = AttemptDecision.outcome(of: ending, stopReason: reason, rules: rules) {
             reporter.record(job, outcome)
+            if let started {
+                observer?.jobFinished(kind: started.kind, queue: job.queue, tier: job.tier, outcome: outcome.metricName,
+                                      runTime: .now - started.began)
+            }
         } else if reason == .leaseLost {
             logger.warning("lease lost; result discarded", metadata: ["job": "\(job.id)"])
         } else if reason == .shutdown {
             reporter.release(job)
         }
+    }
+
+    /// Records an outcome decided before any handler ran, and tells the observer.
+    private func record(_ job: LeasedJob, _ outcome: AttemptOutcome, kind: String) {
+        reporter.record(job, outcome)
+        observer?.jobFinished(kind: kind, queue: job.queue, tier: job.tier, outcome: outcome.metricName, runTime: nil)
     }
 
     /// Sends a handler's progress at most every 100 ms per job (and always the final 100 %).

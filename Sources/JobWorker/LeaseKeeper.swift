@@ -17,6 +17,7 @@ final class LeaseKeeper: Sendable {
     private let workerID: String
     private let info: [String: String]
     private let processed: @Sendable () -> Int
+    private let failed: @Sendable () -> Int
     private let logger: Logger
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -31,6 +32,7 @@ final class LeaseKeeper: Sendable {
     init(
         driver: any WorkerDriver, attempts: RunningAttempts, workerID: String, info: [String: String], logger: Logger,
         unreported: @escaping @Sendable () -> [LeasedJob], processed: @escaping @Sendable () -> Int,
+        failed: @escaping @Sendable () -> Int = { 0 },
         waiting: PrefetchBuffer? = nil, cancelWaiting: @escaping @Sendable (LeasedJob, Bool) -> Void = { _, _ in },
         handBack: @escaping @Sendable (LeasedJob) -> Void = { _ in }
     ) {
@@ -44,6 +46,7 @@ final class LeaseKeeper: Sendable {
         self.info = info
         self.logger = logger
         self.processed = processed
+        self.failed = failed
     }
 
     func start() {
@@ -127,6 +130,7 @@ final class LeaseKeeper: Sendable {
         var current = info
         current["busy"] = String(jobs.count)
         current["processed"] = String(processed())
+        current["failed"] = String(failed())
         try driver.registerWorkerBlocking(id: workerID, info: current)
     }
 

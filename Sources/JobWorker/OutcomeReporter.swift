@@ -10,6 +10,8 @@ final class OutcomeReporter: Sendable {
         var outcomes: [(job: LeasedJob, outcome: AttemptOutcome)] = []
         var releases: [LeasedJob] = []
         var processed = 0
+        /// Attempts that did not succeed.
+        var failed = 0
         /// Jobs of the batches taken from the buffer and not yet answered, by flush.
         var sending: [Int: [LeasedJob]] = [:]
         var flushes = 0
@@ -29,6 +31,9 @@ final class OutcomeReporter: Sendable {
     /// Attempts recorded since start (any outcome).
     var processedCount: Int { buffer.withLock { $0.processed } }
 
+    /// Attempts recorded since start that did not succeed (retried, dead-lettered, cancelled).
+    var failedCount: Int { buffer.withLock { $0.failed } }
+
     /// True when nothing is buffered or being sent.
     var isIdle: Bool { buffer.withLock { $0.outcomes.isEmpty && $0.releases.isEmpty && $0.sending.isEmpty } }
 
@@ -43,6 +48,7 @@ final class OutcomeReporter: Sendable {
         buffer.withLock {
             $0.outcomes.append((job, outcome))
             $0.processed += 1
+            if case .succeeded = outcome {} else { $0.failed += 1 }
         }
         ready.fire()
     }

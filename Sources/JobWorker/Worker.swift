@@ -23,6 +23,10 @@ public struct WorkerConfiguration: Sendable {
     public var idleWait: Duration
     /// Identifies this process in leases, logs and the worker registry.
     public var id: String
+    /// The pool this process belongs to (`jobfarm worker --pool`), shown in the worker registry.
+    public var pool: String?
+    /// Told when jobs start and end (process metrics); nil for none.
+    public var observer: (any WorkerObserver)?
 
     public init(
         queues: [String]? = nil, tiersByQueue: [String: [String]] = [:], concurrency: Int = 10, fetchBatch: Int = 100, exitWhenEmpty: Bool = false,
@@ -91,11 +95,14 @@ public final class Worker: Service, Sendable {
         buffer = PrefetchBuffer(concurrency: configuration.concurrency, limit: configuration.fetchBatch)
         runner = JobRunner(
             registry: registry, attempts: attempts, reporter: reporter, driver: driver, workerID: configuration.id, logger: logger,
-            runTimes: buffer)
+            runTimes: buffer, observer: configuration.observer)
     }
 
     /// Jobs finished (any outcome) since start.
     public var processedCount: Int { reporter.processedCount }
+
+    /// Jobs whose handler runs now (the busy slots, at most `configuration.concurrency`).
+    public var runningCount: Int { attempts.count }
 
     var isStopping: Bool { stopping.withLock { $0 } }
 
@@ -117,8 +124,9 @@ public final class Worker: Service, Sendable {
                 "queues": configuration.queues?.joined(separator: ",") ?? "*",
                 "concurrency": String(configuration.concurrency), "kinds": registry.kinds.joined(separator: ","),
                 "started": String(WallClock.nowMilliseconds()),
-            ],
+            ].merging(configuration.registryFields) { _, new in new },
             logger: logger, unreported: { [reporter] in reporter.unreportedJobs() }, processed: { [reporter] in reporter.processedCount },
+            failed: { [reporter] in reporter.failedCount },
             waiting: buffer, cancelWaiting: { [runner] job, keep in runner.cancelWaiting(job, keep: keep) },
             handBack: { [reporter] job in reporter.release(job) })
         let fetchLoop = FetchLoop(

@@ -259,7 +259,9 @@ public final class DynamicBatcher: Sendable {
             } catch {
                 for item in batch.items { item.continuation.resume(throwing: error) }
             }
-            let seconds = (ContinuousClock.now - started).seconds
+            let elapsed = ContinuousClock.now - started
+            let seconds = elapsed.seconds
+            InferenceMetrics.pass(rows: batch.rows, requests: batch.items.count, time: elapsed)
             let next = self.state.withLock { state -> Actions in
                 state.running -= 1
                 if state.sampling {

@@ -86,6 +86,9 @@ public struct PoolConfiguration: Sendable, Equatable {
     public var maxProcesses: Int
     /// Whether the pool serves a queue ML jobs are sent to.
     public var servesMLQueue: Bool
+    /// The first port of the pool's `/metrics` endpoints: `jobfarm supervise` gives its N-th process port
+    /// `metricsPortBase + N - 1` (`jobfarm worker --metrics-port`); nil: no process metrics.
+    public var metricsPortBase: Int? = nil
 }
 
 /// A mistake in `workers.yaml`: the file, line and key, and what is allowed.
@@ -116,7 +119,7 @@ private struct Reader {
 
     static let poolKeys = [
         "name", "queues", "tier_policy", "concurrency", "fetch_batch", "shutdown_grace", "blas_threads",
-        "compute_threads", "batching", "processes",
+        "compute_threads", "batching", "processes", "metrics_port_base",
     ]
 
     func error(_ node: Node?, _ key: String?, _ message: String) -> PoolsConfigurationError {
@@ -202,6 +205,10 @@ private struct Reader {
             if pools.contains(where: { $0.name == pool.name }) {
                 throw error(item, "pools[\(index)].name", "'\(pool.name)' is used by an earlier pool; pool names must differ")
             }
+            if let base = pool.metricsPortBase,
+               let other = pools.first(where: { other in other.metricsPortBase.map { base < $0 + other.maxProcesses && $0 < base + pool.maxProcesses } ?? false }) {
+                throw error(item, "pools[\(index)].metrics_port_base", "is \(base): ports \(base)…\(base + pool.maxProcesses - 1) overlap pool \(other.name)'s \(other.metricsPortBase!)…\(other.metricsPortBase! + other.maxProcesses - 1); give each pool its own range")
+            }
             pools.append(pool)
         }
         return PoolsConfiguration(pools: pools, path: path)
@@ -248,12 +255,16 @@ private struct Reader {
                     }
                 }
             case "processes": processesNode = value
+            case "metrics_port_base": pool.metricsPortBase = try integer(value, child, atLeast: 1)
             default: break
             }
         }
         guard named else { throw error(node, "\(key).name", "is missing; every pool needs a name") }
         pool.servesMLQueue = pool.queues.map { $0.contains(where: { mlQueues.contains($0) || mlQueues.contains("*") }) } ?? true
         try readProcesses(&pool, processesNode, key: "\(key).processes")
+        if let base = pool.metricsPortBase, base + pool.maxProcesses - 1 > 65535 {
+            throw error(node, "\(key).metrics_port_base", "is \(base): its \(pool.maxProcesses) processes need ports up to \(base + pool.maxProcesses - 1); allowed: 1…\(65536 - pool.maxProcesses)")
+        }
         return pool
     }
 

@@ -65,6 +65,10 @@ struct DispatcherHTTPTests {
             #expect(waited.status == 200)
             #expect(waited.json?["state"] == .string("scheduled"))
             #expect(clock.now - start >= .milliseconds(250))
+            // The delayed job counts as delayed, not retrying, and is not due yet.
+            let queue = items(try await api.get("/v1/queues").json?["queues"]).first { $0["name"] == .string("default") } ?? .null
+            #expect(queue["scheduled"] == .number(1) && queue["delayed"] == .number(1))
+            #expect(queue["retrying"] == .number(0) && queue["dueNow"] == .number(0))
             let cancelled = try await api.call("DELETE", "/v1/jobs/\(id)")
             #expect(cancelled.status == 200)
             #expect(cancelled.json?["outcome"] == .string("cancelled"))

@@ -14,6 +14,8 @@ for b = 3, #ARGV, 3 do
     if r[3] or r[4] then redis.call('HDEL', jk, 'error', 'cancel') end
     if retention > 0 then redis.call('PEXPIRE', jk, retention) end
     publish(id, 'succeeded')
+    local tk = redis.call('HMGET', jk, 'tier', 'kind')
+    count_outcome('succeeded', tk[1], tk[2])
     done = done + 1
     out[#out + 1] = 1
   elseif r[1] == 'succeeded' and r[2] == token then
@@ -23,4 +25,5 @@ for b = 3, #ARGV, 3 do
   end
 end
 if done > 0 then redis.call('HINCRBY', P .. 'stats', 'succeeded', done) end
+flush_outcomes()
 return out

@@ -43,6 +43,7 @@ for b = 3, #ARGV, 5 do
         wake(tier)
       end
       redis.call('HINCRBY', P .. 'stats', 'retried', 1)
+      count_outcome('retried', tier, redis.call('HGET', jk, 'kind'))
       publish(id, 'retrying')
     elseif outcome == 'cancelled' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW, 'error', err)
@@ -59,4 +60,5 @@ for b = 3, #ARGV, 5 do
     out[#out + 1] = 0
   end
 end
+flush_outcomes()
 return out

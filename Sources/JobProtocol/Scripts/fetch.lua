@@ -1,8 +1,11 @@
 -- fetch.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
 -- FETCH: ARGV = queue, count, lease ms, worker id, aging ms (0 = strict), tier count, tiers in preference order,
--- then (optional) aged share N: at most one job of an aged tier per N jobs fetched (default 10).
--- Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope; when something
--- was skipped (a key of the wrong type), one more item: an array of messages naming the keys.
+-- then (optional) aged share N: at most one job of an aged tier per N jobs fetched (default 10), then (optional) `1`
+-- to have each job's times in the reply.
+-- Leases up to `count` jobs; returns 5 items per job: id, fencing token, attempt number, tier, envelope (7 with the
+-- times: then also the job's qt and the server's NOW, ms); when something was skipped (a key of the wrong type), one
+-- more item: an array of messages naming the keys.
+-- A paused queue (`*` in the hash `paused`) leases nothing; a paused tier is left out of the order.
 -- Garbage entries and invalid job records are dead-lettered as `malformed` on the way; stale entries (cancelled jobs)
 -- are dropped. A job enqueued without a key of its own (its envelope in the hash `pending`) gets its job record here,
 -- when it is leased.
@@ -12,7 +15,20 @@ local worker = ARGV[4]
 local aging = tonumber(ARGV[5])
 local nt = tonumber(ARGV[6])
 local every = math.max(1, tonumber(ARGV[7 + nt] or '') or 10)
+local times = ARGV[8 + nt] == '1'
 local PK = P .. 'pending'
+-- Pause (one read of a hash that is usually missing): `*` pauses the queue, a tier name that tier.
+local paused = {}
+local pr = redis.pcall('HGETALL', P .. 'paused')
+if pr['err'] then
+  PROBLEMS[#PROBLEMS + 1] = P .. 'paused is a ' .. key_type(P .. 'paused') .. ', expected a hash (pause ignored)'
+else
+  for i = 1, #pr, 2 do paused[pr[i]] = true end
+end
+if paused['*'] then
+  if #PROBLEMS > 0 then return {PROBLEMS} end
+  return {}
+end
 -- Every key this call may write is checked before its first write (the first RPOP of a non-empty list, so that an
 -- empty fetch, the idle worker's, costs nothing more); tier lists are checked as they are popped, job keys as read.
 local CHECKED = false
@@ -26,7 +42,9 @@ local function check_keys()
 end
 
 local order, aged = {}, {}
-for i = 1, nt do order[i] = ARGV[6 + i] end
+for i = 1, nt do
+  if not paused[ARGV[6 + i]] then order[#order + 1] = ARGV[6 + i] end
+end
 if aging > 0 and nt > 1 then
   -- Aged tiers: below the first, whose next job has waited `aging` or more. They get a bounded share of the jobs
   -- fetched (one per `every`, taken in turn), counted in the hash `aging` across all workers; the strict order
@@ -34,7 +52,7 @@ if aging > 0 and nt > 1 then
   for i = 2, nt do
     local tier = ARGV[6 + i]
     local ok, oldest = pcall(redis.call, 'LINDEX', P .. 't:' .. tier, -1)
-    if ok and oldest then
+    if ok and oldest and not paused[tier] then
       local r = string.sub(oldest, 1, 1) ~= '{' and job_fields(jobkey(oldest), 'qt')
       if r and not r[1] then
         -- No job record: a pending job's qt is the first word of its entry.
@@ -67,7 +85,11 @@ if any_aged then
 end
 
 local out, got, leased, skipped = {}, 0, {}, {}
-local function lease_out(id, token, attempts, tier, env)
+-- The job's kind, kept in its hash (field `kind`) for the counters by kind of the scripts that end it.
+local function kind_of(env)
+  return env and string.match(env, '"kind"%s*:%s*"([^"\\]+)"') or 'unknown'
+end
+local function lease_out(id, token, attempts, tier, env, qt)
   leased[#leased + 1] = NOW + lease
   leased[#leased + 1] = id
   out[#out + 1] = id
@@ -75,6 +97,10 @@ local function lease_out(id, token, attempts, tier, env)
   out[#out + 1] = attempts
   out[#out + 1] = tier
   out[#out + 1] = env or ''
+  if times then
+    out[#out + 1] = qt or NOW
+    out[#out + 1] = NOW
+  end
   got = got + 1
 end
 -- Pops up to `n` entries of one tier and leases the jobs among them; returns how many it leased.
@@ -131,8 +157,8 @@ local function take(tier, n)
           malformed_record(id, jk, err, 0)
         else
           redis.call('HSET', jk, 'env', penv, 'state', 'running', 'tier', tier, 'qt', qt, 'started', NOW, 'worker', worker,
-                     'attempts', 1, 'lease', 1)
-          lease_out(id, 1, 1, tier, penv)
+                     'attempts', 1, 'lease', 1, 'kind', kind_of(penv))
+          lease_out(id, 1, 1, tier, penv, qt)
           taken = taken + 1
         end
         state = 'skip'
@@ -193,7 +219,7 @@ local function take(tier, n)
             redis.call('HSET', jk, 'env', item, 'state', 'queued', 'tier', tier, 'qt', NOW)
             redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
             state, env = 'queued', item
-            r = {}
+            r = {nil, nil, nil, nil, nil, tostring(NOW)}
           end
         end
       end
@@ -201,19 +227,20 @@ local function take(tier, n)
         local attempts, e1 = int_field('attempts', r[3], MAX_COUNT)
         local token, e2 = int_field('lease', r[4], MAX_TOKEN - 1)
         local _, e3 = tier_field(r[5])
-        local _, e4 = int_field('qt', r[6], MAX_MS)
+        local qt, e4 = int_field('qt', r[6], MAX_MS)
         local err = e1 or e2 or e3 or e4
         if err then
           malformed_record(id, jk, err, 0)
         else
           attempts, token = attempts + 1, token + 1
           if r[5] == tier then
-            redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token)
+            redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
+                       'kind', kind_of(env))
           else
             redis.call('HSET', jk, 'state', 'running', 'started', NOW, 'worker', worker, 'attempts', attempts, 'lease', token,
-                       'tier', tier)
+                       'tier', tier, 'kind', kind_of(env))
           end
-          lease_out(id, token, attempts, tier, env)
+          lease_out(id, token, attempts, tier, env, qt)
           taken = taken + 1
         end
       elseif not state then

@@ -148,6 +148,8 @@ local function dead_letter(id, jk, reason, err, raw, retention)
   redis.call('HSET', P .. 'dead:env', id, env)
   redis.call('ZADD', P .. 'dead', NOW, id)
   redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+  local dtier = jk and redis.call('HGET', jk, 'tier') or nil
+  redis.pcall('HINCRBY', P .. 'outcomes', 'dead_lettered ' .. (dtier or 'standard') .. ' ' .. (kind or 'unknown'), 1)
   publish(id, 'dead')
 end
 -- Ends a job as cancelled (keep = '2' keeps it as a dead letter, reason `cancelled`).
@@ -171,4 +173,16 @@ end
 local function malformed_record(id, jk, err, retention)
   redis.call('HINCRBY', P .. 'stats', 'malformed', 1)
   dead_letter(id, jk, 'malformed', 'invalid job record: ' .. err, nil, retention)
+end
+-- Lifetime counters by tier and kind (hash `outcomes`, field `<outcome> <tier> <kind>`: succeeded, retried,
+-- dead_lettered), for the exporter. `kind` is the job hash's field that `fetch` writes at each lease. Gathered per call
+-- and written by `flush_outcomes`; best effort: an `outcomes` key of the wrong type is skipped, never fails a transition.
+local OUTCOMES = {}
+local function count_outcome(outcome, tier, kind)
+  local f = outcome .. ' ' .. (tier or 'standard') .. ' ' .. (kind or 'unknown')
+  OUTCOMES[f] = (OUTCOMES[f] or 0) + 1
+end
+local function flush_outcomes()
+  for f, n in pairs(OUTCOMES) do redis.pcall('HINCRBY', P .. 'outcomes', f, n) end
+  OUTCOMES = {}
 end
