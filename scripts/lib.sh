@@ -6,10 +6,11 @@ JOBFARM_PACKAGES=(redis-server redis-tools libhiredis-dev libopenblas-dev libsql
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
-# Installs whichever of JOBFARM_PACKAGES is missing (needs root or sudo).
+# Installs whichever of JOBFARM_PACKAGES (or of the packages given as arguments) is missing (needs root or sudo).
 ensure_packages() {
-    local missing=()
-    for package in "${JOBFARM_PACKAGES[@]}"; do
+    local missing=() wanted=("$@")
+    [ ${#wanted[@]} -eq 0 ] && wanted=("${JOBFARM_PACKAGES[@]}")
+    for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -27,6 +28,11 @@ ensure_packages() {
 
 ensure_swift() {
     command -v swift >/dev/null || die "swift is not on PATH; install Swift 6 (https://www.swift.org/install/linux/) and retry"
+}
+
+# wrk (Debian package wrk), the closed-loop load of `jobfarm bench api` and of its smoke test.
+ensure_wrk() {
+    command -v wrk >/dev/null || ensure_packages wrk
 }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on.

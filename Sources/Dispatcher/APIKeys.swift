@@ -46,7 +46,7 @@ public enum APIKeySecret {
 
     /// SHA-256 of the key, hex: what Redis holds, and what a request's key is looked up by.
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Array(key.utf8)).lowercaseHex
     }
 }
 
@@ -138,6 +138,9 @@ public final class CachedAPIKeys: APIKeyLookup {
     let source: any APIKeyLookup
     let ttl: Duration
     let entries = Mutex<[String: (key: APIKey, until: ContinuousClock.Instant)]>([:])
+    /// Lookups under way, by hash: concurrent requests with one key share one Redis round trip (when a cached key
+    /// expires under load, one lookup goes out, not one per request in flight).
+    let inFlight = Mutex<[String: Task<APIKey?, any Error>]>([:])
 
     public init(_ source: any APIKeyLookup, ttl: Duration) {
         self.source = source
@@ -148,13 +151,25 @@ public final class CachedAPIKeys: APIKeyLookup {
         let now = ContinuousClock.now
         let cached = entries.withLock { $0[hash] }
         if ttl > .zero, let cached, cached.until > now { return cached.key }
+        let lookup: Task<APIKey?, any Error> = inFlight.withLock { inFlight in
+            if let running = inFlight[hash] { return running }
+            let source = self.source
+            let task = Task { try await source.key(hash: hash) }
+            inFlight[hash] = task
+            return task
+        }
         let found: APIKey?
         do {
-            found = try await source.key(hash: hash)
-        } catch let error as JobFarmError where error.isConnectionError {
+            found = try await lookup.value
+            inFlight.withLock { if $0[hash] == lookup { $0[hash] = nil } }
+        } catch where Self.meansRedisIsAway(error) {
+            inFlight.withLock { if $0[hash] == lookup { $0[hash] = nil } }
             // Redis is away: a key found before keeps working (its revocation is seen once Redis is back), so the
             // dispatcher can spool its submissions; a key never seen by this replica cannot be checked.
             if let cached { return cached.key }
+            throw error
+        } catch {
+            inFlight.withLock { if $0[hash] == lookup { $0[hash] = nil } }
             throw error
         }
         entries.withLock { entries in
@@ -162,5 +177,10 @@ public final class CachedAPIKeys: APIKeyLookup {
             if let found { entries[hash] = (found, now + ttl) } else { entries[hash] = nil }
         }
         return found
+    }
+
+    /// A connection failure, as the Redis client or the queue library reports it.
+    static func meansRedisIsAway(_ error: any Error) -> Bool {
+        (error as? JobFarmError)?.isConnectionError ?? (error as? RedisError)?.isConnectionError ?? false
     }
 }

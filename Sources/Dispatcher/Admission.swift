@@ -28,16 +28,20 @@ public struct AccessControl: Sendable {
         self.namespace = namespace
     }
 
-    /// The Redis-backed stores, each on a connection of its own (`farm`'s Redis URL; a `RedisClient` serialises its
-    /// calls): keys cached for `configuration.keyCacheTTL`, idempotency records kept for the farm's idempotency window.
-    public init(farm: JobFarm, configuration: DispatcherConfiguration, metrics: DispatcherMetrics = DispatcherMetrics()) {
+    /// The Redis-backed stores (`farm`'s Redis URL): keys cached for `configuration.keyCacheTTL`, idempotency records
+    /// kept for the farm's idempotency window.
+    /// - Parameter redis: where rate-limit and idempotency calls go; the dispatcher passes its `RedisCoalescer`, so
+    ///   that concurrent requests share round trips. `nil`: a connection of their own each (a `RedisClient`
+    ///   serialises its calls).
+    public init(farm: JobFarm, configuration: DispatcherConfiguration, metrics: DispatcherMetrics = DispatcherMetrics(),
+                redis: (any RedisPipelining)? = nil) {
         func client(_ name: String) -> RedisClient { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\(name)") }
         let namespace = farm.configuration.namespace
         self.init(
             mode: configuration.authentication,
             keys: CachedAPIKeys(RedisAPIKeys(client: client("keys"), namespace: namespace), ttl: configuration.keyCacheTTL),
-            tenants: configuration.tenants, rateLimiter: FallbackRateLimiter(shared: RedisRateLimiter(client: client("ratelimit"))),
-            idempotency: RedisIdempotencyStore(client: client("idempotency"), namespace: namespace, ttl: farm.configuration.idempotencyWindow),
+            tenants: configuration.tenants, rateLimiter: FallbackRateLimiter(shared: RedisRateLimiter(client: redis ?? client("ratelimit"))),
+            idempotency: RedisIdempotencyStore(client: redis ?? client("idempotency"), namespace: namespace, ttl: farm.configuration.idempotencyWindow),
             metrics: metrics, namespace: namespace)
     }
 

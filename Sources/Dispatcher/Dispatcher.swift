@@ -4,6 +4,7 @@ import JobProtocol
 import JobQueue
 import Logging
 import NIOCore
+import RedisClient
 import ServiceLifecycle
 
 /// The HTTP dispatcher behind `jobfarm serve`: the routes of `docs/openapi.yaml` over a `JobFarm`.
@@ -25,6 +26,8 @@ public struct Dispatcher: Sendable {
     let breaker: CircuitBreaker
     /// This replica's name, the suffix of the job ids it chooses.
     public let replica: String
+    /// The submissions' Redis connections: concurrent requests share their round trips (RedisCoalescer.swift).
+    public let redis: RedisCoalescer
 
     /// Every operation served: method and path template, as in docs/openapi.yaml.
     public static let operations: [(method: String, path: String)] = [
@@ -40,7 +43,9 @@ public struct Dispatcher: Sendable {
     public init(farm: JobFarm, configuration: DispatcherConfiguration, logger: Logger = Logger(label: "jobfarm.dispatcher"),
                 access: AccessControl? = nil) throws {
         try configuration.validate()
-        self.access = access ?? AccessControl(farm: farm, configuration: configuration)
+        let redis = RedisCoalescer(clients: (0..<2).map { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\($0)") })
+        self.redis = redis
+        self.access = access ?? AccessControl(farm: farm, configuration: configuration, redis: redis)
         if configuration.authentication == .disabled {
             logger.warning("authentication is off (--no-auth): every request acts as the operator of tenant 'dev'; for local development only")
         }

@@ -24,7 +24,7 @@ public struct IdempotencyRecord: Sendable, Equatable {
     /// The fingerprint of a request: SHA-256 (hex) of the route, a newline and the body's JSON with sorted keys, so
     /// that member order and spacing do not matter.
     public static func fingerprint(route: String, body: JSONValue) -> String {
-        SHA256.hash(data: Array((route + "\n" + body.jsonText).utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Array((route + "\n" + body.jsonText).utf8)).lowercaseHex
     }
 
     var json: String {
@@ -53,25 +53,25 @@ public protocol IdempotencyStore: Sendable {
 /// exists, so two concurrent requests with one key make one job, and a request that died between the claim and
 /// the enqueue is completed by the next retry.
 public struct RedisIdempotencyStore: IdempotencyStore {
-    let client: RedisClient
+    let client: any RedisPipelining
     let namespace: String
     let ttl: Duration
 
-    public init(client: RedisClient, namespace: String, ttl: Duration) {
+    public init(client: any RedisPipelining, namespace: String, ttl: Duration) {
         self.client = client
         self.namespace = namespace
         self.ttl = ttl
     }
 
     public static func key(namespace: String, tenant: String, key: String) -> String {
-        "\(namespace):{idem:\(tenant)}:" + SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        "\(namespace):{idem:\(tenant)}:" + SHA256.hash(data: Array(key.utf8)).lowercaseHex
     }
 
     public func claim(tenant: String, key: String, record: IdempotencyRecord) async throws -> IdempotencyRecord? {
         let redisKey = Self.key(namespace: namespace, tenant: tenant, key: key)
         let reply: RESPValue
         do {
-            reply = try await client.execute(RedisCommand("SET", redisKey, record.json, "NX", "GET", "PX", String(ttl.milliseconds)))
+            reply = try await client.executeCommand(RedisCommand("SET", redisKey, record.json, "NX", "GET", "PX", String(ttl.milliseconds)))
         } catch let error as RedisError {
             throw JobFarmError(error, operation: "claim an idempotency key")
         }
@@ -86,7 +86,7 @@ public struct RedisIdempotencyStore: IdempotencyStore {
         var done = record
         done.done = true
         do {
-            try await client.execute(RedisCommand("SET", Self.key(namespace: namespace, tenant: tenant, key: key), done.json, "XX", "KEEPTTL"))
+            _ = try await client.executeCommand(RedisCommand("SET", Self.key(namespace: namespace, tenant: tenant, key: key), done.json, "XX", "KEEPTTL"))
         } catch let error as RedisError {
             throw JobFarmError(error, operation: "record an idempotency key")
         }

@@ -62,9 +62,10 @@ public protocol RateLimiter: Sendable {
 /// pass, moved on, in one atomic step that every replica shares. Each limit's state is one string, its
 /// theoretical arrival time (ms, Redis' clock), expiring when the limit is back to full.
 public struct RedisRateLimiter: RateLimiter {
-    let client: RedisClient
+    let client: any RedisPipelining
 
-    public init(client: RedisClient) {
+    /// - Parameter client: a `RedisClient`, or the dispatcher's `RedisCoalescer` (concurrent requests share round trips).
+    public init(client: any RedisPipelining) {
         self.client = client
     }
 
@@ -114,7 +115,7 @@ public struct RedisRateLimiter: RateLimiter {
         }
         let reply: [RESPValue]
         do {
-            reply = try await client.run(Self.script, keys: charges.map(\.key), arguments: arguments).array ?? []
+            reply = try await client.runScript(Self.script, keys: charges.map(\.key), arguments: arguments).array ?? []
         } catch let error as RedisError {
             throw JobFarmError(error, operation: "rate limit")
         }

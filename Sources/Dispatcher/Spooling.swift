@@ -3,6 +3,7 @@ import Hummingbird
 import JobProtocol
 import JobQueue
 import Logging
+import RedisClient
 
 /// What a metrics exporter reads of the dispatcher's fallback while Redis is away.
 public protocol OutboxGaugeSource: Sendable {
@@ -39,10 +40,9 @@ extension Dispatcher: OutboxGaugeSource {
         for index in jobs.indices where jobs[index].id == nil { jobs[index].id = makeJobID() }
         // While the outbox holds jobs, new ones go behind them: this replica's submissions reach Redis in order.
         if outbox.depth == 0, breaker.allowsCall() {
-            let farm = self.farm
             let batch = jobs
             do {
-                let ids = try await withDeadline(breaker.settings.callTimeout) { try await farm.enqueue(batch) }
+                let ids = try await withDeadline(breaker.settings.callTimeout) { [self] in try await enqueueShared(batch) }
                 breaker.recordSuccess()
                 return Placement(ids: ids, spooled: false)
             } catch {
@@ -55,6 +55,19 @@ extension Dispatcher: OutboxGaugeSource {
         }
         try await spool(jobs, attempted: false)
         return Placement(ids: jobs.map { $0.id ?? "" }, spooled: true)
+    }
+
+    /// Enqueues through the shared round trips (`redis`) when the jobs take the library's one-call path (one queue
+    /// and tier, to run now: every single submission of the hot path), else through `JobFarm.enqueue`.
+    func enqueueShared(_ jobs: [EnqueueRequest]) async throws -> [String] {
+        guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueue(jobs) }
+        let replies: [RESPValue]
+        do {
+            replies = try await redis.pipeline(prepared.requests)
+        } catch let error as RedisError {
+            throw JobFarmError(error, operation: "enqueue")
+        }
+        return try await farm.ids(of: prepared, replies: replies)
     }
 
     private func spool(_ jobs: [EnqueueRequest], attempted: Bool) async throws {

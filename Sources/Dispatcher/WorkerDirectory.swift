@@ -20,6 +20,8 @@ final class WorkerDirectory: Sendable {
     private let ttl: Duration
     private let logger: Logger
     private let snapshot = Mutex<Snapshot?>(nil)
+    /// The registry read under way, shared by every caller that finds the count stale.
+    private let refreshing = Mutex<Task<Void, Never>?>(nil)
 
     init(farm: JobFarm, ttl: Duration, logger: Logger) {
         self.farm = farm
@@ -34,11 +36,25 @@ final class WorkerDirectory: Sendable {
     }
 
     /// Live workers serving `queue` (0 when the registry cannot be read: the job is accepted all the same).
+    /// Concurrent callers that find the count stale share one read of the registry.
     func serving(_ queue: String) async -> Int {
         let now = ContinuousClock.now
         if let cached = snapshot.withLock({ $0 }), now - cached.takenAt < ttl {
             return cached.byQueue[queue, default: 0] + cached.everyQueue
         }
+        let read: Task<Void, Never> = refreshing.withLock { refreshing in
+            if let running = refreshing { return running }
+            let task = Task { await self.refresh() }
+            refreshing = task
+            return task
+        }
+        await read.value
+        return lastKnownServing(queue)
+    }
+
+    private func refresh() async {
+        defer { refreshing.withLock { $0 = nil } }
+        let now = ContinuousClock.now
         do {
             var byQueue: [String: Int] = [:]
             var everyQueue = 0
@@ -51,11 +67,8 @@ final class WorkerDirectory: Sendable {
             }
             let fresh = Snapshot(takenAt: now, byQueue: byQueue, everyQueue: everyQueue)
             snapshot.withLock { $0 = fresh }
-            return byQueue[queue, default: 0] + everyQueue
         } catch {
             logger.warning("cannot read the worker registry", metadata: ["error": "\(error)"])
-            let cached = snapshot.withLock { $0 }
-            return (cached?.byQueue[queue] ?? 0) + (cached?.everyQueue ?? 0)
         }
     }
 }

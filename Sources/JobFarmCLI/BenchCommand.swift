@@ -12,7 +12,7 @@ import Synchronization
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks: each figure beside the ceiling measured in the same run.",
-        subcommands: [BenchQueueCommand.self, BenchBLASCommand.self, BenchCodecCommand.self])
+        subcommands: [BenchQueueCommand.self, BenchBLASCommand.self, BenchCodecCommand.self, BenchAPICommand.self])
 }
 
 /// `jobfarm bench queue`: end-to-end throughput, bulk enqueue, pickup latency and memory, beside raw Redis.

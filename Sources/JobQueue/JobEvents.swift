@@ -5,27 +5,43 @@ import Synchronization
 /// Wakes waiters when a job changes state: one pub/sub connection per process, pattern-subscribed to every
 /// queue's event channel, fanning messages out to the waiters of each job id. No polling.
 ///
+/// The subscription is open only while someone waits (and `linger` after the last waiter left, so that a stream of
+/// short waits does not open and close it each time): the scripts publish only while someone listens, so an idle
+/// subscription would make every job transition of the farm publish an event.
+///
 /// On a Redis Cluster the scripts publish only while their own node counts a listener (`PUBSUB NUMPAT`, per node), so
 /// there is one such connection per master: every node counts one, and each gets every message (a cluster forwards a
 /// `PUBLISH` to every node): a waiter is woken once per master, and re-reads its job that many times.
 final class JobEvents: Sendable {
     private struct State {
+        /// One per node listened to (every master of a cluster); empty while closed.
         var subscribers: [RedisSubscriber] = []
-        /// Subscriptions that were live at least once, and how many must be before waiters are told it is live.
+        /// Which subscribers `ready` is about (a stopped one may still report in).
+        var generation = 0
+        /// Subscriptions of this generation that were live at least once, and how many must be before waiters are
+        /// told it is live.
         var live: Set<Int> = []
         var expected = 1
         var ready = false
         var readyWaiters: [CheckedContinuation<Void, Never>] = []
         var nextToken = 0
         var streams: [String: [Int: (signal: AsyncSignal, progress: Bool)]] = [:]
+        /// Bumped whenever the last waiter leaves: a pending close goes ahead only if no waiter came and went since.
+        var idleMark = 0
     }
 
     private let configuration: JobFarmConfiguration
     private let state = Mutex(State())
+    /// How long the subscription stays open after the last waiter left.
+    let linger: Duration
 
-    init(configuration: JobFarmConfiguration) {
+    init(configuration: JobFarmConfiguration, linger: Duration = .seconds(2)) {
         self.configuration = configuration
+        self.linger = linger
     }
+
+    /// Whether the pub/sub subscription is open (or opening).
+    var isSubscribed: Bool { state.withLock { !$0.subscribers.isEmpty } }
 
     /// Starts the subscription if needed and waits (up to `limit`) until it is live.
     func start(waitingUpTo limit: Duration = .seconds(3)) async {
@@ -38,11 +54,15 @@ final class JobEvents: Sendable {
         }
         let started: [RedisSubscriber] = state.withLock { state in
             if !state.subscribers.isEmpty { return [] }
+            state.generation += 1
+            state.ready = false
+            state.live = []
             state.expected = nodes.count
+            let generation = state.generation
             state.subscribers = nodes.enumerated().map { index, node in
                 RedisSubscriber(
                     configuration: node, patterns: ["\(configuration.namespace):{*}:events"],
-                    onReady: { [weak self] in self?.connected(index) },
+                    onReady: { [weak self] in self?.connected(generation: generation, index: index) },
                     onMessage: { [weak self] channel, body in self?.deliver(channel: channel, body: body) })
             }
             return state.subscribers
@@ -80,19 +100,43 @@ final class JobEvents: Sendable {
         return (token, signal)
     }
 
+    /// Removes a waiter; when it was the last, closes the subscription `linger` later unless a waiter came since.
     func unsubscribe(id: String, token: Int) {
-        state.withLock { state in
+        let mark: Int? = state.withLock { state in
             state.streams[id]?.removeValue(forKey: token)
             if state.streams[id]?.isEmpty == true { state.streams[id] = nil }
+            guard state.streams.isEmpty, !state.subscribers.isEmpty else { return nil }
+            state.idleMark += 1
+            return state.idleMark
         }
+        guard let mark else { return }
+        let linger = self.linger
+        Task { [weak self] in
+            try? await Task.sleep(for: linger)
+            self?.closeIfIdle(mark: mark)
+        }
+    }
+
+    private func closeIfIdle(mark: Int) {
+        let idle: [RedisSubscriber] = state.withLock { state in
+            guard state.streams.isEmpty, state.idleMark == mark else { return [] }
+            let subscribers = state.subscribers
+            state.subscribers = []
+            state.ready = false
+            return subscribers
+        }
+        for subscriber in idle { subscriber.stop() }
     }
 
     func stop() {
         for subscriber in state.withLock({ $0.subscribers }) { subscriber.stop() }
     }
 
-    private func connected(_ index: Int) {
+    private func connected(generation: Int, index: Int) {
         let (waiters, all) = state.withLock { state in
+            guard state.generation == generation else {
+                return ([CheckedContinuation<Void, Never>](), [AsyncSignal]())
+            }
             state.live.insert(index)
             state.ready = state.live.count >= state.expected
             if !state.ready { return ([CheckedContinuation<Void, Never>](), [AsyncSignal]()) }
@@ -127,9 +171,11 @@ extension JobFarm {
         for id: String, queue: String? = nil, timeout: Duration = .seconds(60),
         onUpdate: (@Sendable (JobStatus) -> Void)? = nil
     ) async throws -> JobStatus {
-        await events.start()
+        // Registered before the subscription starts, so that an idle subscription closing now cannot leave this
+        // waiter without one.
         let (token, signal) = events.subscribe(id: id, progress: onUpdate != nil)
         defer { events.unsubscribe(id: id, token: token) }
+        await events.start()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         var knownQueue = queue
@@ -154,4 +200,10 @@ extension JobFarm {
             try Task.checkCancellation()
         }
     }
+}
+
+extension JobFarm {
+    /// Whether this process's event subscription is open: only while a `wait` is under way, and for a short linger
+    /// after the last one (the scripts publish events only while someone listens).
+    public var listensForEvents: Bool { events.isSubscribed }
 }

@@ -7,10 +7,27 @@ public struct RedisScript: Sendable, Hashable {
     /// A short name for logs.
     public let name: String
     public let source: String
+    /// What a client finds the script's SHA by: computed once here, because hashing the source itself (several KiB
+    /// of Lua) on every call cost more CPU than the rest of a call.
+    let key: Key
+
+    /// The source's length and two 64-bit FNV-1a hashes of it (different offsets): our own few scripts never collide.
+    struct Key: Sendable, Hashable {
+        let length: Int
+        let first: UInt64
+        let second: UInt64
+    }
 
     public init(name: String, source: String) {
         self.name = name
         self.source = source
+        var first: UInt64 = 0xcbf2_9ce4_8422_2325
+        var second: UInt64 = 0x8422_2325_cbf2_9ce4
+        for byte in source.utf8 {
+            first = (first ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+            second = (second &* 0x0000_0100_0000_01b3) ^ UInt64(byte)
+        }
+        self.key = Key(length: source.utf8.count, first: first, second: second)
     }
 }
 
@@ -41,7 +58,7 @@ public final class RedisClient: @unchecked Sendable {
     /// Calls submitted to `queue` and not finished. At zero, a caller may write its requests itself (`writeNow`).
     private let pending = Mutex(0)
     private var connection: RedisConnection?
-    private var shas: [String: String] = [:]
+    private var shas: [RedisScript.Key: String] = [:]
     private var failedAttempts = 0
     private var nextAttempt = ContinuousClock.now
     private var lastConnectError: RedisError?
@@ -131,7 +148,7 @@ public final class RedisClient: @unchecked Sendable {
                     let result = Result {
                         let connection = try self.connected()
                         connection.setTimeout(self.configuration.commandTimeout)
-                        let missing = scripts.filter { self.shas[$0.source] == nil }
+                        let missing = scripts.filter { self.shas[$0.key] == nil }
                         if !missing.isEmpty { try self.load(missing, on: connection) }
                     }
                     self.pending.withLock { $0 -= 1 }
@@ -222,7 +239,7 @@ public final class RedisClient: @unchecked Sendable {
         for request in requests {
             switch request {
             case .script(let script, _, _), .packedScript(let script, _, _):
-                if shas[script.source] == nil { return nil }
+                if shas[script.key] == nil { return nil }
             case .command: break
             }
             let command = command(for: request)
@@ -276,7 +293,7 @@ public final class RedisClient: @unchecked Sendable {
             for request in requests {
                 switch request {
                 case .script(let script, _, _), .packedScript(let script, _, _):
-                    if shas[script.source] == nil && !missing.contains(script) { missing.append(script) }
+                    if shas[script.key] == nil && !missing.contains(script) { missing.append(script) }
                 case .command: break
                 }
             }
@@ -314,7 +331,7 @@ public final class RedisClient: @unchecked Sendable {
             guard let sha = reply.string else {
                 throw RedisError.unexpectedReply("SCRIPT LOAD of \(script.name) returned no SHA")
             }
-            shas[script.source] = sha
+            shas[script.key] = sha
         }
     }
 
@@ -323,12 +340,12 @@ public final class RedisClient: @unchecked Sendable {
         case .command(let command):
             return command
         case .script(let script, let keys, let arguments):
-            var command = RedisCommand("EVALSHA", shas[script.source]!, String(keys.count))
+            var command = RedisCommand("EVALSHA", shas[script.key]!, String(keys.count))
             for key in keys { command.append(key) }
             for argument in arguments { command.append(argument) }
             return command
         case .packedScript(let script, let keys, let arguments):
-            var command = RedisCommand("EVALSHA", shas[script.source]!, String(keys.count))
+            var command = RedisCommand("EVALSHA", shas[script.key]!, String(keys.count))
             for key in keys { command.append(key) }
             command.append(contentsOf: arguments)
             return command

@@ -1,0 +1,90 @@
+import JobProtocol
+import Logging
+import RedisClient
+import Synchronization
+
+/// An enqueue built but not sent: the Redis requests of one atomic `enqueueNow` call, for a caller that sends them
+/// in a pipeline shared with others (the dispatcher's coalescer), then reads its own reply with `ids(from:)`.
+public struct PreparedEnqueue: Sendable {
+    /// The requests to send back to back, in this order (a registry `SADD` the first time a queue is seen, then the
+    /// script call).
+    public let requests: [RedisRequest]
+    /// The jobs' ids, in request order.
+    public let ids: [String]
+    let queue: String
+}
+
+extension JobFarm {
+    /// Builds the enqueue of `jobs` without sending it, when they take the `enqueueNow` path: one queue, one tier,
+    /// to run now, no idempotency key, at most 1,000 jobs. `nil` otherwise (use `enqueue(_:)`).
+    /// Throws what `enqueue` throws for an invalid request. Ids are chosen here: sending the requests again after a
+    /// connection error never makes a job twice.
+    public func prepareEnqueue(_ jobs: [EnqueueRequest]) async throws -> PreparedEnqueue? {
+        guard let first = jobs.first, jobs.count <= 1000 else { return nil }
+        let tier = first.tier ?? configuration.defaultTier
+        for job in jobs {
+            guard job.queue == first.queue, (job.tier ?? configuration.defaultTier) == tier, job.idempotencyKey == nil,
+                  job.runAt == nil, (job.delay ?? .zero) <= .zero else { return nil }
+        }
+        let now = WallClock.nowMilliseconds()
+        var generator = FastRandom()
+        var envelopes: [JobEnvelope] = []
+        envelopes.reserveCapacity(jobs.count)
+        for job in jobs {
+            let (env, delayMs) = try makeEnvelope(job, now: now, generator: &generator)
+            guard delayMs == 0 else { return nil }
+            envelopes.append(env)
+        }
+        guard let serverNow = await estimatedServerMilliseconds() else { return nil }
+        let queue = first.queue
+        // The arguments of `enqueueNow` (Scripts/enqueueNow.lua): queue, count, qt, tier, then per job id and entry
+        // "<qt> <tier> <envelope>", as `enqueue` builds them for its bulk path.
+        let qtText = String(serverNow)
+        var arguments = RedisCommand(queue, String(envelopes.count), qtText, tier)
+        arguments.reserve(bytes: envelopes.count * 320, arguments: envelopes.count * 2)
+        let head = Array("\(qtText) \(tier) ".utf8)
+        var text: [UInt8] = []
+        var lastPayload: JSONValue?
+        var lastPayloadText = ""
+        for env in envelopes {
+            if lastPayload != env.payload {
+                lastPayload = env.payload
+                lastPayloadText = env.payload.jsonText
+            }
+            arguments.append(env.id)
+            text.removeAll(keepingCapacity: true)
+            text.append(contentsOf: head)
+            env.encode(payloadText: lastPayloadText, into: &text)
+            arguments.append(bytes: text)
+        }
+        var requests: [RedisRequest] = []
+        if !registeredQueues.withLock({ $0.contains(queue) }) {
+            requests.append(.command(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue)))
+        }
+        requests.append(.packedScript(Scripts.enqueueNow, keys: [keys(queue).prefix], arguments: arguments))
+        return PreparedEnqueue(requests: requests, ids: envelopes.map(\.id), queue: queue)
+    }
+
+    /// The ids of a prepared enqueue from its replies (one per request, in order); throws the script's error.
+    public func ids(of prepared: PreparedEnqueue, replies: [RESPValue]) async throws -> [String] {
+        guard replies.count == prepared.requests.count, let reply = replies.last else {
+            throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("expected \(prepared.requests.count) replies, got \(replies.count)"))
+        }
+        if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueueNow.name) }
+        guard case .integer = reply else {
+            throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("enqueueNow answered \(reply)"))
+        }
+        if replies.count > 1 {
+            if replies[0].errorMessage != nil {
+                // The registry failed, the jobs are enqueued: say so once (workers without --queues miss the queue).
+                let error = try await registryError(replies[0])
+                if reportedProblems.withLock({ $0.insert(error.description).inserted }) {
+                    logger.error("enqueue could not register the queue: \(error) (workers started without --queues do not see it)")
+                }
+            } else {
+                registeredQueues.withLock { _ = $0.insert(prepared.queue) }
+            }
+        }
+        return prepared.ids
+    }
+}
