@@ -24,6 +24,9 @@ final class InferenceModels: Sendable {
     /// The version `name` (and the path's `version`: a number, an alias, `latest` or `latest@int8`) selects.
     /// Unknown model → 404, a reference that does not parse → 400.
     func resolve(name: String, version: String?) async throws -> ModelVersion {
+        guard !name.contains(":"), !name.contains("@") else {
+            throw Problem(.badRequest, detail: "model name '\(name.prefix(64))' must be 1–64 of A–Z a–z 0–9 _ - .; a version, alias or precision goes in /versions/{version}")
+        }
         let text = version.map { "\(name):\($0)" } ?? name
         let now = ContinuousClock.now
         if let hit = resolved.withLock({ $0[text] }), now - hit.at < ttl { return hit.version }

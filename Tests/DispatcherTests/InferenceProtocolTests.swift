@@ -177,6 +177,9 @@ struct InferenceProtocolTests {
             #expect(missing.status == 404 && missing.json?["error"]?.stringValue?.contains("model 'ghost' has no version 3") == true)
             let noVersion = try await rawCall(api, "GET", "/v2/models/mlp/versions/9")
             #expect(noVersion.status == 404 && noVersion.json?["error"]?.stringValue?.contains("no version 9") == true)
+            let aliasInName = try await rawCall(api, "GET", "/v2/models/mlp:production")
+            #expect(aliasInName.status == 400 && aliasInName.json?["error"]?.stringValue?.contains("goes in /versions/{version}") == true)
+            #expect(try await rawCall(api, "GET", "/v2/models/mlp/versions/latest@fp32/ready").status == 200)
             let wrongMethod = try await rawCall(api, "DELETE", "/v2/models/mlp", checkContract: false)
             #expect(wrongMethod.status == 405 && wrongMethod.json?["error"] != nil)
         }
