@@ -74,7 +74,7 @@ let package = Package(
         // The HTTP dispatcher (`jobfarm serve`): frontends submit, wait for and cancel jobs over HTTP.
         // openapi.yaml is a link to docs/openapi.yaml, the contract, embedded so the binary serves it.
         .target(name: "Dispatcher", dependencies: [
-            "JobQueue", "JobProtocol", "JobPayloads", "RedisClient", "CSQLite",
+            "JobQueue", "JobProtocol", "JobPayloads", "RedisClient", "CSQLite", "ModelStore",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -133,6 +133,7 @@ let package = Package(
         ]),
         .testTarget(name: "DispatcherTests", dependencies: [
             "Dispatcher", "JobFarmTesting", "JobQueue", "JobProtocol", "JobPayloads", "JobWorker", "JobKinds", "MLJobs", "RedisClient",
+            "ModelStore", "Compute",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -130,3 +130,20 @@ ensure_promtool() {
         export JOBFARM_PROMTOOL
     fi
 }
+
+# Installs NVIDIA's tritonclient[http] (PyPI) with NumPy into a virtualenv of the project's own, for the test that
+# calls the dispatcher's Open Inference Protocol routes as a Triton user would; exports its python as
+# JOBFARM_TRITON_PYTHON. Optional: when pip cannot install it, the test is skipped and says why.
+ensure_tritonclient() {
+    local venv=".build-tools/tritonclient"
+    if ! "$venv/bin/python" -c 'import tritonclient.http, numpy' >/dev/null 2>&1; then
+        say "installing tritonclient[http] and numpy (PyPI) into $venv for the Open Inference Protocol test"
+        make_venv "$venv" "for the Open Inference Protocol test"
+        if ! "$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http]>=2.40' 'numpy>=1.24' >/dev/null; then
+            say "pip install tritonclient[http] failed; the tritonclient test is skipped (run '$venv/bin/pip install tritonclient[http]' to see why)"
+            return 0
+        fi
+    fi
+    JOBFARM_TRITON_PYTHON="$PWD/$venv/bin/python"
+    export JOBFARM_TRITON_PYTHON
+}

@@ -13,6 +13,8 @@ public struct CSVRowBlock: Sendable, Equatable {
     public let features: [Float]
     /// Label column values, when a label column was named.
     public let labels: [Float]?
+    /// 1-based file line of each row (blank lines between rows are skipped), the numbering of parse errors.
+    public let lines: [Int]
 }
 
 /// A numeric CSV file with a header row, split into feature columns and an optional label column.
@@ -165,6 +167,8 @@ public final class CSVBlockReader {
         x.reserveCapacity(rowsPerBlock * featureNames.count)
         var rows = 0
         var firstLine = 0
+        var lines: [Int] = []
+        lines.reserveCapacity(rowsPerBlock)
         while rows < rowsPerBlock, let l = try nextLine() {
             if isBlank(l) { continue }
             let fields = split(l)
@@ -172,6 +176,7 @@ public final class CSVBlockReader {
                 throw ComputeError.invalidFormat("CSV line \(line) has \(fields.count) fields, the header has \(columnCount)")
             }
             if rows == 0 { firstLine = line }
+            lines.append(line)
             for (c, field) in fields.enumerated() {
                 let v = try parseNumber(field, column: c)
                 if c == labelIndex { y?.append(v) } else { x.append(v) }
@@ -179,7 +184,7 @@ public final class CSVBlockReader {
             rows += 1
         }
         guard rows > 0 else { return nil }
-        return CSVRowBlock(firstLine: firstLine, rowCount: rows, features: x, labels: y)
+        return CSVRowBlock(firstLine: firstLine, rowCount: rows, features: x, labels: y, lines: lines)
     }
 
     private func parseNumber(_ field: ArraySlice<UInt8>, column: Int) throws -> Float {

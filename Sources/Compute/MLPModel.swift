@@ -105,15 +105,16 @@ public struct MLPModel: Sendable {
         try self.init(config: config, layers: layers, inputMean: mean, inputStd: std)
     }
 
-    /// Builds a model from a safetensors file; the config defaults to the JSON
-    /// stored under `ModelConfig.metadataKey` in the file's metadata.
+    /// Builds a model from a safetensors file; the config defaults to the JSON stored under
+    /// `ModelConfig.metadataKey` in the file's metadata, else to the layers of a PyTorch `nn.Sequential` of
+    /// `nn.Linear` read from the tensor names (`ModelConfig.sequential`, ReLU between the layers).
     public init(file: SafetensorsFile, config: ModelConfig? = nil) throws {
         if let config {
             try self.init(config: config, tensors: file.tensors)
         } else if let json = file.metadata[ModelConfig.metadataKey] {
             try self.init(config: ModelConfig(jsonString: json), tensors: file.tensors)
         } else {
-            throw ComputeError.invalidArgument("no model config given and the file has no \"\(ModelConfig.metadataKey)\" metadata")
+            try self.init(config: ModelConfig.sequential(tensors: file.tensors), tensors: file.tensors)
         }
     }
 

@@ -40,7 +40,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let tenants: TenantDirectory
 
     /// Routes anyone may call: probes and the contract.
-    static var publicPaths: Set<String> { ["/healthz", "/readyz", "/openapi.yaml"] }
+    static var publicPaths: Set<String> { Set(["/healthz", "/readyz", "/openapi.yaml"]).union(Dispatcher.inferenceProtocolPublicPaths) }
     /// Routes only operator keys may call (path prefixes).
     static var operatorPrefixes: [String] { ["/metrics", "/v1/admin/"] }
 

@@ -28,13 +28,15 @@ public struct Dispatcher: Sendable {
     public let replica: String
     /// The submissions' Redis connections: concurrent requests share their round trips (RedisCoalescer.swift).
     public let redis: RedisCoalescer
+    /// The model registry as the Open Inference Protocol routes read it (InferenceProtocol.swift).
+    let inferenceModels: InferenceModels
 
     /// Every operation served: method and path template, as in docs/openapi.yaml.
     public static let operations: [(method: String, path: String)] = [
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"),
         ("GET", "/readyz"), ("GET", "/openapi.yaml"), ("GET", "/metrics"),
-    ]
+    ] + inferenceProtocolOperations
 
     /// The contract, embedded at build time from docs/openapi.yaml.
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
@@ -58,6 +60,7 @@ public struct Dispatcher: Sendable {
         self.outbox = try Outbox(path: configuration.outbox.resolvedPath(replica: replica),
                                  maxJobs: configuration.outbox.maxJobs, maxBytes: configuration.outbox.maxBytes)
         self.breaker = CircuitBreaker(settings: configuration.outbox.breaker)
+        self.inferenceModels = InferenceModels(farm: farm)
     }
 
     /// The Hummingbird application: a `Service` to run in a `ServiceGroup` (graceful shutdown stops accepting
@@ -102,6 +105,7 @@ public struct Dispatcher: Sendable {
             metrics.outbox(jobs: outboxJobs, bytes: outboxBytes, circuit: circuitState)
             return metrics.response
         }
+        addInferenceProtocolRoutes(to: router)
         return router
     }
 
@@ -326,24 +330,24 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let problem as Problem {
-            return problem.response
+            return problem.response(path: request.uri.path)
         } catch let error as HTTPError {
             let detail = error.status == .notFound
                 ? "no route \(request.method.rawValue) \(request.uri.path); the routes are in /openapi.yaml" : (error.body ?? error.status.reasonPhrase)
-            return Problem(error.status, detail: detail).response
+            return Problem(error.status, detail: detail).response(path: request.uri.path)
         } catch is NIOTooManyBytesError {
-            return Problem(.contentTooLarge, detail: "the body is too large").response
+            return Problem(.contentTooLarge, detail: "the body is too large").response(path: request.uri.path)
         } catch JobFarmError.invalidArgument(let text) {
-            return Problem(.unprocessableContent, detail: text).response
+            return Problem(.unprocessableContent, detail: text).response(path: request.uri.path)
         } catch let error as JobFarmError {
             // Redis down, not ready, refusing this dispatcher's credentials, or failing (a key a foreign client broke,
             // out of memory): nothing the client can mend, so 503 as the document says; the detail stays in the log.
             logger.warning("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             let detail = error.isConnectionError ? "Redis is unreachable or not ready; retry later" : "the job store is failing; retry later"
-            return Problem(.serviceUnavailable, detail: detail, headers: [.retryAfter: "1"]).response
+            return Problem(.serviceUnavailable, detail: detail, headers: [.retryAfter: "1"]).response(path: request.uri.path)
         } catch {
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return Problem(.internalServerError, detail: "the dispatcher failed: \(error)").response
+            return Problem(.internalServerError, detail: "the dispatcher failed: \(error)").response(path: request.uri.path)
         }
     }
 }

@@ -21,18 +21,31 @@ struct ModelCommand: AsyncParsableCommand {
     struct Push: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Push a safetensors file as the next version of a model.",
-            discussion: "The config (JSON: layers with weight/bias tensor names and activations, optional inputStandardization and classLabels) may be omitted when the file carries it in its metadata.")
+            discussion: "The config (JSON: layers with weight/bias tensor names and activations, optional inputStandardization and classLabels) may be omitted when the file carries it in its metadata, or when its tensors are a PyTorch nn.Sequential of nn.Linear as state_dict() names them (<prefix><i>.weight / .bias, ordered by index; --activation between the layers, none after the last).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The .safetensors file.") var file: String
         @Option(help: "Model config: a JSON file path, or inline JSON.") var config: String?
         @Option(help: "Model name (1–64 of A–Z a–z 0–9 _ - .).") var name: String
         @Option(help: "Also point this alias at the new version.") var alias: String?
+        @Option(help: "Without a config: the activation between the layers of a PyTorch Sequential (relu, gelu, tanh, sigmoid, none).")
+        var activation: String?
 
         func run() async throws {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw ValidationError("cannot read '\(file)'; check the path")
             }
             var modelConfig: ModelConfig?
+            if let activation {
+                guard config == nil else { throw ValidationError("--activation is for files without a config; put the activations in --config instead") }
+                guard let chosen = Activation(rawValue: activation.lowercased()), chosen != .softmax else {
+                    throw ValidationError("--activation '\(activation)' must be relu, gelu, tanh, sigmoid or none")
+                }
+                do {
+                    modelConfig = try ModelConfig.sequential(tensors: SafetensorsFile(data: data).tensors, activation: chosen)
+                } catch {
+                    throw ValidationError("\(file): \(error)")
+                }
+            }
             if let config {
                 let text = FileManager.default.fileExists(atPath: config)
                     ? String(decoding: FileManager.default.contents(atPath: config) ?? Data(), as: UTF8.self) : config

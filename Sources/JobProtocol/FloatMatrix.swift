@@ -98,7 +98,8 @@ public struct FloatMatrix: Encodable, Sendable, Equatable {
         }
     }
 
-    static func base64(of bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+    /// Appends the base64 text (padded, standard alphabet) of `bytes` to `out`.
+    public static func base64(of bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         let symbols: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
         let table = symbols.utf8Start
         let input = bytes.bindMemory(to: UInt8.self)

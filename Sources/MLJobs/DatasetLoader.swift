@@ -159,13 +159,26 @@ struct BlockedDataset: Sendable {
     /// hold fewer). After each block, `progress` gets the share of the dataset read (rows of rows for `.npy`, bytes of
     /// the file's size for CSV), and 1 at the end; throwing from it stops the pass (a cancelled job). Format errors
     /// become `JobError.nonRetryable` naming the dataset.
-    func forEachBlock(progress: (Double) throws -> Void = { _ in },
+    ///
+    /// `finite`: a NaN or infinite feature stops the pass with a `JobError.nonRetryable` naming the dataset and the
+    /// row as the file numbers it (the CSV line, as CSV parse errors do; the `.npy` row) and the column.
+    func forEachBlock(finite: Bool = false, progress: (Double) throws -> Void = { _ in },
                       _ body: (_ features: [Float], _ labels: [Float]?, _ rows: Int) throws -> Void) throws {
+        /// The first non-finite feature of a block: its row in the block and its column.
+        func nonFinite(_ features: [Float]) -> (row: Int, column: Int, value: Float)? {
+            guard finite, let index = features.firstIndex(where: { !$0.isFinite }) else { return nil }
+            return (index / max(1, columns), index % max(1, columns), features[index])
+        }
+        let fix = "features must be finite to train or validate: fix or drop that row"
         do {
             switch origin {
             case .csvFile(let url):
                 let reader = try CSVBlockReader(url: readable(url), labelColumn: labelColumn, rowsPerBlock: blockRows)
                 while let block = try reader.next() {
+                    if let bad = nonFinite(block.features) {
+                        let name = bad.column < names.count ? names[bad.column] : "#\(bad.column + 1)"
+                        throw JobError.nonRetryable("dataset \(source): CSV line \(block.lines[bad.row]) column \"\(name)\" is \(bad.value); \(fix)")
+                    }
                     try body(block.features, block.labels, block.rowCount)
                     try progress(reader.totalBytes.map { min(1, Double(reader.bytesConsumed) / Double(max(1, $0))) } ?? 0)
                 }
@@ -174,6 +187,9 @@ struct BlockedDataset: Sendable {
                 let rows = Double(max(1, reader.rowCount))
                 while let block = try reader.next() {
                     guard let labelIndex else {
+                        if let bad = nonFinite(block.values) {
+                            throw JobError.nonRetryable("dataset \(source): .npy row \(block.firstRow + bad.row) column \(bad.column) is \(bad.value) (rows and columns counted from 0, as NumPy indexes them); \(fix)")
+                        }
                         try body(block.values, nil, block.rowCount)
                         try progress(Double(block.firstRow + block.rowCount) / rows)
                         continue
@@ -188,6 +204,10 @@ struct BlockedDataset: Sendable {
                             let v = block.values[r * width + c]
                             if c == labelIndex { labels.append(v) } else { features.append(v) }
                         }
+                    }
+                    if let bad = nonFinite(features) {
+                        let column = bad.column < labelIndex ? bad.column : bad.column + 1
+                        throw JobError.nonRetryable("dataset \(source): .npy row \(block.firstRow + bad.row) column \(column) is \(bad.value) (rows and columns counted from 0, as NumPy indexes them); \(fix)")
                     }
                     try body(features, labels, block.rowCount)
                     try progress(Double(block.firstRow + block.rowCount) / rows)
@@ -215,14 +235,15 @@ struct BlockedDataset: Sendable {
         }
     }
 
-    /// One pass that reads every label as a class (checked as `classes` does), keeping the features too while
+    /// One pass that reads every label as a class (checked as `classes` does) and checks every feature is finite
+    /// (the first pass of training: a NaN is reported by its row in the file), keeping the features too while
     /// `rows × columns × 4` bytes fit `budget`. Nil features: the dataset is larger than the budget (and only the
     /// labels, 4 bytes a row, were kept).
     func readClasses(keepingFeaturesWithin budget: Int, progress: (Double) throws -> Void = { _ in })
         throws -> (classes: [Int32], features: [Float]?) {
         var classes: [Int32] = []
         var features: [Float]? = []
-        try forEachBlock(progress: progress) { x, y, _ in
+        try forEachBlock(finite: true, progress: progress) { x, y, _ in
             classes.append(contentsOf: try self.classes(y, firstRow: classes.count).map { Int32($0) })
             if features != nil {
                 if classes.count * columns * MemoryLayout<Float>.size <= budget { features?.append(contentsOf: x) } else { features = nil }

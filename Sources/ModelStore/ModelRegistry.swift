@@ -30,7 +30,12 @@ public struct ModelVersion: Sendable, Codable, Equatable {
     public var reference: String { "\(name):\(version)" }
 }
 
-/// A parsed model reference: `name`, `name:7`, `name:latest`, `name:production`.
+/// A parsed model reference: `name`, `name:7`, `name:latest`, `name:latest@int8`, `name:production`.
+///
+/// `name` and `name:latest` select the highest version **in the precision of the name's first version**, so a
+/// quantized version pushed under the same name never replaces the model a plain reference runs;
+/// `name:latest@int8` (or `@fp16`, `@fp32`, `@mixed`) selects the highest version in that precision. Versions and
+/// aliases select exactly the version they name, whatever its precision.
 public struct ModelReference: Sendable, Hashable, CustomStringConvertible {
     /// Which version a reference selects.
     public enum Selector: Sendable, Hashable {
@@ -39,18 +44,42 @@ public struct ModelReference: Sendable, Hashable, CustomStringConvertible {
         case alias(String)
     }
 
+    /// The precisions a `latest@…` selector may name (a stored version's `precision`).
+    public static let precisions = ["fp32", "fp16", "int8", "mixed"]
+
     public var name: String
     public var selector: Selector
+    /// With `.latest`: the precision asked for (`name:latest@int8`); `nil`: the precision of the name's first version.
+    public var precision: String?
 
-    /// Parses `name[:version|:alias|:latest]`.
+    public init(name: String, selector: Selector, precision: String? = nil) {
+        self.name = name
+        self.selector = selector
+        self.precision = precision
+    }
+
+    /// Parses `name[:version|:alias|:latest[@precision]]`.
     public init(parsing text: String) throws {
         let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         guard isValidRegistryName(parts[0]) else {
+            if parts[0].contains("@") {
+                throw ModelStoreError.invalidArgument("model reference '\(text)': a precision goes after latest, as in \(parts[0].split(separator: "@").first ?? ""):latest@int8")
+            }
             throw ModelStoreError.invalidArgument("model reference '\(text)': name must be 1–64 of A–Z a–z 0–9 _ - .")
         }
         name = parts[0]
+        precision = nil
         if parts.count == 1 || parts[1] == "latest" {
             selector = .latest
+        } else if parts[1].hasPrefix("latest@") {
+            let asked = String(parts[1].dropFirst("latest@".count)).lowercased()
+            guard Self.precisions.contains(asked) else {
+                throw ModelStoreError.invalidArgument("model reference '\(text)': precision '\(asked.prefix(16))' is not one of \(Self.precisions.joined(separator: ", "))")
+            }
+            selector = .latest
+            precision = asked
+        } else if parts[1].contains("@") {
+            throw ModelStoreError.invalidArgument("model reference '\(text)': only latest takes a precision (name:latest@int8); a version or an alias selects one version, whatever its precision")
         } else if let number = Int(parts[1]) {
             guard number >= 1 else { throw ModelStoreError.invalidArgument("model reference '\(text)': versions start at 1") }
             selector = .version(number)
@@ -64,7 +93,7 @@ public struct ModelReference: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch selector {
-        case .latest: return "\(name):latest"
+        case .latest: return "\(name):latest" + (precision.map { "@\($0)" } ?? "")
         case .version(let v): return "\(name):\(v)"
         case .alias(let a): return "\(name):\(a)"
         }
@@ -144,11 +173,7 @@ public struct ModelRegistry: Sendable {
         case .version(let v):
             number = v
         case .latest:
-            let versions = try await versionNumbers(reference.name)
-            guard let last = versions.last else {
-                throw ModelStoreError.notFound("model '\(reference.name)' has no versions (push one with `jobfarm model push`)")
-            }
-            number = last
+            return try await latest(reference.name, precision: reference.precision)
         case .alias(let alias):
             let reply = try await client.execute(RedisCommand("HGET", aliasesKey(reference.name), alias))
             guard let v = reply.int else {
@@ -157,6 +182,21 @@ public struct ModelRegistry: Sendable {
             number = v
         }
         return try await version(reference.name, number)
+    }
+
+    /// The highest version of `name` in `precision`; `nil`: in the precision of its first version (what plain
+    /// `name` and `name:latest` select).
+    public func latest(_ name: String, precision: String? = nil) async throws -> ModelVersion {
+        let records = try await versions(name)
+        guard let first = records.first else {
+            throw ModelStoreError.notFound("model '\(name)' has no versions (push one with `jobfarm model push`)")
+        }
+        let wanted = precision ?? first.precision
+        guard let found = records.last(where: { $0.precision == wanted }) else {
+            let held = records.map { "\($0.version) \($0.precision)" }.joined(separator: ", ")
+            throw ModelStoreError.notFound("model '\(name)' has no \(wanted) version (it has \(held)): quantize one, or name a version (\(name):\(records.last!.version))")
+        }
+        return found
     }
 
     /// Resolves a reference given as text.

@@ -35,7 +35,13 @@ struct ContractTests {
                     var response = response as? [String: Any] ?? [:]
                     if let ref = response["$ref"] as? String { response = contract.resolve(ref) as? [String: Any] ?? [:] }
                     let content = response["content"] as? [String: Any] ?? [:]
-                    #expect(Array(content.keys) == ["application/problem+json"], "\(method) \(path) \(status)")
+                    // The Open Inference Protocol's routes answer its own error shape, {"error": "..."}.
+                    let expected = path.hasPrefix("/v2") ? "application/json" : "application/problem+json"
+                    #expect(Array(content.keys) == [expected], "\(method) \(path) \(status)")
+                    if path.hasPrefix("/v2") {
+                        let schema = (content[expected] as? [String: Any])?["schema"] as? [String: Any]
+                        #expect(schema?["$ref"] as? String == "#/components/schemas/InferenceError", "\(method) \(path) \(status)")
+                    }
                 }
             }
         }
