@@ -268,6 +268,56 @@ struct PipelineEngineTests {
         #expect(status.state == "succeeded", "only a `continue` step did not pass")
     }
 
+    /// Every script that ends a job leaves the run its notice: complete, fail to dead, fail cancelled, cancel of a
+    /// waiting job, reap poison, reap and release meeting a pending cancel.
+    @Test func everyEndingPathLeavesANotice() async throws {
+        let farm = try TestRedis.farm(leaseDuration: .milliseconds(300), heartbeat: .milliseconds(100), maxLeaseLosses: 1)
+        let keys = QueueKeys(namespace: farm.configuration.namespace, queue: "default")
+        let client = RedisClient(configuration: farm.configuration.redis, name: "paths")
+        defer { client.close() }
+        let ids = ["complete", "dead", "failcancel", "waiting", "poison", "reapcancel", "releasecancel"]
+        var yaml = "name: paths\nsteps:\n"
+        for id in ids { yaml += "  - {id: \(id), kind: echo, on_failure: continue}\n" }
+        let run = try await farm.startRun(try Self.pipeline(yaml))
+        func job(_ step: String) -> String { "\(run.runID).\(step)" }
+        func notice(_ step: String) async throws -> JSONValue? {
+            try await client.send([RedisCommand("HGET", keys.prefix + "run-ends:data", job(step))])[0].string.map { try JSONValue(parsing: $0) }
+        }
+        #expect(try await farm.cancel(id: job("waiting"), queue: "default") == .cancelled)
+        let leased = try await farm.fetch(queue: "default", count: 10, worker: "w", on: client)
+        #expect(leased.count == ids.count - 1)
+        func leasedJob(_ step: String) throws -> LeasedJob { try #require(leased.first { $0.id == job(step) }) }
+        // Reported without the worker's drain: the raw scripts' replies (2 = recorded, left a notice).
+        let prefix = [keys.prefix]
+        let completeScript = RedisScript(name: "complete", source: QueueScripts.complete.source)
+        let failScript = RedisScript(name: "fail", source: QueueScripts.fail.source)
+        let done = try await client.run(completeScript, keys: prefix, arguments: ["default", "0", job("complete"), try leasedJob("complete").token, #"{"ok":true}"#])
+        #expect(done.array?.compactMap(\.int) == [2])
+        let failed = try await client.run(failScript, keys: prefix, arguments: [
+            "default", "0", job("dead"), try leasedJob("dead").token, "non_retryable", "boom", "0",
+            job("failcancel"), try leasedJob("failcancel").token, "cancelled", "cancelled by request", "0",
+        ])
+        #expect(failed.array?.compactMap(\.int) == [2, 2])
+        #expect(try await farm.cancel(id: job("reapcancel"), queue: "default") == .cancelling)
+        #expect(try await farm.cancel(id: job("releasecancel"), queue: "default") == .cancelling)
+        #expect(try await farm.release([try leasedJob("releasecancel")], queue: "default", on: client) == 0)
+        try await Task.sleep(for: .milliseconds(400))  // the poison and reapcancel leases expire
+        _ = try await RedisWorkerDriver(farm: farm).reapExpiredLeases(queue: "default")
+        let expected = ["complete": "succeeded", "dead": "dead", "failcancel": "cancelled", "waiting": "cancelled",
+                        "poison": "dead", "reapcancel": "cancelled", "releasecancel": "cancelled"]
+        for (step, state) in expected {
+            let found = try await notice(step)
+            #expect(found?["state"]?.stringValue == state, "\(step): \(found?.jsonText ?? "no notice")")
+            #expect(found?["run"]?.stringValue == run.runID && found?["step"]?.stringValue == step)
+        }
+        #expect(try await notice("complete")?["result"]?.stringValue == #"{"ok":true}"#)
+        #expect(try await notice("poison")?["reason"]?.stringValue == "poison")
+        #expect(try await farm.applyStaleRunNotices(queue: "default", age: .zero) == ids.count)
+        let status = try await Self.ended(farm, run.runID)
+        #expect(status.state == "succeeded", "every step is `continue`")
+        #expect(status.steps.map(\.state) == ["passed", "failed", "cancelled", "cancelled", "failed", "cancelled", "cancelled"])
+    }
+
     /// Tests/Fixtures/readiness-cases.json through the real `runAdvance` script (an empty job id applies the rule to
     /// the states as written), as PipelinesTests runs it through `PipelineGraph.advance`.
     @Test func theLuaRuleGivesTheSharedTableOfCases() async throws {
