@@ -152,10 +152,18 @@ struct PipelineStatusCommand: AsyncParsableCommand {
         let text: String
         switch value {
         case .object(let fields):
-            let preferred = ["model", "passed", "promoted", "previous", "accuracy", "holdoutAccuracy", "sizeRatio", "reference", "rows", "note"]
+            let preferred = ["model", "passed", "promoted", "previous", "accuracy", "holdoutAccuracy", "sizeRatio", "reference", "note", "rows"]
             var parts: [String] = []
+            // A validation's checks that failed say why it did not pass: `failed accuracy 0.9623 (min 0.97)`.
+            if case .array(let checks)? = fields["checks"] {
+                for case .object(let check) in checks where check["passed"] == .bool(false) {
+                    let metric = check["metric"]?.stringValue ?? "?"
+                    let value = check["value"].map { $0 == .null ? "none" : $0.jsonText } ?? "none"
+                    parts.append("failed \(metric) \(value) (limit \(check["threshold"]?.jsonText ?? "?"))")
+                }
+            }
             for key in preferred + fields.keys.sorted() where !parts.contains(where: { $0.hasPrefix(key + "=") }) {
-                guard let field = fields[key], parts.count < 5 else { continue }
+                guard let field = fields[key], parts.count < 6 else { continue }
                 switch field {
                 case .string(let s): parts.append("\(key)=\(s)")
                 case .number(let n): parts.append("\(key)=\(n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(format: "%.4g", n))")
