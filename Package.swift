@@ -47,7 +47,7 @@ let package = Package(
         .plugin(name: "EmbedLuaScripts", capability: .buildTool(), dependencies: ["LuaEmbedder"]),
         // The queue engine: enqueue, fetch with leases, ack/fail/retry, reaper, scheduler, dead letters, stats.
         .target(name: "JobQueue", dependencies: [
-            "RedisClient", "JobProtocol",
+            "RedisClient", "JobProtocol", "Pipelines",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The worker runtime: handlers by kind, concurrency, timeouts, heartbeats, graceful shutdown.
@@ -126,7 +126,7 @@ let package = Package(
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting", "WorkerPools", "FarmMetrics",
-            "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute",
+            "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute", "Pipelines",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "ComputeTests", dependencies: ["Compute", "CComputeKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "MLJobsTests", dependencies: [
             "JobFarmTesting",
-            "MLJobs", "JobPayloads", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker",
+            "MLJobs", "JobPayloads", "ModelStore", "Compute", "RedisClient", "JobProtocol", "JobQueue", "JobWorker", "Pipelines",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

@@ -29,6 +29,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Jobs leased per fetch.") var fetchBatch: Int = 256
     @Option(parsing: .unconditional, help: "Pickup latency samples.") var samples: Int = 2000
     @Option(parsing: .unconditional, help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
+    @Option(parsing: .unconditional, help: "Steps of the pipeline chain whose step start latency is measured (0: skip).") var chain: Int = 1000
     @Option(help: "Worker settings for the end-to-end runs, comma-separated: 'bench' (--concurrency/--fetch-batch above), 'defaults' (the worker's own defaults, what a user gets).")
     var settings: String = "bench,defaults"
 
@@ -131,6 +132,14 @@ struct BenchQueueCommand: AsyncParsableCommand {
                       + ", " + ratio(pickup.p50.seconds, wake.p50.seconds, "raw wake-ups", inverse: true)))
             print(row("p99", micro(pickup.p99), ratio(pickup.p99.seconds, ping.p99.seconds, "PING round trips", inverse: true)
                       + ", " + ratio(pickup.p99.seconds, wake.p99.seconds, "raw wake-ups", inverse: true)))
+
+            // 5. Pipeline step start: a chain of noop steps, a parent's handler returning → its child's handler starting.
+            if chain > 1 {
+                let steps = try await BenchPipeline.chain(farm, steps: chain)
+                print("\npipeline step start (a chain of \(chain) steps, parent's handler returns → child's handler starts, worker in this process; \(String(format: "%.1f", steps.total.seconds)) s in all)")
+                print(row("p50", micro(steps.p50), ratio(steps.p50.seconds, pickup.p50.seconds, "idle pickup latencies", inverse: true)))
+                print(row("p99", micro(steps.p99), ratio(steps.p99.seconds, pickup.p99.seconds, "idle pickup latencies", inverse: true)))
+            }
         } catch {
             await cleanUp(raw, namespace: configuration.namespace)
             throw CLIError(message: "benchmark failed: \(error)")

@@ -9,7 +9,7 @@ import RedisClient
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model", abstract: "Store, list and name models (safetensors + JSON config) in the farm's registry.",
-        subcommands: [Push.self, Pull.self, List.self, Show.self, Alias.self])
+        subcommands: [Push.self, Pull.self, List.self, Show.self, Alias.self, Rollback.self])
 
     /// Opens the registry of the farm the global options point at.
     static func registry(_ global: GlobalOptions) throws -> ModelRegistry {

@@ -12,18 +12,18 @@ enum FarmKinds {
     /// Kinds `jobfarm worker` runs (built-ins and ML kinds).
     static var runnable: Set<String> {
         Set(HandlerRegistry.builtins().kinds).union([
-            InferenceJob.kind, BatchAnalysisJob.kind, QuantizeJob.kind, ValidateJob.kind, TrainJob.kind,
+            InferenceJob.kind, BatchAnalysisJob.kind, QuantizeJob.kind, ValidateJob.kind, TrainJob.kind, PromoteJob.kind,
         ])
     }
 
-    /// Kinds named by the nightly sample that no handler runs yet.
-    static let planned: Set<String> = ["promote"]
+    /// Kinds a pipeline may name that no handler of this build runs yet (accepted with a warning).
+    static let planned: Set<String> = []
 }
 
 struct PipelineCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pipeline", abstract: "Pipelines of jobs (DAGs) defined in YAML (docs/PIPELINES.md).",
-        subcommands: [PipelineValidateCommand.self])
+        subcommands: [PipelineValidateCommand.self, PipelineRunCommand.self, PipelineStatusCommand.self, PipelineCancelCommand.self])
 }
 
 struct PipelineValidateCommand: ParsableCommand {

@@ -169,6 +169,12 @@ public struct ValidatePayload: KindPayload, Decodable {
     public var candidate: String
     /// Reference model (omit to check only accuracy and size).
     public var reference: String?
+    /// Compared with instead when `reference` does not exist yet (an alias not set: the first night of a pipeline,
+    /// before any `production`); the result says so in `note`.
+    public var fallbackReference: String?
+    /// The model `sizeRatio` is measured against, when not the reference (a quantized candidate against its own
+    /// FP32 source).
+    public var sizeReference: String?
     /// `farm:NAME` or a path.
     public var dataset: String
     /// The class column; accuracy is reported when given.

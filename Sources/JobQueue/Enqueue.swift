@@ -21,6 +21,9 @@ public struct EnqueueRequest: Sendable {
     public var trace: [String: String]
     /// A caller-chosen id (retrying a submission with the same id never makes a second job).
     public var id: String?
+    /// The pipeline run (and step, item) or batch the job belongs to, written into its job hash so that the
+    /// scripts ending it tell the run (docs/PIPELINES.md, "Engine design"). Such a job takes the general path.
+    public var links: JobLinks?
 
     public init(
         kind: String, queue: String = "default", tier: String? = nil, payload: JSONValue = .null,
@@ -123,7 +126,8 @@ extension JobFarm {
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
             let tier = envelopes[chunk[0]].env.tier
             if let serverNow, chunk.count <= 1000,
-               chunk.allSatisfy({ envelopes[$0].delayMs == 0 && envelopes[$0].env.idempotencyKey == nil && envelopes[$0].env.tier == tier }) {
+               chunk.allSatisfy({ envelopes[$0].delayMs == 0 && envelopes[$0].env.idempotencyKey == nil && envelopes[$0].env.tier == tier
+                   && requests[$0].links == nil }) {
                 var batch: [RedisRequest] = []
                 if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
                 batch.append(encodeNow(chunk, queue: queue, qt: serverNow, tier: tier))
@@ -145,6 +149,9 @@ extension JobFarm {
                 arguments.append(bytes: text)
                 arguments.append(delayMs == 0 ? "0" : String(delayMs))
                 arguments.append(env.idempotencyKey ?? "")
+            }
+            if chunk.contains(where: { requests[$0].links != nil }) {
+                for index in chunk { arguments.append(requests[index].links?.jsonText ?? "") }
             }
             var batch: [RedisRequest] = []
             if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }

@@ -268,13 +268,23 @@ extension JobFarm {
         // the job stays as the first call left it.
         let replies = try await retrying(for: .seconds(3600), what: "report") { try await client.pipeline(requests) }
         var refused: [String] = []
+        var noticed: [String] = []
         var replyIndex = 0
         for (ids, script) in [(successIDs, Scripts.complete), (failureIDs, Scripts.fail)] where !ids.isEmpty {
             let reply = replies[replyIndex]
             replyIndex += 1
             if let message = reply.errorMessage { throw JobFarmError(reply: message, script: script.name) }
-            for (id, flag) in zip(ids, reply.array ?? []) where flag.int != 1 { refused.append(id) }
+            // 1: recorded; 2: recorded, and the job's end left a notice for its pipeline run; 0: the lease was lost.
+            for (id, flag) in zip(ids, reply.array ?? []) {
+                switch flag.int {
+                case 1: break
+                case 2: noticed.append(id)
+                default: refused.append(id)
+                }
+            }
         }
+        // A pipeline job ended: advance its run now (its next steps start two round trips later).
+        if !noticed.isEmpty { await drainRunNotices(queue: queue, ids: noticed, on: self.client) }
         return refused
     }
 

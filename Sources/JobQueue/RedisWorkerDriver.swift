@@ -129,6 +129,14 @@ public final class RedisWorkerDriver: WorkerDriver {
         try await farm.promoteDueJobs(queue: queue, on: maintenanceClient)
     }
 
+    public func applyStaleRunNotices(queue: String) async throws -> Int {
+        try await farm.applyStaleRunNotices(queue: queue, on: maintenanceClient)
+    }
+
+    public func sweepRuns() async throws {
+        _ = try await farm.sweepRuns(on: maintenanceClient)
+    }
+
     public func isDrained(queues: [String]) async throws -> Bool {
         let stats = try await farm.stats(queues: queues)
         return stats.allSatisfy { $0.depth == 0 && $0.scheduled == 0 && $0.inflight == 0 }

@@ -18,6 +18,11 @@ enum Scripts {
     static let purge = make(QueueScripts.purge)
     static let stats = make(QueueScripts.stats)
 
+    static let runCreate = make(RunScripts.create)
+    static let runAdvance = make(RunScripts.advance)
+    static let runItems = make(RunScripts.items)
+    static let runCancel = make(RunScripts.cancel)
+
     /// Every script, for loading them all at once.
     static let all = [enqueue, enqueueNow, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats]
 

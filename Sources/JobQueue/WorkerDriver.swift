@@ -51,6 +51,11 @@ public protocol WorkerDriver: Sendable {
     /// One scheduler step on one queue: moves due delayed and retrying jobs to their line. Returns how many moved
     /// and the time until the next is due (`nil` when none is scheduled).
     func promoteDueJobs(queue: String) async throws -> (moved: Int, nextDue: Duration?)
+    /// One pipeline step on one queue: applies the run notices left more than a few seconds ago (by a process that
+    /// died before applying them, or written with no worker around). Returns how many were applied.
+    func applyStaleRunNotices(queue: String) async throws -> Int
+    /// The pipeline runs' sweeper, once per maintenance pass: re-enqueues steps claimed but never enqueued.
+    func sweepRuns() async throws
     /// True when none of the queues has a job queued, scheduled or in flight (`--exit-when-empty`).
     func isDrained(queues: [String]) async throws -> Bool
     /// Advice on the engine's settings, logged once at start (empty when all is well).
@@ -114,4 +119,11 @@ public struct ReapResult: Sendable, Equatable {
         self.poisoned = poisoned
         self.graceRemaining = graceRemaining
     }
+}
+
+extension WorkerDriver {
+    /// Engines without pipelines have no notices.
+    public func applyStaleRunNotices(queue: String) async throws -> Int { 0 }
+    /// Engines without pipelines have no runs.
+    public func sweepRuns() async throws {}
 }

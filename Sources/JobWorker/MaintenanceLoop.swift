@@ -86,6 +86,11 @@ final class MaintenanceLoop: Sendable {
             do {
                 let (moved, nextDue) = try await driver.promoteDueJobs(queue: queue)
                 let reaped = try await driver.reapExpiredLeases(queue: queue)
+                do {
+                    _ = try await driver.applyStaleRunNotices(queue: queue)
+                } catch {
+                    logger.warning("could not apply pipeline run notices of this queue; retried at the next pass", metadata: ["queue": "\(queue)", "error": "\(error)"])
+                }
                 if reaped.graceRemaining > .zero {
                     if state.inGrace.insert(queue).inserted {
                         logger.notice("no worker reached this queue for a while (Redis was down or out of reach): no lease is reaped until the workers have had time to renew them and report finished jobs", metadata: [
@@ -128,6 +133,11 @@ final class MaintenanceLoop: Sendable {
             } catch {
                 logger.debug("maintenance step failed", metadata: ["queue": "\(queue)", "error": "\(error)"])
                 return (sleep, true)
+            }
+        }
+        if answered {
+            do { try await driver.sweepRuns() } catch {
+                logger.warning("the pipeline run sweeper failed; retried at the next pass", metadata: ["error": "\(error)"])
             }
         }
         if answered, let fault = state.serverFault {

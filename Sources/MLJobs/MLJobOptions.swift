@@ -147,5 +147,6 @@ public func registerMLJobs(
     registry.register(QuantizeJob(environment: environment))
     registry.register(ValidateJob(environment: environment))
     registry.register(TrainJob(environment: environment))
+    registry.register(PromoteJob(environment: environment))
     return environment
 }

@@ -41,6 +41,10 @@ public struct ValidateJob: JobHandler {
         public var passed: Bool
         /// Set when the alias was moved: `{alias, model, previous}`.
         public var promoted: [String: String]?
+        /// Set when `fallbackReference` stood in for a reference that does not exist yet.
+        public var note: String?
+        /// The model `sizeRatio` was measured against (the reference unless `sizeReference` was given).
+        public var sizeReference: String?
         /// Rows per block the dataset was read in, and the number of blocks.
         public var blockRows: Int
         public var blocks: Int
@@ -54,8 +58,22 @@ public struct ValidateJob: JobHandler {
         let parameters = try parse(ValidatePayload.self, payload)
         let candidateVersion = try await classifying { try await environment.models.resolve(parameters.candidate) }
         var referenceVersion: ModelVersion?
+        var note: String?
         if let text = parameters.reference {
-            referenceVersion = try await classifying { try await environment.models.resolve(text) }
+            do {
+                referenceVersion = try await environment.models.resolve(text)
+            } catch let error as ModelStoreError {
+                guard case .notFound = error, let fallback = parameters.fallbackReference else { throw classify(error, "") }
+                referenceVersion = try await classifying { try await environment.models.resolve(fallback) }
+                note = "reference \(text) does not exist yet (\(error)); compared with \(referenceVersion!.reference) instead"
+            } catch {
+                throw classify(error, "")
+            }
+        }
+        var sizeModel: MLPModel?
+        if let text = parameters.sizeReference {
+            let version = try await classifying { try await environment.models.resolve(text) }
+            sizeModel = try await classifying { try await environment.model(version, precision: nil) }
         }
         let candidate = try await classifying { try await environment.model(candidateVersion, precision: nil) }
         var reference: MLPModel?
@@ -131,7 +149,13 @@ public struct ValidateJob: JobHandler {
             output.meanAbsDiff = metrics.sumDiff / Double(rows * classes)
             output.cosineSimilarity = metrics.cosineSum / Double(rows)
             output.sizeRatio = Double(candidate.tensorByteCount) / Double(max(1, reference.tensorByteCount))
+            output.sizeReference = referenceVersion?.reference
         }
+        if let sizeModel {
+            output.sizeRatio = Double(candidate.tensorByteCount) / Double(max(1, sizeModel.tensorByteCount))
+            output.sizeReference = parameters.sizeReference
+        }
+        output.note = note
         if let t = parameters.thresholds {
             func check(_ metric: String, _ threshold: Double?, _ value: Double?, atLeast: Bool) {
                 guard let threshold else { return }

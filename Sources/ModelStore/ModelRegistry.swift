@@ -245,7 +245,8 @@ public struct ModelRegistry: Sendable {
         let items = try await client.execute(RedisCommand("HGETALL", aliasesKey(name))).array ?? []
         var result: [String: Int] = [:]
         for index in stride(from: 0, to: items.count - 1, by: 2) {
-            if let alias = items[index].string, let v = items[index + 1].int { result[alias] = v }
+            // `previous:<alias>` fields keep a switched alias's old target (AliasSwitch.swift); they are not aliases.
+            if let alias = items[index].string, !alias.contains(":"), let v = items[index + 1].int { result[alias] = v }
         }
         return result
     }

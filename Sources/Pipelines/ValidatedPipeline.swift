@@ -7,6 +7,9 @@ public struct ValidatedPipeline: Sendable {
     public let definition: PipelineDefinition
     /// The graph, its steps in topological order (file order among steps that do not depend on each other).
     public let graph: PipelineGraph
+    /// The file's text, as validated: a run keeps it in its record, so that whoever advances the run later (any
+    /// worker) validates the same definition again without the file.
+    public let source: String
 
     /// Reads, parses and validates a file. `knownKinds` are the job kinds the farm runs (nil: any kind).
     public static func load(path: String, knownKinds: Set<String>?) throws(DefinitionErrors) -> ValidatedPipeline {
@@ -26,7 +29,7 @@ public struct ValidatedPipeline: Sendable {
         let (graph, graphErrors) = check(definition, knownKinds: knownKinds)
         let errors = parseErrors + graphErrors
         guard errors.isEmpty, let graph else { throw DefinitionErrors(errors) }
-        return ValidatedPipeline(definition: definition, graph: graph)
+        return ValidatedPipeline(definition: definition, graph: graph, source: yaml)
     }
 
     /// The step named `id`.

@@ -21,8 +21,13 @@ struct ScriptFileTests {
         for script in QueueScripts.all {
             #expect(script.source == prelude + (try Self.file(script.name)), "\(script.name).lua differs from what the binary embeds")
         }
+        let helpers = try Self.file("runs")
+        for script in RunScripts.all {
+            #expect(script.source == prelude + helpers + (try Self.file(script.name)), "\(script.name).lua differs from what the binary embeds")
+        }
         let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path).filter { $0.hasSuffix(".lua") }
-        #expect(Set(files) == Set(QueueScripts.all.map { "\($0.name).lua" } + ["prelude.lua"]), "a .lua file no script uses, or a script without its file")
+        let used = (QueueScripts.all + RunScripts.all).map { "\($0.name).lua" } + ["prelude.lua", "runs.lua"]
+        #expect(Set(files) == Set(used), "a .lua file no script uses, or a script without its file")
     }
 
     /// docs/PROTOCOL.md §10, "Cancel from another language": EVAL of prelude.lua + cancel.lua.

@@ -60,6 +60,7 @@ else
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW, 'error', 'cancelled by request')
   if retention > 0 then redis.call('PEXPIRE', jk, retention) end
   redis.call('HINCRBY', P .. 'stats', 'cancelled', 1)
+  job_ended(id, jk, 'cancelled', nil, 'cancelled by request', 'cancelled')
   publish(id, 'cancelled')
 end
 return 'cancelled'

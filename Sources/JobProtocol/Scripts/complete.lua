@@ -1,6 +1,7 @@
 -- complete.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
 -- COMPLETE: ARGV = queue, retention ms, then per job: id, fencing token, result JSON.
--- Returns 1 per job recorded as succeeded, 0 per job whose lease was lost (the result is refused).
+-- Returns 1 per job recorded as succeeded (2 when it left a notice for its pipeline run), 0 per job whose lease was
+-- lost (the result is refused).
 local retention = tonumber(ARGV[2])
 local out, done = {}, 0
 need(P .. 'inflight', 'zset')
@@ -17,7 +18,7 @@ for b = 3, #ARGV, 3 do
     local tk = redis.call('HMGET', jk, 'tier', 'kind')
     count_outcome('succeeded', tk[1], tk[2])
     done = done + 1
-    out[#out + 1] = 1
+    out[#out + 1] = job_ended(id, jk, 'succeeded', result) and 2 or 1
   elseif r[1] == 'succeeded' and r[2] == token then
     out[#out + 1] = 1
   else

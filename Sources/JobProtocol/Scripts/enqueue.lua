@@ -1,5 +1,8 @@
 -- enqueue.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
--- ENQUEUE: ARGV = queue, count, idempotency TTL ms, then per job: id, tier, envelope, delay ms (0 = now), idempotency key ('' = none).
+-- ENQUEUE: ARGV = queue, count, idempotency TTL ms, then per job: id, tier, envelope, delay ms (0 = now), idempotency key ('' = none),
+-- then, optionally, per job: its links ('' = none), a JSON object of `run`, `step`, `item`, `batch` written as fields
+-- of its job hash (a job with links gets its job hash at once, state `queued`, even when it runs now, so that the
+-- scripts that end it read them).
 -- Returns one id per job: the new id, or the id already stored under the same job id or idempotency key; or, when
 -- every answer is the id that was sent (no idempotency key named another id), just the number of jobs created: a
 -- reply of 1,000 ids costs Redis and the client more than the rest of the call's bookkeeping.
@@ -10,6 +13,8 @@
 local n = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[3])
 local PK = P .. 'pending'
+local LINKS_AT = 4 + n * 5  -- the optional per-job links, after the per-job arguments
+local any_links = ARGV[LINKS_AT] ~= nil
 -- Key types, checked before the first write; the ids and job keys gathered for the duplicate check on the way.
 need(P .. 'stats', 'hash')
 need(PK, 'hash')
@@ -56,7 +61,20 @@ for i = 0, n - 1 do
   if not existing and not taken[id] then
     taken[id] = true  -- the same id twice in one call: the second is a repeat
     local tier, delay = ARGV[b + 1], tonumber(ARGV[b + 3])
-    if delay > 0 then
+    local links = any_links and ARGV[LINKS_AT + i] or ''
+    if links ~= '' then
+      local hash = {'env', ARGV[b + 2], 'tier', tier, 'qt', NOW}
+      for k, v in pairs(cjson.decode(links)) do hash[#hash + 1] = k; hash[#hash + 1] = tostring(v) end
+      if delay > 0 then
+        redis.call('HSET', jks[i + 1], 'state', 'scheduled', 'run_at', NOW + delay, unpack(hash))
+        redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
+      else
+        redis.call('HSET', jks[i + 1], 'state', 'queued', unpack(hash))
+        local list = ready[tier]
+        if not list then list = {}; ready[tier] = list end
+        list[#list + 1] = id
+      end
+    elseif delay > 0 then
       redis.call('HSET', jks[i + 1], 'env', ARGV[b + 2], 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', NOW + delay)
       redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
     else

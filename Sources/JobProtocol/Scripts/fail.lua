@@ -2,7 +2,7 @@
 -- FAIL: ARGV = queue, retention ms, then per job: id, fencing token, outcome, error, retry delay ms.
 -- Outcome `retry` schedules another attempt; `cancelled` ends the job as cancelled; any dead-letter reason
 -- (`exhausted`, `non_retryable`, `malformed`, `timeout`, `cancelled_dead`) moves it to the dead letters.
--- Returns 1 per job recorded, 0 per job whose lease was lost.
+-- Returns 1 per job recorded (2 when it ended and left a notice for its pipeline run), 0 per job whose lease was lost.
 local retention = tonumber(ARGV[2])
 local DEAD_REASONS = {exhausted = true, non_retryable = true, malformed = true, timeout = true, poison = true, cancelled_dead = true}
 local out = {}
@@ -25,6 +25,7 @@ for b = 3, #ARGV, 5 do
     malformed_record(id, jk, bad, retention)
     out[#out + 1] = 1
   elseif r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
+    local noticed = NOTICES
     if not DEAD_REASONS[outcome] and outcome ~= 'retry' and outcome ~= 'cancelled' then outcome = 'exhausted' end
     add_history(jk, cjson.encode({attempt = int_field('attempts', r[3], MAX_COUNT), at = NOW, error = err, outcome = outcome, worker = r[4]}))
     if outcome == 'retry' and r[6] then
@@ -50,12 +51,13 @@ for b = 3, #ARGV, 5 do
       redis.call('HDEL', jk, 'worker', 'cancel')
       if retention > 0 then redis.call('PEXPIRE', jk, retention) end
       redis.call('HINCRBY', P .. 'stats', 'cancelled', 1)
+      job_ended(id, jk, 'cancelled', nil, err, 'cancelled')
       publish(id, 'cancelled')
     else
       if outcome == 'cancelled_dead' then outcome = 'cancelled' end
       dead_letter(id, jk, outcome, err, nil, retention)
     end
-    out[#out + 1] = 1
+    out[#out + 1] = NOTICES > noticed and 2 or 1
   else
     out[#out + 1] = 0
   end

@@ -124,6 +124,22 @@ local function add_history(jk, record)
   if h then h = h .. '\n' .. record else h = record end
   redis.call('HSET', jk, 'history', h)
 end
+-- Every path that ends a job (succeeded, dead or cancelled) calls this, in the same script: a job of a pipeline run
+-- (its hash has a `run` field) leaves a notice in this queue's slot, `run-ends` (id → when) and `run-ends:data`
+-- (id → JSON {job, run, step, item, state, result, error, reason}), which the run's own script applies later
+-- (docs/PIPELINES.md, "Engine design"). Notice keys of the wrong type are skipped (listed in PROBLEMS); the run
+-- sweeper finds the ended job from its record then. Returns true when a notice was written (NOTICES counts them).
+local NOTICES = 0
+local function job_ended(id, jk, state, result, err, reason)
+  local r = redis.call('HMGET', jk, 'run', 'step', 'item')
+  if not r[1] then return false end
+  if not (usable(P .. 'run-ends', 'zset') and usable(P .. 'run-ends:data', 'hash')) then return false end
+  redis.call('HSET', P .. 'run-ends:data', id, cjson.encode({job = id, run = r[1], step = r[2] or '', item = r[3] or '',
+    state = state, result = result or '', error = err or '', reason = reason or ''}))
+  redis.call('ZADD', P .. 'run-ends', NOW, id)
+  NOTICES = NOTICES + 1
+  return true
+end
 -- Moves a job (or a raw queue entry, when jk is nil) to the dead letters with a reason. The caller has checked the
 -- dead-letter keys (need_dead_letters) before its first write.
 local function dead_letter(id, jk, reason, err, raw, retention)
@@ -136,6 +152,7 @@ local function dead_letter(id, jk, reason, err, raw, retention)
     redis.call('HSET', jk, 'state', 'dead', 'finished', NOW, 'error', err, 'reason', reason)
     redis.call('HDEL', jk, 'worker', 'cancel')
     if retention > 0 then redis.call('PEXPIRE', jk, retention) end
+    job_ended(id, jk, 'dead', nil, err, reason)
   end
   local ok, obj = pcall(cjson.decode, env)
   if ok and type(obj) == 'table' and type(obj.kind) == 'string' then kind = obj.kind end
@@ -162,6 +179,7 @@ local function finish_cancelled(id, jk, keep, retention)
   redis.call('HDEL', jk, 'worker', 'cancel')
   if retention > 0 then redis.call('PEXPIRE', jk, retention) end
   redis.call('HINCRBY', P .. 'stats', 'cancelled', 1)
+  job_ended(id, jk, 'cancelled', nil, 'cancelled by request', 'cancelled')
   publish(id, 'cancelled')
 end
 local function raw_dead_letter(item, err)
