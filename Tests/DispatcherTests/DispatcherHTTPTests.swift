@@ -91,9 +91,13 @@ struct DispatcherHTTPTests {
                 #expect(answer.json?["status"] == .number(404))
             }
             #expect(try await api.call("DELETE", "/v1/jobs/01JUNKNOWN00000000000000").status == 404)
-            let route = try await api.call("GET", "/v2/nothing", checkContract: false)
+            let route = try await api.call("GET", "/v1/nothing", checkContract: false)
             #expect(route.status == 404)
             #expect(route.contentType == "application/problem+json")
+            // Under /v2, the Open Inference Protocol's error shape.
+            let inference = try await api.call("GET", "/v2/nothing", checkContract: false)
+            #expect(inference.status == 404 && inference.contentType == "application/json")
+            #expect(inference.json?["error"]?.stringValue?.contains("no route GET /v2/nothing") == true)
         }
     }
 
