@@ -81,8 +81,9 @@ let package = Package(
         ], resources: [.embedInCode("openapi.yaml")]),
         // Worker pools: workers.yaml (parsed with Yams, checked) and the supervisor that runs each pool's processes.
         .target(name: "WorkerPools", dependencies: [
-            "JobQueue",
+            "JobQueue", "JobProtocol", "RedisClient",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
@@ -99,6 +100,8 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
 
         // Test support shared by the test targets: a farm on the test Redis, an in-process worker.
@@ -108,6 +111,7 @@ let package = Package(
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting", "WorkerPools",
+            .product(name: "Yams", package: "Yams"),
             "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
