@@ -92,7 +92,15 @@ struct AutoscaleProcessTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let supervisor = try ChildProcess(
             ["supervise", "--config", path, "--lease", "5", "--metrics-port", "0", "--log-level", "info"] + common(farm))
-        defer { supervisor.signal(SIGKILL) }
+        // On a failure, SIGTERM (not the SIGKILL of ChildProcess's deinit, which would leave its workers running).
+        var stopped = false
+        defer {
+            if !stopped {
+                supervisor.signal(SIGTERM)
+                let deadline = Date().addingTimeInterval(20)
+                while supervisor.process.isRunning && Date() < deadline { usleep(20_000) }
+            }
+        }
         try await eventually(timeout: .seconds(20), "one worker to register") { try await farm.workers().count == 1 }
         try await eventually(timeout: .seconds(10), "the metrics address") { supervisor.text.contains("metrics on http://") }
         let address = try #require(supervisor.text.split(separator: "\n").first { $0.contains("metrics on http://") }?
@@ -140,6 +148,7 @@ struct AutoscaleProcessTests {
 
         supervisor.signal(SIGTERM)
         #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 0, "output:\n\(supervisor.text)")
+        stopped = true
     }
 }
 
