@@ -84,8 +84,9 @@ let package = Package(
         ], resources: [.embedInCode("openapi.yaml")]),
         // Worker pools: workers.yaml (parsed with Yams, checked) and the supervisor that runs each pool's processes.
         .target(name: "WorkerPools", dependencies: [
-            "JobQueue",
+            "JobQueue", "JobProtocol", "RedisClient",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
@@ -117,6 +118,7 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
 
         // Test support shared by the test targets: a farm on the test Redis, an in-process worker.
@@ -127,6 +129,7 @@ let package = Package(
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting", "WorkerPools", "FarmMetrics",
             "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute", "Pipelines",
+            .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),

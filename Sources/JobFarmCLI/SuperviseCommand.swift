@@ -7,13 +7,17 @@ import WorkerPools
 struct SuperviseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "supervise",
-        abstract: "Run every pool of the workers file: processes.min worker processes per pool, each restarted if it exits.",
+        abstract: "Run every pool of the workers file, each restarted if it exits; autoscale the pools whose min < max.",
         discussion: """
             Each process is `jobfarm worker --pool NAME --config FILE` with this command's Redis, namespace, tiers, \
             lease and log level. A process that exits is restarted after 1 s, doubling for each exit in a row up to \
-            30 s. SIGTERM or SIGINT sends SIGTERM to every worker (running jobs finish within the pool's \
-            shutdown_grace, the rest go back to their queue) and waits for them; a second signal, or --stop-timeout, \
-            kills them.
+            30 s. A pool starts with processes.min processes; when its max is higher, the autoscaling policy (the one \
+            `jobfarm autoscale --once` prints) decides its count every autoscale.interval and processes are started \
+            or scaled in (SIGTERM: the worker stops fetching, finishes its running jobs within shutdown_grace and \
+            hands the rest back). --metrics-port serves the policy's gauges (jobfarm_desired_workers{pool}, \
+            jobfarm_backlog_seconds{pool,tier}, …) at /metrics for Prometheus, an HPA or KEDA (docs/deploy.md). \
+            SIGTERM or SIGINT sends SIGTERM to every worker (running jobs finish within the pool's shutdown_grace, \
+            the rest go back to their queue) and waits for them; a second signal, or --stop-timeout, kills them.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -31,10 +35,17 @@ struct SuperviseCommand: AsyncParsableCommand {
     var targetsFile: String?
     @Option(help: "The host name Prometheus reaches the workers by, in the targets file.")
     var targetsHost: String = "127.0.0.1"
+    @Flag(help: "Keep every pool at processes.min (no autoscaling).")
+    var noAutoscale = false
+    @Option(parsing: .unconditional, help: "Serve the autoscaler's gauges at http://HOST:PORT/metrics (0: any free port, printed).")
+    var metricsPort: Int?
+    @Option(help: "The address --metrics-port listens on.")
+    var metricsHost: String = "127.0.0.1"
 
     func validate() throws {
         if let stopTimeout { try OptionCheck.seconds(stopTimeout, "--stop-timeout") }
         try OptionCheck.seconds(restartDelay, "--restart-delay")
+        if let metricsPort { try OptionCheck.integer(metricsPort, "--metrics-port", atLeast: 0, atMost: 65535) }
     }
 
     func run() async throws {
@@ -94,10 +105,31 @@ struct SuperviseCommand: AsyncParsableCommand {
         for pool in pools.pools {
             logger.info("pool \(pool.name)", metadata: [
                 "processes": "\(pool.minProcesses)", "max": "\(pool.maxProcesses)", "queues": "\(pool.queuesText)",
-                "concurrency": "\(pool.concurrency)",
+                "concurrency": "\(pool.concurrency)", "autoscaled": "\(pool.isAutoscaled && !noAutoscale)",
             ])
         }
+        let gauges = AutoscaleGauges()
+        let scaled = noAutoscale ? [] : pools.pools.filter(\.isAutoscaled)
+        if !scaled.isEmpty {
+            let farm = try global.makeFarm()
+            let autoscaler = PoolAutoscaler(pools: scaled, farm: farm, gauges: gauges)
+            let scaleLogger = Logger(label: "jobfarm.autoscale")
+            configuration.scaleInterval = .milliseconds(Int64((scaled.map(\.autoscale.intervalSeconds).min() ?? 5) * 1000))
+            configuration.scaler = { running in
+                do {
+                    let decisions = try await autoscaler.step(processes: running)
+                    return Dictionary(uniqueKeysWithValues: decisions.map {
+                        ($0.pool, PoolSupervisor.ScaleTarget(count: $0.decision.desired, reason: $0.decision.reason))
+                    })
+                } catch {
+                    scaleLogger.warning("cannot read the autoscaling signals; the pools keep their counts", metadata: ["error": "\(error)"])
+                    return [:]
+                }
+            }
+        }
+        let server = metricsPort.map { AutoscaleMetricsServer.start(gauges, host: metricsHost, port: $0, logger: logger) }
         await PoolSupervisor(configuration: configuration, logger: logger).run()
+        server?.cancel()
         logger.info("every worker stopped")
     }
 }

@@ -1,10 +1,12 @@
 import Foundation
+import Synchronization
 import Logging
 import UnixSignals
 
-/// Runs a fixed number of worker processes per pool, restarts one that exits (with exponential back-off, logged
-/// with its exit status), and stops them all on SIGTERM/SIGINT: SIGTERM to every child, then SIGKILL after
-/// `stopTimeout` or at a second signal.
+/// Runs worker processes per pool, restarts one that exits (with exponential back-off, logged with its exit status),
+/// follows a scaler's counts when it has one (a process scaled in gets SIGTERM, then SIGKILL after `stopTimeout`),
+/// and stops them all on SIGTERM/SIGINT: SIGTERM to every child, then SIGKILL after `stopTimeout` or at a second
+/// signal.
 ///
 /// A worker given SIGTERM stops fetching, lets running jobs finish within its grace and hands the rest back to their
 /// queue, so stopping the supervisor loses no job; a worker killed outright has its leases recovered by the others.
@@ -36,12 +38,31 @@ public struct PoolSupervisor: Sendable {
         public var maximumRestartDelay: Duration = .seconds(30)
         /// A child that ran this long before exiting counts as healthy: its next restart waits `restartDelay` again.
         public var healthyAfter: Duration = .seconds(30)
+        /// Asked every `scaleInterval` with the processes each pool runs (scaled-in ones still stopping not
+        /// counted): the count each pool should run and why. Nil: the counts of `processes` stay.
+        public var scaler: (@Sendable ([String: Int]) async -> [String: ScaleTarget])?
+        /// How often `scaler` is asked.
+        public var scaleInterval: Duration = .seconds(5)
 
         /// Children of `executable` with `arguments`, `processes` of them per pool.
         public init(executable: String, processes: [(pool: String, count: Int)], arguments: @escaping @Sendable (Slot, Int) -> [String]) {
             self.executable = executable
             self.processes = processes
             self.arguments = arguments
+        }
+    }
+
+    /// A pool's process count from a scaler, and why (logged when it changes).
+    public struct ScaleTarget: Sendable, Equatable {
+        /// The processes to run.
+        public var count: Int
+        /// Why (the policy's reason).
+        public var reason: String
+
+        /// `count` processes, because of `reason`.
+        public init(count: Int, reason: String) {
+            self.count = count
+            self.reason = reason
         }
     }
 
@@ -69,6 +90,8 @@ public struct PoolSupervisor: Sendable {
         case restart(Slot)
         case signal(UnixSignal)
         case stopTimeout
+        case scale([String: ScaleTarget])
+        case retireTimeout(Slot, pid: Int32)
     }
 
     /// Starts every child and supervises them until a SIGTERM or SIGINT has stopped them all.
@@ -87,6 +110,11 @@ public struct PoolSupervisor: Sendable {
         var starts: [Slot: Int] = [:]
         var failures: [Slot: Int] = [:]
         var stopping = false
+        // Scaling: the count each pool should run; children given SIGTERM to scale in; slots waiting to restart.
+        var targets: [String: Int] = Dictionary(configuration.processes.map { ($0.pool, $0.count) }, uniquingKeysWith: { $1 })
+        var retiring: Set<Slot> = []
+        var pendingRestart: Set<Slot> = []
+        let running = RunningCounts()
 
         func start(_ slot: Slot) {
             starts[slot, default: 0] += 1
@@ -121,8 +149,60 @@ public struct PoolSupervisor: Sendable {
             for process in children.values where process.isRunning { kill(process.processIdentifier, number) }
         }
 
+        /// Processes a pool runs or is about to restart, not counting those scaled in.
+        func active(_ pool: String) -> [Slot] {
+            (Set(children.keys).subtracting(retiring).union(pendingRestart)).filter { $0.pool == pool }.sorted { $0.index < $1.index }
+        }
+
+        func publishCounts() {
+            running.set(Dictionary(uniqueKeysWithValues: targets.keys.map { ($0, active($0).count) }))
+        }
+
+        /// Starts or scales in processes of `pool` until it runs `count`.
+        func scale(_ pool: String, to count: Int, reason: String) {
+            var current = active(pool)
+            guard current.count != count else { return }
+            logger.notice("scaling pool \(pool) from \(current.count) to \(count) process(es)", metadata: ["pool": "\(pool)", "reason": "\(reason)"])
+            while current.count < count {
+                let taken = Set(children.keys).union(pendingRestart)
+                var index = 1
+                while taken.contains(Slot(pool: pool, index: index)) { index += 1 }
+                let slot = Slot(pool: pool, index: index)
+                failures[slot] = 0
+                start(slot)
+                if children[slot] == nil { pendingRestart.insert(slot) }
+                current = active(pool)
+            }
+            while current.count > count, let slot = current.last {
+                if pendingRestart.remove(slot) == nil, let process = children[slot] {
+                    retiring.insert(slot)
+                    let pid = process.processIdentifier
+                    logger.info("scaling in: SIGTERM (stop fetching, finish or hand back its jobs)", metadata: ["slot": "\(slot)", "pid": "\(pid)"])
+                    kill(pid, SIGTERM)
+                    let timeout = configuration.stopTimeout
+                    timers.append(Task {
+                        try? await Task.sleep(for: timeout)
+                        if !Task.isCancelled { continuation.yield(.retireTimeout(slot, pid: pid)) }
+                    })
+                }
+                current = active(pool)
+            }
+            publishCounts()
+        }
+
         for (pool, count) in configuration.processes {
             for index in 0..<count { start(Slot(pool: pool, index: index + 1)) }
+        }
+        publishCounts()
+        if let scaler = configuration.scaler {
+            let interval = configuration.scaleInterval
+            timers.append(Task {
+                while !Task.isCancelled {
+                    let targets = await scaler(running.get())
+                    continuation.yield(.scale(targets))
+                    try? await Task.sleep(for: interval)
+                }
+            })
         }
         if children.isEmpty && configuration.processes.allSatisfy({ $0.count == 0 }) {
             logger.notice("no pool has processes to run (every processes.min is 0); waiting for SIGTERM or SIGINT")
@@ -131,7 +211,14 @@ public struct PoolSupervisor: Sendable {
         loop: for await event in events {
             switch event {
             case .exited(let slot, let pid, let status, let ranFor):
-                children[slot] = nil
+                if children[slot]?.processIdentifier == pid || pid == 0 { children[slot] = nil }
+                if retiring.contains(slot) && children[slot] == nil {
+                    retiring.remove(slot)
+                    logger.info("worker scaled in", metadata: ["slot": "\(slot)", "pid": "\(pid)", "status": "\(status)"])
+                    if stopping && children.isEmpty { break loop }
+                    publishCounts()
+                    continue
+                }
                 if stopping {
                     logger.info("worker stopped", metadata: ["slot": "\(slot)", "pid": "\(pid)", "status": "\(status)", "left": "\(children.count)"])
                     if children.isEmpty { break loop }
@@ -140,6 +227,8 @@ public struct PoolSupervisor: Sendable {
                 if ranFor >= configuration.healthyAfter { failures[slot] = 0 }
                 failures[slot, default: 0] += 1
                 let delay = Self.restartDelay(failures: failures[slot]!, base: configuration.restartDelay, maximum: configuration.maximumRestartDelay)
+                pendingRestart.insert(slot)
+                publishCounts()
                 logger.warning("worker exited; restarting it", metadata: [
                     "slot": "\(slot)", "pid": "\(pid)", "status": "\(status)", "ran_for": "\(ranFor)",
                     "exits_in_a_row": "\(failures[slot]!)", "restart_in": "\(delay)",
@@ -149,10 +238,25 @@ public struct PoolSupervisor: Sendable {
                     continuation.yield(.restart(slot))
                 })
             case .restart(let slot):
-                if !stopping && children[slot] == nil { start(slot) }
+                // Not when the slot was scaled in meanwhile (no longer waiting to restart).
+                if !stopping && children[slot] == nil && pendingRestart.remove(slot) != nil { start(slot) }
+            case .scale(let wanted):
+                guard !stopping else { continue }
+                for (pool, target) in wanted.sorted(by: { $0.key < $1.key }) where targets[pool] != nil {
+                    targets[pool] = max(0, target.count)
+                    scale(pool, to: max(0, target.count), reason: target.reason)
+                }
+            case .retireTimeout(let slot, let pid):
+                if retiring.contains(slot), let process = children[slot], process.processIdentifier == pid, process.isRunning {
+                    logger.warning("a worker scaled in is still running after the stop timeout: killing it (SIGKILL); its jobs come back when their leases expire", metadata: [
+                        "slot": "\(slot)", "pid": "\(pid)", "timeout": "\(configuration.stopTimeout)",
+                    ])
+                    kill(pid, SIGKILL)
+                }
             case .signal(let signal):
                 if !stopping {
                     stopping = true
+                    pendingRestart.removeAll()
                     logger.notice("stopping the workers (SIGTERM: running jobs finish, the rest go back to their queue)", metadata: [
                         "signal": "\(signal)", "workers": "\(children.count)", "kill_after": "\(configuration.stopTimeout)",
                     ])
@@ -178,4 +282,12 @@ public struct PoolSupervisor: Sendable {
         }
         continuation.finish()
     }
+}
+
+/// The processes each pool runs, read by the scaler's task while the supervisor's loop changes them.
+final class RunningCounts: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    func set(_ value: [String: Int]) { counts.withLock { $0 = value } }
+    func get() -> [String: Int] { counts.withLock { $0 } }
 }

@@ -89,6 +89,12 @@ public struct PoolConfiguration: Sendable, Equatable {
     /// The first port of the pool's `/metrics` endpoints: `jobfarm supervise` gives its N-th process port
     /// `metricsPortBase + N - 1` (`jobfarm worker --metrics-port`); nil: no process metrics.
     public var metricsPortBase: Int? = nil
+
+    /// The autoscaling targets (`autoscale:`); the defaults when the pool has none.
+    public var autoscale = AutoscaleSettings()
+
+    /// Whether a scaler may change the pool's process count (`min` < `max`).
+    public var isAutoscaled: Bool { minProcesses < maxProcesses }
 }
 
 /// A mistake in `workers.yaml`: the file, line and key, and what is allowed.
@@ -119,7 +125,10 @@ private struct Reader {
 
     static let poolKeys = [
         "name", "queues", "tier_policy", "concurrency", "fetch_batch", "shutdown_grace", "blas_threads",
-        "compute_threads", "batching", "processes", "metrics_port_base",
+        "compute_threads", "batching", "processes", "metrics_port_base", "autoscale",
+    ]
+    static let autoscaleKeys = [
+        "target_wait", "scale_up_cooldown", "scale_down_window", "interval", "service_time", "target_utilisation",
     ]
 
     func error(_ node: Node?, _ key: String?, _ message: String) -> PoolsConfigurationError {
@@ -256,6 +265,7 @@ private struct Reader {
                 }
             case "processes": processesNode = value
             case "metrics_port_base": pool.metricsPortBase = try integer(value, child, atLeast: 1)
+            case "autoscale": pool.autoscale = try readAutoscale(value, key: child)
             default: break
             }
         }
@@ -298,6 +308,34 @@ private struct Reader {
         pool.tiersByQueue = tiersByQueue
     }
 
+    /// `autoscale: {target_wait: {premium: 1, …}, scale_up_cooldown: 30, …}`: seconds, each key optional.
+    func readAutoscale(_ node: Node, key: String) throws -> AutoscaleSettings {
+        var settings = AutoscaleSettings()
+        for (name, value) in try members(node, key, allowed: Self.autoscaleKeys) {
+            let child = "\(key).\(name)"
+            switch name {
+            case "target_wait":
+                for (tier, seconds) in try members(value, child, allowed: tiers) {
+                    let wait = try number(seconds, "\(child).\(tier)", atLeast: 0)
+                    guard wait > 0 else { throw error(seconds, "\(child).\(tier)", "must be above 0 seconds (found 0)") }
+                    settings.targetWaitSeconds[tier] = wait
+                }
+            case "scale_up_cooldown": settings.scaleUpCooldownSeconds = try number(value, child, atLeast: 0)
+            case "scale_down_window": settings.scaleDownWindowSeconds = try number(value, child, atLeast: 0)
+            case "interval":
+                settings.intervalSeconds = try number(value, child, atLeast: 0.1)
+            case "service_time":
+                settings.serviceTimeSeconds = try number(value, child, atLeast: 0.001)
+            case "target_utilisation":
+                let share = try number(value, child, atLeast: 0.05)
+                guard share <= 1 else { throw error(value, child, "must be a share of the slots from 0.05 to 1 (found \(share))") }
+                settings.targetUtilisation = share
+            default: break
+            }
+        }
+        return settings
+    }
+
     /// `processes: N` (exactly N), or `processes: {min: A, max: B}` with defaults.
     func readProcesses(_ pool: inout PoolConfiguration, _ node: Node?, key: String) throws {
         // An ML process uses blas × compute threads; more processes than fit the cores only queue on them.
@@ -306,7 +344,7 @@ private struct Reader {
         let perProcessThreads = max(1, blas * (pool.computeThreads ?? max(1, cores / blas)))
         let defaultMax = pool.servesMLQueue ? max(1, cores / perProcessThreads) : 10
         guard let node else {
-            pool.minProcesses = 1
+            pool.minProcesses = min(2, defaultMax)
             pool.maxProcesses = defaultMax
             return
         }
@@ -325,7 +363,7 @@ private struct Reader {
         if let minimum, let maximum, minimum > maximum {
             throw error(node, key, "min (\(minimum)) is above max (\(maximum)); min must be ≤ max")
         }
-        pool.minProcesses = minimum ?? min(1, maximum ?? 1)
+        pool.minProcesses = minimum ?? min(2, maximum ?? defaultMax)
         pool.maxProcesses = maximum ?? max(defaultMax, pool.minProcesses)
     }
 }
