@@ -5,6 +5,7 @@ import JobQueue
 import JobWorker
 import MLJobs
 import Logging
+import Schedules
 import ServiceLifecycle
 import UnixSignals
 import WorkerPools
@@ -112,7 +113,11 @@ struct WorkerCommand: AsyncParsableCommand {
             logger: Logger(label: "jobfarm.worker"))
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [
+                    .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup),
+                    // Every worker keeps the schedules' chains of firing jobs in place (once a minute).
+                    .init(service: ScheduleChainService(book: ScheduleBook(farm: farm)), successTerminationBehavior: .ignore),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "jobfarm.lifecycle")))
         // A worker that Redis refuses after start (its password changed) stops gracefully and exits as the pre-flight
