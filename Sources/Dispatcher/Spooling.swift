@@ -42,9 +42,9 @@ extension Dispatcher: OutboxGaugeSource {
             let farm = self.farm
             let batch = jobs
             do {
-                let ids = try await withDeadline(breaker.settings.callTimeout) { try await farm.enqueue(batch) }
+                let results = try await withDeadline(breaker.settings.callTimeout) { try await farm.enqueueReporting(batch) }
                 breaker.recordSuccess()
-                return Placement(ids: ids, spooled: false)
+                return Placement(ids: results.map(\.id), spooled: false, duplicates: results.map(\.duplicate))
             } catch {
                 breaker.record(error)
                 guard CircuitBreaker.meansRedisIsDown(error) else { throw error }
@@ -77,7 +77,10 @@ extension Dispatcher: OutboxGaugeSource {
     func acceptedResponse(_ jobs: [EnqueueRequest], _ admitted: Admission, bulk: Bool) async -> Response {
         var accepted: [JSONValue] = []
         accepted.reserveCapacity(jobs.count)
-        for (job, id) in zip(jobs, admitted.ids) { accepted.append(await acceptedJSON(job, id: id, spooled: admitted.spooled)) }
+        for (index, (job, id)) in zip(jobs, admitted.ids).enumerated() {
+            let duplicate = index < admitted.duplicates.count && admitted.duplicates[index]
+            accepted.append(await acceptedJSON(job, id: id, spooled: admitted.spooled, duplicate: duplicate))
+        }
         let status: HTTPResponse.Status = admitted.spooled ? .accepted : .created
         var headers = admitted.headers
         if bulk { return Self.json(status, .object(["jobs": .array(accepted)]), headers: headers) }
