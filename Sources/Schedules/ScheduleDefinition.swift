@@ -149,14 +149,16 @@ public struct ScheduleDefinition: Sendable, Equatable {
     /// The schedules of a schedule file (`jobs/schedules.yaml`), their pipeline files read relative to it.
     public static func definitions(in file: ScheduleFile, knownKinds: Set<String>?) throws(ScheduleError) -> [ScheduleDefinition] {
         var definitions: [ScheduleDefinition] = []
-        let folder = URL(fileURLWithPath: file.file).deletingLastPathComponent()
+        // Relative to the schedule file's folder, kept relative when the schedule file's path is (the stored
+        // `file` names the pipeline; its text is stored too).
+        let folder = file.file.lastIndex(of: "/").map { String(file.file[...$0]) } ?? ""
         for entry in file.entries {
             let target: Target
             switch entry.target {
             case .job(let kind, let queue, let tier, let payload):
                 target = .job(kind: kind, queue: queue, tier: tier, payload: payload)
             case .pipeline(let path, let params):
-                let resolved = path.hasPrefix("/") ? path : folder.appendingPathComponent(path).path
+                let resolved = path.hasPrefix("/") ? path : folder + path
                 target = try pipelineTarget(path: resolved, params: params, knownKinds: knownKinds, at: "\(entry.location): schedule `\(entry.name)`")
             }
             definitions.append(ScheduleDefinition(
