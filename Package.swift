@@ -102,10 +102,17 @@ let package = Package(
         // Pipelines: definition files (YAML), validation, templates, pass_when, readiness rules, cron schedules.
         // Pure logic: no Redis, no BLAS (the engine's scripts mirror its rules).
         .target(name: "Pipelines", dependencies: ["JobProtocol", .product(name: "Yams", package: "Yams")]),
+        // Cron schedules in Redis: stored definitions, the `jf.schedule` firing handler, the chain kept by every worker.
+        .target(name: "Schedules", dependencies: [
+            "JobQueue", "JobWorker", "JobProtocol", "Pipelines",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // The `jobfarm` command line.
         .executableTarget(name: "JobFarmCLI", dependencies: [
             "WorkerPools", "FarmMetrics", "JobQueue", "JobWorker", "Dispatcher", "JobKinds", "MLJobs", "JobPayloads", "ModelStore", "Compute", "JobProtocol", "RedisClient",
-            "Pipelines",
+            "Pipelines", "Schedules",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -128,7 +135,7 @@ let package = Package(
         ]),
         .testTarget(name: "JobFarmTests", dependencies: [
             "JobFarmTesting", "WorkerPools", "FarmMetrics",
-            "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute", "Pipelines",
+            "RedisClient", "JobProtocol", "JobPayloads", "JobQueue", "JobWorker", "JobKinds", "Compute", "Pipelines", "Schedules",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -70,12 +70,17 @@ struct Admission: Sendable {
     var headers: HTTPFields
     /// The jobs wait in this replica's outbox (Redis was away), not in Redis.
     var spooled: Bool = false
+    /// Per job, whether it was a duplicate (its `unique` key seen within its window, or its id in use): its id is
+    /// then the original job's. Empty: none was.
+    var duplicates: [Bool] = []
 }
 
 /// Where `Dispatcher.place` put jobs: their ids, and whether they wait in the outbox.
 struct Placement: Sendable {
     var ids: [String]
     var spooled: Bool
+    /// Per job, whether Redis answered it as a duplicate (empty: none was, or the jobs were spooled).
+    var duplicates: [Bool] = []
 }
 
 extension Dispatcher {
@@ -129,7 +134,7 @@ extension Dispatcher {
         guard let idempotencyKey else {
             let placed = try await enqueue(jobs)
             count(jobs, caller: caller)
-            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled)
+            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled, duplicates: placed.duplicates)
         }
         // Ids chosen before the claim: whoever finds the record enqueues exactly these (a repeat is a no-op).
         var chosen = jobs
@@ -140,7 +145,7 @@ extension Dispatcher {
             let placed = try await enqueue(chosen)
             try await access.idempotency.markDone(tenant: caller.tenant, key: idempotencyKey, record: record)
             count(jobs, caller: caller)
-            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled)
+            return Admission(ids: placed.ids, replayed: false, headers: headers, spooled: placed.spooled, duplicates: placed.duplicates)
         }
         guard existing.fingerprint == record.fingerprint, existing.ids.count == jobs.count else {
             throw Problem(.unprocessableContent,

@@ -134,7 +134,8 @@ public struct Dispatcher: Sendable {
 
     /// The answer for one accepted job.
     /// `spooled`: the job waits in this replica's outbox; the live-worker count is then the last one known (Redis is away).
-    func acceptedJSON(_ job: EnqueueRequest, id: String, spooled: Bool = false) async -> JSONValue {
+    /// `duplicate`: the job existed (its `unique` key seen within its window, or its id in use); `id` is the original's.
+    func acceptedJSON(_ job: EnqueueRequest, id: String, spooled: Bool = false, duplicate: Bool = false) async -> JSONValue {
         let scheduled = (job.delay ?? .zero) > .zero || (job.runAt.map { $0 > WallClock.nowMilliseconds() } ?? false)
         let serving = spooled ? workers.lastKnownServing(job.queue) : await workers.serving(job.queue)
         var object: [String: JSONValue] = [
@@ -145,6 +146,7 @@ public struct Dispatcher: Sendable {
             "links": Self.links(id),
         ]
         if spooled { object["spooled"] = .bool(true) }
+        if duplicate { object["duplicate"] = .bool(true) }
         return .object(object)
     }
 

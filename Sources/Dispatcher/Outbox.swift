@@ -422,6 +422,7 @@ public final class Outbox: @unchecked Sendable {
         if let tier = job.tier { object["tier"] = .string(tier) }
         if let runAt { object["runAt"] = .number(Double(runAt)) }
         if let key = job.idempotencyKey { object["idempotencyKey"] = .string(key) }
+        if let window = job.idempotencyWindow { object["idempotencyWindowMs"] = .number(Double(window.milliseconds)) }
         if !job.trace.isEmpty { object["trace"] = .object(job.trace.mapValues { .string($0) }) }
         return JSONValue.object(object).jsonText
     }
@@ -437,6 +438,7 @@ public final class Outbox: @unchecked Sendable {
             tier: value["tier"]?.stringValue, payload: value["payload"] ?? .null,
             runAt: value["runAt"]?.doubleValue.map { Int64($0) }, maxAttempts: Int(value["maxAttempts"]?.doubleValue ?? 5),
             timeout: .milliseconds(Int64(value["timeoutMs"]?.doubleValue ?? 300_000)),
-            idempotencyKey: value["idempotencyKey"]?.stringValue, trace: trace, id: id)
+            idempotencyKey: value["idempotencyKey"]?.stringValue,
+            idempotencyWindow: value["idempotencyWindowMs"]?.doubleValue.map { .milliseconds(Int64($0)) }, trace: trace, id: id)
     }
 }

@@ -42,9 +42,9 @@ extension Dispatcher: OutboxGaugeSource {
         if outbox.depth == 0, breaker.allowsCall() {
             let batch = jobs
             do {
-                let ids = try await withDeadline(breaker.settings.callTimeout) { [self] in try await enqueueShared(batch) }
+                let results = try await withDeadline(breaker.settings.callTimeout) { [self] in try await enqueueShared(batch) }
                 breaker.recordSuccess()
-                return Placement(ids: ids, spooled: false)
+                return Placement(ids: results.map(\.id), spooled: false, duplicates: results.map(\.duplicate))
             } catch {
                 breaker.record(error)
                 guard CircuitBreaker.meansRedisIsDown(error) else { throw error }
@@ -58,16 +58,17 @@ extension Dispatcher: OutboxGaugeSource {
     }
 
     /// Enqueues through the shared round trips (`redis`) when the jobs take the library's one-call path (one queue
-    /// and tier, to run now: every single submission of the hot path), else through `JobFarm.enqueue`.
-    func enqueueShared(_ jobs: [EnqueueRequest]) async throws -> [String] {
-        guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueue(jobs) }
+    /// and tier, to run now, no idempotency key: every single submission of the hot path), else through
+    /// `JobFarm.enqueueReporting`. Says per job whether it was a duplicate, with the original id.
+    func enqueueShared(_ jobs: [EnqueueRequest]) async throws -> [EnqueueResult] {
+        guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueueReporting(jobs) }
         let replies: [RESPValue]
         do {
             replies = try await redis.pipeline(prepared.requests)
         } catch let error as RedisError {
             throw JobFarmError(error, operation: "enqueue")
         }
-        return try await farm.ids(of: prepared, replies: replies)
+        return try await farm.results(of: prepared, replies: replies)
     }
 
     private func spool(_ jobs: [EnqueueRequest], attempted: Bool) async throws {
@@ -90,7 +91,10 @@ extension Dispatcher: OutboxGaugeSource {
     func acceptedResponse(_ jobs: [EnqueueRequest], _ admitted: Admission, bulk: Bool) async -> Response {
         var accepted: [JSONValue] = []
         accepted.reserveCapacity(jobs.count)
-        for (job, id) in zip(jobs, admitted.ids) { accepted.append(await acceptedJSON(job, id: id, spooled: admitted.spooled)) }
+        for (index, (job, id)) in zip(jobs, admitted.ids).enumerated() {
+            let duplicate = index < admitted.duplicates.count && admitted.duplicates[index]
+            accepted.append(await acceptedJSON(job, id: id, spooled: admitted.spooled, duplicate: duplicate))
+        }
         let status: HTTPResponse.Status = admitted.spooled ? .accepted : .created
         var headers = admitted.headers
         if bulk { return Self.json(status, .object(["jobs": .array(accepted)]), headers: headers) }

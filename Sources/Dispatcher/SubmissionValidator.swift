@@ -25,7 +25,7 @@ public struct SubmissionValidator: Sendable {
     public let payloadValidators: [String: any PayloadValidator]
 
     /// Members a job object may have.
-    public static let jobMembers = ["kind", "tier", "payload", "delaySeconds", "runAt", "maxAttempts", "timeoutSeconds", "id"]
+    public static let jobMembers = ["kind", "tier", "payload", "delaySeconds", "runAt", "maxAttempts", "timeoutSeconds", "id", "unique"]
     /// Longest delay (and furthest `runAt`) accepted: one year.
     public static let maxDelaySeconds: Double = 31_536_000
     /// Longest per-attempt timeout: one day.
@@ -133,6 +133,7 @@ public struct SubmissionValidator: Sendable {
         case .string: problem("id", "must be 1–128 of A–Z a–z 0–9 - _ . :")
         case .some(let other): problem("id", "must be a string, got \(other.kindDescription)")
         }
+        let unique = uniqueKey(members["unique"], at: at("unique"), problems: &problems)
 
         // Layer 2: cross-field rules.
         if runAt != nil, delay != nil {
@@ -161,7 +162,33 @@ public struct SubmissionValidator: Sendable {
         return EnqueueRequest(
             kind: kind, queue: queue, tier: tier ?? defaultTier, payload: payload,
             delay: delay.map { .milliseconds(Int64(($0 * 1000).rounded(.down))) }, runAt: runAt, maxAttempts: maxAttempts,
-            timeout: timeout.map { .milliseconds(max(1, Int64(($0 * 1000).rounded(.down)))) } ?? .seconds(300), id: id)
+            timeout: timeout.map { .milliseconds(max(1, Int64(($0 * 1000).rounded(.down)))) } ?? .seconds(300),
+            idempotencyKey: unique?.key, idempotencyWindow: unique?.window, id: id)
+    }
+
+    /// A job's `unique` member: `{"key": "…", "windowSeconds": n}` (the window defaults to the farm's).
+    func uniqueKey(_ value: JSONValue?, at pointer: String, problems: inout [FieldProblem]) -> (key: String, window: Duration?)? {
+        guard let value else { return nil }
+        guard case .object(let members) = value else {
+            problems.append(FieldProblem(pointer: pointer, "must be an object {\"key\": \"…\", \"windowSeconds\": n}, got \(value.kindDescription)"))
+            return nil
+        }
+        let before = problems.count
+        for key in members.keys.sorted() where key != "key" && key != "windowSeconds" {
+            problems.append(FieldProblem(pointer: JSONPointer.appending(pointer, key), "unknown member; unique has key and windowSeconds"))
+        }
+        var key: String?
+        switch members["key"] {
+        case nil: problems.append(FieldProblem(pointer: JSONPointer.appending(pointer, "key"), "required: the job's unique key, 1–256 bytes"))
+        case .string(let text) where !text.isEmpty && text.utf8.count <= 256: key = text
+        case .string: problems.append(FieldProblem(pointer: JSONPointer.appending(pointer, "key"), "must be 1–256 bytes"))
+        case .some(let other): problems.append(FieldProblem(pointer: JSONPointer.appending(pointer, "key"), "must be a string, got \(other.kindDescription)"))
+        }
+        let window = number(members["windowSeconds"], "windowSeconds", in: 0.001...Self.maxDelaySeconds) { member, detail in
+            problems.append(FieldProblem(pointer: JSONPointer.appending(pointer, member), detail))
+        }
+        guard problems.count == before, let key else { return nil }
+        return (key, window.map { .milliseconds(max(1, Int64(($0 * 1000).rounded(.down)))) })
     }
 
     /// A number member within `range`, or a problem.

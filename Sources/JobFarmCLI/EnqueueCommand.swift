@@ -5,7 +5,7 @@ import JobQueue
 
 struct EnqueueCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "enqueue", abstract: "Enqueue jobs; prints the new job ids, one a line.")
+        commandName: "enqueue", abstract: "Enqueue jobs; prints the job ids, one a line (`<id> duplicate` for a job that existed: its idempotency key was seen within its window).")
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "Job kind (noop, echo, sleep, fail, …).") var kind: String?
@@ -18,7 +18,8 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Run no earlier than this many seconds from now.") var delay: Double?
     @Option(parsing: .unconditional, help: "Attempts before the job is dead-lettered.") var maxAttempts: Int = 5
     @Option(parsing: .unconditional, help: "Seconds one attempt may run.") var timeout: Double = 300
-    @Option(help: "Idempotency key: the same key within 24 h returns the first job's id.") var idempotencyKey: String?
+    @Option(help: "Idempotency key: the same key within the window returns the first job's id, printed as `<id> duplicate`.") var idempotencyKey: String?
+    @Option(parsing: .unconditional, help: "Seconds the idempotency key is kept (default: the farm's window, 24 h).") var idempotencyWindow: Double?
     @Flag(help: "Wait for the job (the first, with --count) to finish and print its status.") var wait = false
     @Flag(help: "Refuse (exit 3, nothing enqueued) when live workers serve the queue and none runs the kind; without it, a warning.")
     var strict = false
@@ -31,6 +32,10 @@ struct EnqueueCommand: AsyncParsableCommand {
         if let delay { try OptionCheck.seconds(delay, "--delay") }
         try OptionCheck.integer(maxAttempts, "--max-attempts", atLeast: 1, atMost: 1000)
         try OptionCheck.seconds(timeout, "--timeout", positive: true)
+        if let idempotencyWindow {
+            try OptionCheck.seconds(idempotencyWindow, "--idempotency-window", positive: true)
+            guard idempotencyKey != nil else { throw ValidationError("--idempotency-window goes with --idempotency-key KEY") }
+        }
     }
 
     func run() async throws {
@@ -64,13 +69,14 @@ struct EnqueueCommand: AsyncParsableCommand {
             delay: delay.map { .milliseconds(Int64($0 * 1000)) },
             maxAttempts: maxAttempts != 5 ? maxAttempts : (spec.max_attempts ?? maxAttempts),
             timeout: .milliseconds(Int64((timeout != 300 ? timeout : (spec.timeout ?? timeout)) * 1000)),
-            idempotencyKey: idempotencyKey)
+            idempotencyKey: idempotencyKey, idempotencyWindow: idempotencyWindow.map { .milliseconds(max(1, Int64($0 * 1000))) })
         try await checkCoverage(farm: farm, kind: kind, queue: request.queue)
-        let ids = try await reportingErrors {
-            try await farm.enqueue(Array(repeating: request, count: count))
+        let results = try await reportingErrors {
+            try await farm.enqueueReporting(Array(repeating: request, count: count))
         }
+        let ids = results.map(\.id)
         var out = ""
-        for id in ids { out += id + "\n" }
+        for result in results { out += result.description + "\n" }
         FileHandle.standardOutput.write(Data(out.utf8))
         if wait, let first = ids.first {
             let status = try await reportingErrors { try await farm.wait(for: first, queue: request.queue, timeout: .seconds(3600)) }

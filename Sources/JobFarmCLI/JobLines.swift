@@ -102,8 +102,9 @@ extension EnqueueCommand {
         for request in requests where checked.insert(request.kind + "\u{0}" + request.queue).inserted {
             try await checkCoverage(farm: farm, kind: request.kind, queue: request.queue)
         }
-        let ids = try await reportingErrors { try await farm.enqueue(requests) }
-        FileHandle.standardOutput.write(Data(ids.map { $0 + "\n" }.joined().utf8))
+        let results = try await reportingErrors { try await farm.enqueueReporting(requests) }
+        let ids = results.map(\.id)
+        FileHandle.standardOutput.write(Data(results.map { $0.description + "\n" }.joined().utf8))
         if wait, let first = ids.first {
             let status = try await reportingErrors { try await farm.wait(for: first, queue: requests[0].queue, timeout: .seconds(3600)) }
             printJSON(status.json)

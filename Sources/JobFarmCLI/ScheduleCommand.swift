@@ -5,7 +5,10 @@ import Pipelines
 struct ScheduleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "schedule", abstract: "Cron schedules (docs/PIPELINES.md, \"Schedules\").",
-        subcommands: [ScheduleNextCommand.self, ScheduleValidateCommand.self])
+        subcommands: [
+            ScheduleNextCommand.self, ScheduleValidateCommand.self,
+            ScheduleAddCommand.self, ScheduleListCommand.self, ScheduleRemoveCommand.self, ScheduleSyncCommand.self,
+        ])
 }
 
 struct ScheduleNextCommand: ParsableCommand {

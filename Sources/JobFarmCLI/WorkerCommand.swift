@@ -5,6 +5,7 @@ import JobQueue
 import JobWorker
 import MLJobs
 import Logging
+import Schedules
 import ServiceLifecycle
 import UnixSignals
 import WorkerPools
@@ -115,7 +116,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.observer = metrics
         let worker = Worker(farm: farm, registry: registry, configuration: configuration, logger: Logger(label: "jobfarm.worker"))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)
+            .init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup),
+            // Every worker keeps the schedules' chains of firing jobs in place (once a minute).
+            .init(service: ScheduleChainService(book: ScheduleBook(farm: farm)), successTerminationBehavior: .ignore),
         ]
         if let metrics, let metricsPort {
             services.append(.init(service: WorkerMetricsSetup.server(metrics: metrics, worker: worker, port: metricsPort)))

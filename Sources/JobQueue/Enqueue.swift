@@ -16,8 +16,12 @@ public struct EnqueueRequest: Sendable {
     public var runAt: Int64?
     public var maxAttempts: Int
     public var timeout: Duration
-    /// Same key within the idempotency window → the same job id, no second job.
+    /// Same key within the idempotency window → the same job id, no second job (`enqueueReporting` says
+    /// `duplicate` and gives the first job's id).
     public var idempotencyKey: String?
+    /// How long the idempotency key is kept (from the first enqueue under it); `nil`: the farm's
+    /// `idempotencyWindow` (24 h by default). After the window the same key makes a new job.
+    public var idempotencyWindow: Duration?
     public var trace: [String: String]
     /// A caller-chosen id (retrying a submission with the same id never makes a second job).
     public var id: String?
@@ -28,7 +32,7 @@ public struct EnqueueRequest: Sendable {
     public init(
         kind: String, queue: String = "default", tier: String? = nil, payload: JSONValue = .null,
         delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int = 5, timeout: Duration = .seconds(300),
-        idempotencyKey: String? = nil, trace: [String: String] = [:], id: String? = nil
+        idempotencyKey: String? = nil, idempotencyWindow: Duration? = nil, trace: [String: String] = [:], id: String? = nil
     ) {
         self.kind = kind
         self.queue = queue
@@ -39,21 +43,46 @@ public struct EnqueueRequest: Sendable {
         self.maxAttempts = maxAttempts
         self.timeout = timeout
         self.idempotencyKey = idempotencyKey
+        self.idempotencyWindow = idempotencyWindow
         self.trace = trace
         self.id = id
     }
+}
+
+/// What became of one enqueued job.
+public struct EnqueueResult: Sendable, Equatable, CustomStringConvertible {
+    /// The job's id: the new job's, or for a duplicate the original job's.
+    public var id: String
+    /// Nothing new was made: the id was in use already, or the idempotency key was seen within its window (`id` is
+    /// then the job first enqueued under it).
+    public var duplicate: Bool
+
+    public init(id: String, duplicate: Bool) {
+        self.id = id
+        self.duplicate = duplicate
+    }
+
+    /// `<id>`, or `<id> duplicate`, as the CLI prints it.
+    public var description: String { duplicate ? "\(id) duplicate" : id }
 }
 
 extension JobFarm {
     /// Enqueues one job; returns its id (the existing id when the idempotency key was seen before).
     @discardableResult
     public func enqueue(_ request: EnqueueRequest) async throws -> String {
-        try await enqueue([request])[0]
+        try await enqueueReporting([request])[0].id
     }
 
     /// Enqueues many jobs: one script call per queue and chunk of up to `chunkSize` jobs, pipelined.
     /// Returns the ids in request order. Safe to repeat after a connection error (ids are chosen here).
     public func enqueue(_ requests: [EnqueueRequest], chunkSize: Int = 1000) async throws -> [String] {
+        try await enqueueReporting(requests, chunkSize: chunkSize).map(\.id)
+    }
+
+    /// Enqueues many jobs as `enqueue` does, and says per job (in request order) whether it was a duplicate: its
+    /// id already in use (a repeated deterministic id), or its idempotency key seen within its window, with the
+    /// original job's id.
+    public func enqueueReporting(_ requests: [EnqueueRequest], chunkSize: Int = 1000) async throws -> [EnqueueResult] {
         let now = WallClock.nowMilliseconds()
         var generator = FastRandom()
         var envelopes: [(env: JobEnvelope, delayMs: Int64)] = []
@@ -82,22 +111,29 @@ extension JobFarm {
         let idemTTL = String(configuration.idempotencyWindow.milliseconds)
         let registry = QueueKeys.registry(namespace: configuration.namespace)
         let inFlight = 3
-        var ids = [String](repeating: "", count: requests.count)
+        var results = [EnqueueResult](repeating: EnqueueResult(id: "", duplicate: false), count: requests.count)
         // Bulk requests usually share one payload: encode it once.
         var lastPayload: JSONValue?
         var lastPayloadText = ""
         func collect(_ chunk: [Int], _ reply: RESPValue) throws {
             if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueue.name) }
             if case .integer = reply {
-                // The script answers a count when every id it answered is the id it was sent.
-                for index in chunk { ids[index] = envelopes[index].env.id }
+                // The script answers a count when it created every job it was sent.
+                for index in chunk { results[index] = EnqueueResult(id: envelopes[index].env.id, duplicate: false) }
                 return
             }
             let returned = reply.array ?? []
             guard returned.count == chunk.count else {
                 throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("expected \(chunk.count) ids, got \(returned.count)"))
             }
-            for (index, id) in zip(chunk, returned) { ids[index] = id.string ?? "" }
+            // A created job answers its id; a duplicate a one-element array holding the original id.
+            for (index, answer) in zip(chunk, returned) {
+                if let original = answer.array?.first?.string {
+                    results[index] = EnqueueResult(id: original, duplicate: true)
+                } else {
+                    results[index] = EnqueueResult(id: answer.string ?? "", duplicate: false)
+                }
+            }
         }
         // The usual bulk (jobs to run now, one tier, no idempotency key) goes through `enqueueNow`, whose entries
         // are built here, stamped with the server's clock as last measured.
@@ -148,7 +184,11 @@ extension JobFarm {
                 env.encode(payloadText: lastPayloadText, into: &text)
                 arguments.append(bytes: text)
                 arguments.append(delayMs == 0 ? "0" : String(delayMs))
-                arguments.append(env.idempotencyKey ?? "")
+                if let key = env.idempotencyKey {
+                    arguments.append("\((requests[index].idempotencyWindow ?? configuration.idempotencyWindow).milliseconds) \(key)")
+                } else {
+                    arguments.append("")
+                }
             }
             if chunk.contains(where: { requests[$0].links != nil }) {
                 for index in chunk { arguments.append(requests[index].links?.jsonText ?? "") }
@@ -196,7 +236,7 @@ extension JobFarm {
             }
         }
         registeredQueues.withLock { $0.formUnion(order) }
-        return ids
+        return results
     }
 
     /// Builds and checks the envelope of one request; every error names the field.
@@ -220,6 +260,9 @@ extension JobFarm {
         }
         if let key = request.idempotencyKey, key.isEmpty || key.utf8.count > 256 {
             throw JobFarmError.invalidArgument("idempotency key must be 1–256 characters")
+        }
+        if let window = request.idempotencyWindow, window < .milliseconds(1) {
+            throw JobFarmError.invalidArgument("idempotency window must be at least 1 ms (got \(window)); leave it out for the farm's window")
         }
         var delayMs: Int64 = 0
         if let runAt = request.runAt {

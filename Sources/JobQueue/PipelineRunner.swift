@@ -90,9 +90,10 @@ extension JobFarm {
     ///   - runID: a caller-chosen id (a schedule's `s-<firing secs>-<hash>`): a run id that exists is not started
     ///     again (`created` false). Nil makes a new id.
     ///   - start: the run's (or its firing's) time, for `${run.date}` (in the schedule's time zone) and `${run.time}`.
+    ///   - zone: the time zone of `${run.date}`; nil: the pipeline's own `schedule:` zone, else UTC.
     @discardableResult
     public func startRun(_ pipeline: ValidatedPipeline, params: [String: JSONValue] = [:], runID: String? = nil,
-                         start: Date = Date()) async throws -> RunStart {
+                         start: Date = Date(), zone: TimeZone? = nil) async throws -> RunStart {
         let definition = pipeline.definition
         let declared = Set(definition.params.map(\.name))
         var values: [String: JSONValue] = [:]
@@ -113,7 +114,7 @@ extension JobFarm {
             throw JobFarmError.invalidArgument("run id '\(id)' must be 1–48 of A–Z a–z 0–9 - _ . : (its job ids add the step's id)")
         }
         let context = RunContext(runID: id, pipeline: definition.name, start: start,
-                                 zone: definition.schedule?.timeZone ?? TimeZone(identifier: "UTC")!, params: values)
+                                 zone: zone ?? definition.schedule?.timeZone ?? TimeZone(identifier: "UTC")!, params: values)
         var queues: [String: JSONValue] = [:]
         var fanOut: [String: JSONValue] = [:]
         for step in definition.steps {

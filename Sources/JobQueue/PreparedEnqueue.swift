@@ -23,7 +23,7 @@ extension JobFarm {
         guard let first = jobs.first, jobs.count <= 1000 else { return nil }
         let tier = first.tier ?? configuration.defaultTier
         for job in jobs {
-            guard job.queue == first.queue, (job.tier ?? configuration.defaultTier) == tier, job.idempotencyKey == nil,
+            guard job.queue == first.queue, (job.tier ?? configuration.defaultTier) == tier, job.idempotencyKey == nil, job.links == nil,
                   job.runAt == nil, (job.delay ?? .zero) <= .zero else { return nil }
         }
         let now = WallClock.nowMilliseconds()
@@ -67,11 +67,28 @@ extension JobFarm {
 
     /// The ids of a prepared enqueue from its replies (one per request, in order); throws the script's error.
     public func ids(of prepared: PreparedEnqueue, replies: [RESPValue]) async throws -> [String] {
+        try await results(of: prepared, replies: replies).map(\.id)
+    }
+
+    /// Per job, in request order, its id and whether it was a duplicate (its id already in use: a repeated
+    /// deterministic id), from the prepared enqueue's replies (one per request, in order); throws the script's error.
+    public func results(of prepared: PreparedEnqueue, replies: [RESPValue]) async throws -> [EnqueueResult] {
         guard replies.count == prepared.requests.count, let reply = replies.last else {
             throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("expected \(prepared.requests.count) replies, got \(replies.count)"))
         }
         if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueueNow.name) }
-        guard case .integer = reply else {
+        var results: [EnqueueResult]
+        switch reply {
+        case .integer:
+            // The script answers a count when it created every job it was sent.
+            results = prepared.ids.map { EnqueueResult(id: $0, duplicate: false) }
+        case .array(let answers) where answers.count == prepared.ids.count:
+            // A created job answers its id; a duplicate a one-element array holding the original id.
+            results = zip(prepared.ids, answers).map { id, answer in
+                if let original = answer.array?.first?.string { return EnqueueResult(id: original, duplicate: true) }
+                return EnqueueResult(id: answer.string ?? id, duplicate: false)
+            }
+        default:
             throw JobFarmError.redisFailed(operation: "enqueue", cause: .unexpectedReply("enqueueNow answered \(reply)"))
         }
         if replies.count > 1 {
@@ -85,6 +102,6 @@ extension JobFarm {
                 registeredQueues.withLock { _ = $0.insert(prepared.queue) }
             }
         }
-        return prepared.ids
+        return results
     }
 }

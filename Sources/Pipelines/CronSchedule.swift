@@ -87,6 +87,45 @@ public struct FiringDecision: Sendable, Equatable {
 /// Where a scheduler reads the time: the system clock in production, a hand-moved one in tests.
 public protocol ScheduleClock: Sendable {
     func now() -> Date
+    /// How long to wait in real time until the clock reads `date` (zero when it is past): what a firing job is
+    /// delayed by. The default is the difference; a clock that runs faster than real time (tests) divides it.
+    func realDelay(until date: Date) -> Duration
+}
+
+extension ScheduleClock {
+    public func realDelay(until date: Date) -> Duration {
+        let seconds = max(0, date.timeIntervalSince(now()))
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)))
+    }
+}
+
+/// A clock that runs `speed` times faster than real time from `start` (and can jump): a test of a per-minute
+/// schedule at speed 60 sees a firing every real second. `realDelay` divides by the speed.
+public final class AcceleratedScheduleClock: ScheduleClock {
+    private let origin: Date
+    private let realStart = ContinuousClock.now
+    private let speed: Double
+    private let jumped = Mutex<TimeInterval>(0)
+
+    /// A clock reading `start` now and running `speed` times as fast as real time.
+    public init(start: Date, speed: Double) {
+        origin = start
+        self.speed = speed
+    }
+
+    public func now() -> Date {
+        let elapsed = ContinuousClock.now - realStart
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return origin.addingTimeInterval(seconds * speed + jumped.withLock { $0 })
+    }
+
+    public func realDelay(until date: Date) -> Duration {
+        let seconds = max(0, date.timeIntervalSince(now())) / speed
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)))
+    }
+
+    /// Moves the clock forward by `seconds` at once (the farm was down that long).
+    public func jump(by seconds: TimeInterval) { jumped.withLock { $0 += seconds } }
 }
 
 /// The system's wall clock.

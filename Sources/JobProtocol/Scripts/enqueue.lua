@@ -1,11 +1,14 @@
 -- enqueue.lua: run as EVAL/EVALSHA of prelude.lua followed by this file; KEYS[1] = the queue prefix `jf:{<queue>}:`, ARGV[1] = the queue name.
--- ENQUEUE: ARGV = queue, count, idempotency TTL ms, then per job: id, tier, envelope, delay ms (0 = now), idempotency key ('' = none),
+-- ENQUEUE: ARGV = queue, count, default idempotency window ms, then per job: id, tier, envelope, delay ms (0 = now),
+-- idempotency ('' = none, else "<window ms> <key>": the key is kept that long, `SET … PX <window> NX`; a window of 0
+-- takes the default),
 -- then, optionally, per job: its links ('' = none), a JSON object of `run`, `step`, `item`, `batch` written as fields
 -- of its job hash (a job with links gets its job hash at once, state `queued`, even when it runs now, so that the
 -- scripts that end it read them).
--- Returns one id per job: the new id, or the id already stored under the same job id or idempotency key; or, when
--- every answer is the id that was sent (no idempotency key named another id), just the number of jobs created: a
--- reply of 1,000 ids costs Redis and the client more than the rest of the call's bookkeeping.
+-- Returns the number of jobs created when every job of the call was created; else one answer per job: the id for a
+-- job created, and for a duplicate (its id already in use, or its idempotency key seen within the window) a
+-- one-element array holding the original id. A reply of 1,000 ids costs Redis and the client more than the rest of
+-- the call's bookkeeping, hence the count.
 -- A job ready now gets no key of its own: its envelope goes into the hash `pending` (id → "<qt> <tier> <envelope>")
 -- and its id onto its tier's list; `fetch` creates the job record when it leases it. A delayed job gets its job hash
 -- (state `scheduled`) and its `scheduled` entry at once, as before. An id already used (pending, or with a job key
@@ -31,7 +34,12 @@ for i = 0, n - 1 do
     local tier = ARGV[b + 1]
     if not tiers_checked[tier] then need(P .. 't:' .. tier, 'list'); tiers_checked[tier] = true end
   end
-  if ARGV[b + 4] ~= '' then need(P .. 'idem:' .. ARGV[b + 4], 'string'); any_idem = true end
+  local ikey = ARGV[b + 4]
+  if ikey ~= '' then
+    local window, key = string.match(ikey, '^(%d+) (.+)$')
+    if not key then return redis.error_reply('JOBFARM_ARGUMENT idempotency of ' .. id .. ' is not "<window ms> <key>": nothing was enqueued') end
+    need(P .. 'idem:' .. key, 'string'); any_idem = true
+  end
 end
 -- Ids already in use, 1,000 at a time: one HMGET of `pending`, one EXISTS of the job keys (a key of another type
 -- counts as taken); only when that finds some does each job key get a look of its own.
@@ -46,18 +54,23 @@ for s = 1, n, 1000 do
 end
 -- Then per job: an idempotency key seen before answers the id stored under it; an id in use answers itself; the
 -- rest are written.
-local out, ready, fields, prefix, added, differs = {}, {}, {}, {}, 0, false
+local out, ready, fields, prefix, added = {}, {}, {}, {}, 0
 for i = 0, n - 1 do
   local b = 4 + i * 5
   local id = ids[i + 1]
   local existing = nil
   if any_idem and ARGV[b + 4] ~= '' then
-    local ik = P .. 'idem:' .. ARGV[b + 4]
-    existing = redis.call('GET', ik)
-    if not existing then redis.call('SET', ik, id, 'PX', idem_ttl) end
-    if existing and existing ~= id then differs = true end
+    local window, key = string.match(ARGV[b + 4], '^(%d+) (.+)$')
+    window = tonumber(window)
+    if window <= 0 then window = idem_ttl end
+    local ik = P .. 'idem:' .. key
+    if not redis.call('SET', ik, id, 'PX', window, 'NX') then existing = redis.call('GET', ik) end
   end
-  if any_idem then out[i + 1] = existing or id end
+  if existing or taken[id] then
+    out[i + 1] = {existing or id}  -- a duplicate: the original id
+  else
+    out[i + 1] = id
+  end
   if not existing and not taken[id] then
     taken[id] = true  -- the same id twice in one call: the second is a repeat
     local tier, delay = ARGV[b + 1], tonumber(ARGV[b + 3])
@@ -100,5 +113,5 @@ for tier, list in pairs(ready) do
 end
 if added > 0 then redis.call('HINCRBY', P .. 'stats', 'enqueued', added) end
 
-if differs then return out end
-return added
+if added == n then return added end
+return out

@@ -3,7 +3,8 @@
 -- tier, with no idempotency key; `entry` is the job's `pending` value already built by the caller:
 -- "<qt> <tier> <envelope>", with the call's `qt` and `tier` (the caller's estimate of the server's clock).
 -- The bulk path of `enqueue`, for the usual bulk: the entries are written as sent (one HSET of the arguments
--- themselves), without a Lua string made per job. Returns the number of jobs created.
+-- themselves), without a Lua string made per job. Returns the number of jobs created when every job was; else, as
+-- `enqueue`, one answer per job: its id when created, a one-element array holding it for a duplicate (in use).
 -- Falls back to building each entry again, as `enqueue` does, when an id is already in use (pending, or a job key of
 -- any type: the repeat is a no-op), when the same id comes twice, or when `qt` is more than 250 ms from the server's
 -- clock (the entry then gets the server's time). An entry that does not start with "<qt> <tier> " is refused.
@@ -40,7 +41,7 @@ if not (any_found or any_key or twice or skewed) then
   redis.call('HINCRBY', P .. 'stats', 'enqueued', n)
   return n
 end
-local fields, list, taken = {}, {}, {}
+local fields, list, taken, out = {}, {}, {}, {}
 local pre = skewed and (NOW .. ' ' .. tier .. ' ') or nil
 for k = 1, n do
   local id = ids[k]
@@ -49,6 +50,9 @@ for k = 1, n do
     fields[#fields + 1] = id
     fields[#fields + 1] = pre and (pre .. string.sub(ARGV[4 + 2 * k], #head + 1)) or ARGV[4 + 2 * k]
     list[#list + 1] = id
+    out[k] = id
+  else
+    out[k] = {id}  -- a duplicate: the id in use
   end
 end
 if #list > 0 then
@@ -57,4 +61,5 @@ if #list > 0 then
   wake(tier)
   redis.call('HINCRBY', P .. 'stats', 'enqueued', #list)
 end
-return #list
+if #list == n then return n end
+return out
