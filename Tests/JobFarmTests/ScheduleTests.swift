@@ -246,7 +246,8 @@ struct ScheduleTests {
         let greet = try #require(run.steps.first { $0.id == "greet" })
         #expect(greet.state == "running" && greet.queue == "nightly")
         // The root step's job is in line once.
-        let job = try #require(try await farm.status(id: try #require(greet.job), queue: "nightly"))
+        let jobID = try #require(greet.job)
+        let job = try #require(try await farm.status(id: jobID, queue: "nightly"))
         #expect(job.state == .queued && job.kind == "echo")
         #expect(try await farm.stats(queues: ["nightly"]).first?.tiers.map(\.depth).reduce(0, +) == 1)
     }
