@@ -56,6 +56,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         global.bootstrapLogging()
+        // Started by `jobfarm supervise`: stop gracefully once the supervisor is gone.
+        SupervisorWatch.startIfSupervised()
         let poolSettings = try readPool()
         let concurrency = self.concurrency ?? poolSettings?.concurrency ?? 10
         let fetchBatch = self.fetchBatch ?? poolSettings?.fetchBatch ?? 100

@@ -121,6 +121,8 @@ public struct PoolSupervisor: Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: configuration.executable)
             process.arguments = configuration.arguments(slot, starts[slot]!)
+            // A worker that finds this supervisor gone (killed with SIGKILL) stops by itself (SupervisorWatch).
+            process.environment = SupervisorWatch.childEnvironment()
             if let directory = configuration.logDirectory {
                 let path = (directory as NSString).appendingPathComponent("worker-\(slot.pool)-\(slot.index).log")
                 if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }

@@ -14,6 +14,14 @@ struct SuperviseProcessTests {
         return path
     }
 
+    /// Gone, or a zombie nobody reaped yet (an orphan's new parent may be slow to reap it).
+    static func hasExited(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return true }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+
     func common(_ farm: JobFarm) -> [String] {
         ["--redis-url", TestRedis.url!, "--namespace", farm.configuration.namespace]
     }
@@ -116,6 +124,32 @@ struct SuperviseProcessTests {
         try await eventually(timeout: .seconds(10), "the workers to deregister") {
             try await farm.workers().allSatisfy { $0.id.hasPrefix("busy-1-\(supervisorPID)-1") }
         }
+    }
+
+    @Test(.timeLimit(.minutes(1))) func workersStopByThemselvesWhenTheSupervisorIsKilled() async throws {
+        let farm = try TestRedis.farm()
+        let path = try writeConfig("""
+            pools:
+              - name: orphans
+                queues: default
+                shutdown_grace: 10
+                processes: 2
+            """)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let supervisor = try ChildProcess(["supervise", "--config", path, "--no-autoscale", "--log-level", "info"] + common(farm))
+        try await eventually(timeout: .seconds(20), "two workers to register") { try await farm.workers().count == 2 }
+        let children = try await farm.workers().compactMap { $0.fields["pid"].flatMap { Int32($0) } }
+        #expect(children.count == 2)
+        let id = try await farm.enqueue(EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(1)])))
+        try await eventually(timeout: .seconds(10), "the job to run") { try await farm.status(id: id)?.state == .running }
+        supervisor.signal(SIGKILL)
+        _ = await supervisor.waitForExit(timeout: .seconds(5))
+        // Each worker sees its parent gone within a second and stops gracefully: the running job finishes first.
+        try await eventually(timeout: .seconds(20), "the orphaned workers to stop") {
+            children.allSatisfy(Self.hasExited)
+        }
+        #expect(try await farm.status(id: id)?.state == .succeeded)
+        try await eventually(timeout: .seconds(10), "the workers to deregister") { try await farm.workers().isEmpty }
     }
 
     @Test(.timeLimit(.minutes(1))) func aSecondSignalKillsTheWorkersAndTheirJobsComeBack() async throws {
