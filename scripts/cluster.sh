@@ -6,7 +6,7 @@
 # JOBFARM_CLUSTER_URL (redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…). $1: the node timeout in ms (default 1000: a
 # failover test sees a replica promoted within a few seconds).
 start_test_cluster() {
-    local timeout=${1:-1000} ports=() port node
+    local timeout=${1:-1000} ports=() taken=() port node
     JOBFARM_CLUSTER_DIR=$(mktemp -d -t jobfarm-test-cluster.XXXXXX)
     JOBFARM_CLUSTER_PIDS=()
     for _ in 1 2 3 4 5 6; do
@@ -15,10 +15,12 @@ start_test_cluster() {
             # The cluster bus listens on port + 10000: both must be free, and distinct from the ports taken already.
             [ "$port" -lt 55535 ] || continue
             (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && continue
-            [[ " ${ports[*]} " == *" $port "* ]] && continue
+            # Nor may a node's port be another node's bus port (that node may not be listening yet), or the reverse.
+            [[ " ${taken[*]} " == *" $port "* || " ${taken[*]} " == *" $((port + 10000)) "* ]] && continue
             break
         done
         ports+=("$port")
+        taken+=("$port" "$((port + 10000))")
         node="$JOBFARM_CLUSTER_DIR/$port"
         mkdir -p "$node"
         redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
@@ -26,7 +28,9 @@ start_test_cluster() {
             --hash-max-listpack-value 1024 --logfile "$node/redis.log" --daemonize no &
         JOBFARM_CLUSTER_PIDS+=($!)
     done
-    for port in "${ports[@]}"; do wait_for_redis "$port"; done
+    for port in "${ports[@]}"; do
+        ( wait_for_redis "$port" ) || { tail -n 20 "$JOBFARM_CLUSTER_DIR/$port/redis.log" >&2 2>/dev/null; die "the test cluster node on port $port did not start (its log above)"; }
+    done
     local addresses=()
     for port in "${ports[@]}"; do addresses+=("127.0.0.1:$port"); done
     redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >"$JOBFARM_CLUSTER_DIR/create.log" 2>&1 \

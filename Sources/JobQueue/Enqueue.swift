@@ -140,23 +140,8 @@ extension JobFarm {
         let serverNow = envelopes.contains(where: { $0.delayMs == 0 && $0.env.idempotencyKey == nil })
             ? await estimatedServerMilliseconds() : nil
         func encodeNow(_ chunk: [Int], queue: String, qt: Int64, tier: String) -> RedisRequest {
-            let qtText = String(qt)
-            var arguments = RedisCommand(queue, String(chunk.count), qtText, tier)
-            arguments.reserve(bytes: chunk.count * 320, arguments: chunk.count * 2)
-            let head = Array("\(qtText) \(tier) ".utf8)
-            var text: [UInt8] = []
-            for index in chunk {
-                let env = envelopes[index].env
-                if lastPayload != env.payload {
-                    lastPayload = env.payload
-                    lastPayloadText = env.payload.jsonText
-                }
-                arguments.append(env.id)
-                text.removeAll(keepingCapacity: true)
-                text.append(contentsOf: head)
-                env.encode(payloadText: lastPayloadText, into: &text)
-                arguments.append(bytes: text)
-            }
+            let arguments = Self.enqueueNowArguments(chunk.lazy.map { envelopes[$0].env }, count: chunk.count, queue: queue, qt: qt,
+                                                     tier: tier, lastPayload: &lastPayload, lastPayloadText: &lastPayloadText)
             return .packedScript(Scripts.enqueueNow, keys: [keys(queue).prefix], arguments: arguments)
         }
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
@@ -277,5 +262,33 @@ extension JobFarm {
             runAt: delayMs > 0 ? now + delayMs : nil, timeoutMilliseconds: request.timeout.milliseconds,
             idempotencyKey: request.idempotencyKey, trace: request.trace)
         return (env, delayMs)
+    }
+}
+
+extension JobFarm {
+    /// The arguments of `enqueueNow` (Scripts/enqueueNow.lua): queue, count, qt, tier, then per job its id and entry
+    /// `"<qt> <tier> <envelope>"`. `lastPayload`/`lastPayloadText` keep the last payload's text between calls: bulk
+    /// requests usually share one payload, encoded once.
+    static func enqueueNowArguments<Envelopes: Sequence<JobEnvelope>>(
+        _ envelopes: Envelopes, count: Int, queue: String, qt: Int64, tier: String,
+        lastPayload: inout JSONValue?, lastPayloadText: inout String
+    ) -> RedisCommand {
+        let qtText = String(qt)
+        var arguments = RedisCommand(queue, String(count), qtText, tier)
+        arguments.reserve(bytes: count * 320, arguments: count * 2)
+        let head = Array("\(qtText) \(tier) ".utf8)
+        var text: [UInt8] = []
+        for env in envelopes {
+            if lastPayload != env.payload {
+                lastPayload = env.payload
+                lastPayloadText = env.payload.jsonText
+            }
+            arguments.append(env.id)
+            text.removeAll(keepingCapacity: true)
+            text.append(contentsOf: head)
+            env.encode(payloadText: lastPayloadText, into: &text)
+            arguments.append(bytes: text)
+        }
+        return arguments
     }
 }

@@ -37,26 +37,10 @@ extension JobFarm {
         }
         guard let serverNow = await estimatedServerMilliseconds() else { return nil }
         let queue = first.queue
-        // The arguments of `enqueueNow` (Scripts/enqueueNow.lua): queue, count, qt, tier, then per job id and entry
-        // "<qt> <tier> <envelope>", as `enqueue` builds them for its bulk path.
-        let qtText = String(serverNow)
-        var arguments = RedisCommand(queue, String(envelopes.count), qtText, tier)
-        arguments.reserve(bytes: envelopes.count * 320, arguments: envelopes.count * 2)
-        let head = Array("\(qtText) \(tier) ".utf8)
-        var text: [UInt8] = []
         var lastPayload: JSONValue?
         var lastPayloadText = ""
-        for env in envelopes {
-            if lastPayload != env.payload {
-                lastPayload = env.payload
-                lastPayloadText = env.payload.jsonText
-            }
-            arguments.append(env.id)
-            text.removeAll(keepingCapacity: true)
-            text.append(contentsOf: head)
-            env.encode(payloadText: lastPayloadText, into: &text)
-            arguments.append(bytes: text)
-        }
+        let arguments = Self.enqueueNowArguments(envelopes, count: envelopes.count, queue: queue, qt: serverNow, tier: tier,
+                                                 lastPayload: &lastPayload, lastPayloadText: &lastPayloadText)
         var requests: [RedisRequest] = []
         if !registeredQueues.withLock({ $0.contains(queue) }) {
             requests.append(.command(RedisCommand("SADD", QueueKeys.registry(namespace: configuration.namespace), queue)))

@@ -47,6 +47,17 @@ final class RecordingRunStarter: PipelineRunStarter {
 struct ScheduleTests {
     static func time(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
 
+    /// A one-step pipeline (`hello`, queue `nightly`) as a schedule's target, its file read and removed at once.
+    static func helloPipelineTarget() throws -> ScheduleDefinition.Target {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-sched-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("hello.yaml").path
+        try "name: hello\nqueue: nightly\nparams:\n  who: world\nsteps:\n  - id: greet\n    kind: echo\n    payload: {text: \"hello ${params.who} on ${run.date}\"}\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        return try ScheduleDefinition.pipelineTarget(path: file, params: ["who": .string("farm")], knownKinds: ["echo"], at: "test")
+    }
+
     static func everyMinute(_ name: String, missed: MissedRunPolicy = .skip, grace: Duration = .seconds(300), payload: JSONValue = .null) -> ScheduleDefinition {
         ScheduleDefinition(name: name, cron: "* * * * *", missed: missed, grace: grace,
                            target: .job(kind: RecordFiringJob.kind, queue: "sched", tier: nil, payload: payload))
@@ -188,13 +199,7 @@ struct ScheduleTests {
 
     @Test func aPipelineFiresThroughTheStarterOncePerTime() async throws {
         let farm = try TestRedis.farm()
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-sched-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let file = folder.appendingPathComponent("hello.yaml").path
-        try "name: hello\nqueue: nightly\nparams:\n  who: world\nsteps:\n  - id: greet\n    kind: echo\n    payload: {text: \"hello ${params.who} on ${run.date}\"}\n"
-            .write(toFile: file, atomically: true, encoding: .utf8)
-        let target = try ScheduleDefinition.pipelineTarget(path: file, params: ["who": .string("farm")], knownKinds: ["echo"], at: "test")
+        let target = try Self.helloPipelineTarget()
         let definition = ScheduleDefinition(name: "nightly-hello", cron: "30 2 * * *", timeZone: "Europe/Berlin", target: target)
         let starter = RecordingRunStarter()
         let clock = ManualScheduleClock(Self.time("2026-06-01T00:30:05Z"))
@@ -223,13 +228,7 @@ struct ScheduleTests {
 
     @Test func aPipelineFiresAsOneRunOfThePipelineEngine() async throws {
         let farm = try TestRedis.farm()
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("jobfarm-sched-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let file = folder.appendingPathComponent("hello.yaml").path
-        try "name: hello\nqueue: nightly\nparams:\n  who: world\nsteps:\n  - id: greet\n    kind: echo\n    payload: {text: \"hello ${params.who} on ${run.date}\"}\n"
-            .write(toFile: file, atomically: true, encoding: .utf8)
-        let target = try ScheduleDefinition.pipelineTarget(path: file, params: ["who": .string("farm")], knownKinds: ["echo"], at: "test")
+        let target = try Self.helloPipelineTarget()
         let definition = ScheduleDefinition(name: "nightly-hello", cron: "30 23 * * *", timeZone: "Europe/Berlin", target: target)
         let clock = ManualScheduleClock(Self.time("2026-06-01T21:30:05Z"))
         let book = ScheduleBook(farm: farm, clock: clock, starter: FarmRunStarter(farm: farm))
