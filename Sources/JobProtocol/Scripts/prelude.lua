@@ -130,8 +130,8 @@ end
 -- (docs/PIPELINES.md, "Engine design"). Notice keys of the wrong type are skipped (listed in PROBLEMS); the run
 -- sweeper finds the ended job from its record then. Returns true when a notice was written (NOTICES counts them).
 local NOTICES = 0
-local function job_ended(id, jk, state, result, err, reason)
-  local r = redis.call('HMGET', jk, 'run', 'step', 'item')
+local function job_ended(id, jk, state, result, err, reason, links)
+  local r = links or redis.call('HMGET', jk, 'run', 'step', 'item')
   if not r[1] then return false end
   if not (usable(P .. 'run-ends', 'zset') and usable(P .. 'run-ends:data', 'hash')) then return false end
   redis.call('HSET', P .. 'run-ends:data', id, cjson.encode({job = id, run = r[1], step = r[2] or '', item = r[3] or '',
