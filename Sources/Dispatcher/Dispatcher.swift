@@ -150,6 +150,21 @@ public struct Dispatcher: Sendable {
         return .object(object)
     }
 
+    /// The request's whole body, up to the configured limit: 413 over it (told by Content-Length, or found while
+    /// reading a body sent without one).
+    func collectBody(_ request: Request) async throws -> ByteBuffer {
+        let limit = configuration.bodyLimitBytes
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw Self.tooLarge(limit)
+        }
+        var request = request
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw Self.tooLarge(limit)
+        }
+    }
+
     /// Reads the body as JSON: 415 unless it says JSON, 413 over the limit, 400 unless it parses.
     func readJSON(_ request: Request) async throws -> JSONValue {
         let contentType = request.headers[.contentType] ?? ""
@@ -159,17 +174,7 @@ public struct Dispatcher: Sendable {
                           detail: contentType.isEmpty ? "no Content-Type: send the body as application/json"
                               : "Content-Type '\(contentType.prefix(100))' is not accepted: send the body as application/json")
         }
-        let limit = configuration.bodyLimitBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-            throw Self.tooLarge(limit)
-        }
-        var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw Self.tooLarge(limit)
-        }
+        let buffer = try await collectBody(request)
         if buffer.readableBytes == 0 { throw Problem(.badRequest, detail: "the body is empty: send a JSON object") }
         do {
             return try buffer.readableBytesView.withContiguousStorageIfAvailable { bytes in

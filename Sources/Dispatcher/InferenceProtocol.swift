@@ -151,15 +151,7 @@ extension Dispatcher {
             }
             headerLength = length
         }
-        let limit = configuration.bodyLimitBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw Self.tooLarge(limit) }
-        var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw Self.tooLarge(limit)
-        }
+        let body = try await collectBody(request)
         if body.readableBytes == 0 { throw Problem(.badRequest, detail: "the body is empty: send an inference request {\"inputs\": [...]}") }
         let parsed = try body.readableBytesView.withContiguousStorageIfAvailable { bytes throws(Problem) in
             try InferenceRequestV2.parse(UnsafeRawBufferPointer(bytes), headerLength: headerLength)
