@@ -84,25 +84,31 @@ extension JobFarm {
     /// original job's id.
     public func enqueueReporting(_ requests: [EnqueueRequest], chunkSize: Int = 1000) async throws -> [EnqueueResult] {
         let now = WallClock.nowMilliseconds()
+        // Every request is checked before anything is sent (one that is not valid fails the call, nothing enqueued);
+        // the envelopes are built chunk by chunk as they are sent, so that building one chunk overlaps Redis running
+        // the ones before it.
+        var delays: [Int64] = []
+        delays.reserveCapacity(requests.count)
+        for request in requests { delays.append(try checkedDelay(request, now: now)) }
         var generator = FastRandom()
-        var envelopes: [(env: JobEnvelope, delayMs: Int64)] = []
-        envelopes.reserveCapacity(requests.count)
-        for request in requests {
-            envelopes.append(try makeEnvelope(request, now: now, generator: &generator))
+        var built = [JobEnvelope?](repeating: nil, count: requests.count)
+        func envelope(_ index: Int) -> (env: JobEnvelope, delayMs: Int64) { (built[index]!, delays[index]) }
+        func build(_ chunk: [Int]) {
+            for index in chunk { built[index] = makeCheckedEnvelope(requests[index], delayMs: delays[index], now: now, generator: &generator) }
         }
         // Group by queue (each queue is its own hash slot), keeping request order for the answer.
         // (A run of jobs for one queue, the usual bulk, is collected without hashing the queue's name per job.)
         var order: [String] = []
         var byQueue: [String: [Int]] = [:]
         var run: (queue: String, indices: [Int])?
-        for (index, item) in envelopes.enumerated() {
-            if run?.queue == item.env.queue {
+        for (index, request) in requests.enumerated() {
+            if run?.queue == request.queue {
                 run!.indices.append(index)
                 continue
             }
             if let (queue, indices) = run { byQueue[queue, default: []] += indices }
-            if byQueue[item.env.queue] == nil { order.append(item.env.queue) }
-            run = (item.env.queue, [index])
+            if byQueue[request.queue] == nil { order.append(request.queue) }
+            run = (request.queue, [index])
         }
         if let (queue, indices) = run { byQueue[queue, default: []] += indices }
         // Encoding a chunk overlaps with Redis running the previous ones: up to `inFlight` chunks are sent
@@ -119,7 +125,7 @@ extension JobFarm {
             if let message = reply.errorMessage { throw JobFarmError(reply: message, script: Scripts.enqueue.name) }
             if case .integer = reply {
                 // The script answers a count when it created every job it was sent.
-                for index in chunk { results[index] = EnqueueResult(id: envelopes[index].env.id, duplicate: false) }
+                for index in chunk { results[index] = EnqueueResult(id: built[index]!.id, duplicate: false) }
                 return
             }
             let returned = reply.array ?? []
@@ -137,17 +143,18 @@ extension JobFarm {
         }
         // The usual bulk (jobs to run now, one tier, no idempotency key) goes through `enqueueNow`, whose entries
         // are built here, stamped with the server's clock as last measured.
-        let serverNow = envelopes.contains(where: { $0.delayMs == 0 && $0.env.idempotencyKey == nil })
+        let serverNow = requests.indices.contains(where: { delays[$0] == 0 && requests[$0].idempotencyKey == nil })
             ? await estimatedServerMilliseconds() : nil
         func encodeNow(_ chunk: [Int], queue: String, qt: Int64, tier: String) -> RedisRequest {
-            let arguments = Self.enqueueNowArguments(chunk.lazy.map { envelopes[$0].env }, count: chunk.count, queue: queue, qt: qt,
+            let arguments = Self.enqueueNowArguments(chunk.lazy.map { built[$0]! }, count: chunk.count, queue: queue, qt: qt,
                                                      tier: tier, lastPayload: &lastPayload, lastPayloadText: &lastPayloadText)
             return .packedScript(Scripts.enqueueNow, keys: [keys(queue).prefix], arguments: arguments)
         }
         func encode(_ chunk: [Int], queue: String, register: Bool) -> [RedisRequest] {
-            let tier = envelopes[chunk[0]].env.tier
+            build(chunk)
+            let tier = built[chunk[0]]!.tier
             if let serverNow, chunk.count <= 1000,
-               chunk.allSatisfy({ envelopes[$0].delayMs == 0 && envelopes[$0].env.idempotencyKey == nil && envelopes[$0].env.tier == tier
+               chunk.allSatisfy({ delays[$0] == 0 && built[$0]!.idempotencyKey == nil && built[$0]!.tier == tier
                    && requests[$0].links == nil }) {
                 var batch: [RedisRequest] = []
                 if register { batch.append(.command(RedisCommand("SADD", registry, queue))) }
@@ -158,7 +165,7 @@ extension JobFarm {
             arguments.reserve(bytes: chunk.count * 300, arguments: chunk.count * 5)
             var text: [UInt8] = []
             for index in chunk {
-                let (env, delayMs) = envelopes[index]
+                let (env, delayMs) = envelope(index)
                 if lastPayload != env.payload {
                     lastPayload = env.payload
                     lastPayloadText = env.payload.jsonText
@@ -226,6 +233,12 @@ extension JobFarm {
 
     /// Builds and checks the envelope of one request; every error names the field.
     func makeEnvelope(_ request: EnqueueRequest, now: Int64, generator: inout FastRandom) throws -> (env: JobEnvelope, delayMs: Int64) {
+        let delayMs = try checkedDelay(request, now: now)
+        return (makeCheckedEnvelope(request, delayMs: delayMs, now: now, generator: &generator), delayMs)
+    }
+
+    /// Checks one request (every error names the field); returns its delay in ms (0: it runs now).
+    func checkedDelay(_ request: EnqueueRequest, now: Int64) throws -> Int64 {
         guard !request.kind.isEmpty, request.kind.utf8.count <= 128 else {
             throw JobFarmError.invalidArgument("kind must be 1–128 characters (got '\(request.kind)')")
         }
@@ -256,12 +269,16 @@ extension JobFarm {
             guard delay >= .zero else { throw JobFarmError.invalidArgument("delay must not be negative") }
             delayMs = delay.milliseconds
         }
-        let env = JobEnvelope(
-            id: request.id ?? JobID.make(milliseconds: now, using: &generator), kind: request.kind, queue: request.queue, tier: tier,
-            payload: request.payload, maxAttempts: request.maxAttempts, enqueuedAt: now,
+        return delayMs
+    }
+
+    /// The envelope of a request `checkedDelay` has accepted.
+    func makeCheckedEnvelope(_ request: EnqueueRequest, delayMs: Int64, now: Int64, generator: inout FastRandom) -> JobEnvelope {
+        JobEnvelope(
+            id: request.id ?? JobID.make(milliseconds: now, using: &generator), kind: request.kind, queue: request.queue,
+            tier: request.tier ?? configuration.defaultTier, payload: request.payload, maxAttempts: request.maxAttempts, enqueuedAt: now,
             runAt: delayMs > 0 ? now + delayMs : nil, timeoutMilliseconds: request.timeout.milliseconds,
             idempotencyKey: request.idempotencyKey, trace: request.trace)
-        return (env, delayMs)
     }
 }
 

@@ -195,12 +195,22 @@ end
 -- Lifetime counters by tier and kind (hash `outcomes`, field `<outcome> <tier> <kind>`: succeeded, retried,
 -- dead_lettered), for the exporter. `kind` is the job hash's field that `fetch` writes at each lease. Gathered per call
 -- and written by `flush_outcomes`; best effort: an `outcomes` key of the wrong type is skipped, never fails a transition.
+-- (Counted in nested tables, outcome → tier → kind, so that a job costs no new Lua string.)
 local OUTCOMES = {}
 local function count_outcome(outcome, tier, kind)
-  local f = outcome .. ' ' .. (tier or 'standard') .. ' ' .. (kind or 'unknown')
-  OUTCOMES[f] = (OUTCOMES[f] or 0) + 1
+  local by_tier = OUTCOMES[outcome]
+  if not by_tier then by_tier = {}; OUTCOMES[outcome] = by_tier end
+  tier = tier or 'standard'
+  local by_kind = by_tier[tier]
+  if not by_kind then by_kind = {}; by_tier[tier] = by_kind end
+  kind = kind or 'unknown'
+  by_kind[kind] = (by_kind[kind] or 0) + 1
 end
 local function flush_outcomes()
-  for f, n in pairs(OUTCOMES) do redis.pcall('HINCRBY', P .. 'outcomes', f, n) end
+  for outcome, by_tier in pairs(OUTCOMES) do
+    for tier, by_kind in pairs(by_tier) do
+      for kind, n in pairs(by_kind) do redis.pcall('HINCRBY', P .. 'outcomes', outcome .. ' ' .. tier .. ' ' .. kind, n) end
+    end
+  end
   OUTCOMES = {}
 end
