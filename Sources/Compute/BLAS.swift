@@ -56,12 +56,37 @@ public enum SmallBatchKernel {
     /// `openBLASThreads` is the OpenBLAS setting sgemm would run with.
     public static func batchLimit(rows: Int, cols: Int, threads: Int = 1, openBLASThreads: Int = BLASThreads.current) -> Int {
         // With more than one OpenBLAS thread, sgemm splits the work across cores while a one-thread kernel runs on
-        // one: measured, sgemm wins from 16 rows there. Split across `threads` threads, the kernel keeps its lead
-        // up to about `threads` times the one-thread limit.
+        // one: measured, sgemm wins from 16 rows there.
         if threads <= 1 && openBLASThreads > 1 { return min(8, limit(.small)) }
-        let base = limit(SizeClass(rows: rows, cols: cols))
-        return min(64, base * max(1, threads))
+        let sizeClass = SizeClass(rows: rows, cols: cols)
+        if threads > 1, let measured = splitLimit(sizeClass, threads: threads) { return measured }
+        // Not measured for this thread count: split across `threads` threads, the kernel keeps its lead up to about
+        // `threads` times the one-thread limit.
+        return min(64, limit(sizeClass) * max(1, threads))
     }
+
+    /// The measured limit of a split pass on `threads` threads for a size class (`calibrate(splitThreads:)`): the
+    /// largest batch at which the split kernel beat `sgemm`/`sgemv` running on as many OpenBLAS threads. 0: the
+    /// split kernel lost even at one row. Nil: not measured for this thread count.
+    public static func splitLimit(_ sizeClass: SizeClass, threads: Int) -> Int? {
+        splitLimitTable.withLock { $0[threads]?[sizeClass.rawValue] }
+    }
+
+    /// Sets the split limits of a thread count, one per size class (`SizeClass` order), each clamped to 0…`maxSplitBatch`.
+    public static func setSplitLimits(_ limits: [Int], threads: Int) {
+        guard threads > 1, limits.count == SizeClass.allCases.count else { return }
+        splitLimitTable.withLock { $0[threads] = limits.map { min(maxSplitBatch, max(0, $0)) } }
+    }
+
+    /// Every measured split limit, by thread count.
+    public static var splitLimits: [Int: [Int]] { splitLimitTable.withLock { $0 } }
+
+    /// Forgets the measured split limits (back to the scaled one-thread limits).
+    public static func clearSplitLimits() { splitLimitTable.withLock { $0 = [:] } }
+
+    /// The largest split limit a calibration can find (the largest batch it times).
+    public static let maxSplitBatch = 128
+    private static let splitLimitTable = Mutex<[Int: [Int]]>([:])
 
     /// Weight matrices by FP32 size: what sets where `sgemm`'s packing stops costing more than it saves.
     public enum SizeClass: Int, Sendable, CaseIterable, CustomStringConvertible {
@@ -168,6 +193,74 @@ public enum SmallBatchKernel {
         return results
     }
 
+    /// What `calibrateSplit` found for one size class and thread count.
+    public struct SplitCalibration: Sendable, CustomStringConvertible {
+        public let sizeClass: SizeClass
+        public let threads: Int
+        /// The largest batch up to which the split kernel beat OpenBLAS on as many threads (0: it lost at one row).
+        public let limit: Int
+        /// (batch, split-kernel seconds, OpenBLAS seconds) per batch timed.
+        public let timings: [(batch: Int, split: Double, openBLAS: Double)]
+
+        public var description: String {
+            "\(sizeClass), \(threads) threads: split up to \(limit) rows, OpenBLAS threads above ("
+                + timings.map { String(format: "%d: %.2fx", $0.batch, $0.openBLAS / max($0.split, 1e-12)) }.joined(separator: ", ")
+                + " OpenBLAS/split)"
+        }
+    }
+
+    /// Times a pass split across `threads` threads by the farm's kernel (OpenBLAS on one thread) against the same
+    /// product by OpenBLAS on `threads` threads (`sgemv` for one row, `sgemm` above), for batches 1…128 on one
+    /// matrix per size class until the kernel first loses, and sets each class's split limit to the largest batch
+    /// up to which the split kernel never lost. Restores the OpenBLAS thread setting. Under 1 s of `threads` cores.
+    @discardableResult
+    public static func calibrateSplit(threads: Int, batches: [Int] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128],
+                                      minTime: Double = 0.004) -> [SplitCalibration] {
+        guard accelerated, threads > 1 else { return [] }
+        let saved = BLASThreads.current
+        defer { BLASThreads.set(saved) }
+        var results: [SplitCalibration] = []
+        var rng = SeededRandom(seed: 12)
+        let maxBatch = batches.max() ?? 1
+        for sizeClass in SizeClass.allCases {
+            let (rows, cols) = sizeClass.calibrationShape
+            let w = (0..<(rows * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let xMax = (0..<(maxBatch * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+            var y = [Float](repeating: 0, count: maxBatch * rows)
+            var timings: [(batch: Int, split: Double, openBLAS: Double)] = []
+            w.withUnsafeBufferPointer { wp in
+                xMax.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        for batch in batches {
+                            BLASThreads.set(1)
+                            let split = bestTime(minTime) {
+                                ck_gemm_small_f32_mt(wp.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
+                            }
+                            BLASThreads.set(threads)
+                            let openBLAS = bestTime(minTime) {
+                                if batch == 1 {
+                                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, wp.baseAddress, Int32(cols),
+                                                xp.baseAddress, 1, 1, yp.baseAddress, 1)
+                                } else {
+                                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(cols),
+                                                1, xp.baseAddress, Int32(cols), wp.baseAddress, Int32(cols), 1, yp.baseAddress, Int32(rows))
+                                }
+                            }
+                            timings.append((batch, split, openBLAS))
+                            // The limit is the end of the leading run of wins: bigger batches need not be timed.
+                            if split > openBLAS { break }
+                        }
+                    }
+                }
+            }
+            var lead = 0
+            for t in timings { if t.split <= t.openBLAS { lead = t.batch } else { break } }
+            results.append(SplitCalibration(sizeClass: sizeClass, threads: threads, limit: lead, timings: timings))
+        }
+        setSplitLimits(results.map(\.limit), threads: threads)
+        return results
+    }
+
     /// The best of three rounds of `body`, each repeated for at least `minTime` seconds.
     private static func bestTime(_ minTime: Double, _ body: () -> Void) -> Double {
         body()
@@ -205,7 +298,36 @@ public enum SmallBatchKernel {
     public static func preferred(batch: Int, rows: Int, cols: Int, threads: Int) -> Bool {
         guard threads > 1 else { return preferred(batch: batch, rows: rows, cols: cols) }
         return accelerated && batch >= 1 && batch <= batchLimit(rows: rows, cols: cols, threads: threads) && isEnabled
-            && rows * cols >= 1 << 16  // below 256 KiB of weights, waking helpers costs more than it saves
+            && splits(rows: rows, cols: cols)
+    }
+
+    /// Whether a product of this weight matrix is worth spreading over threads at all: below 256 KiB of weights,
+    /// waking helpers (the kernel's or OpenBLAS's) costs more than it saves.
+    public static func splits(rows: Int, cols: Int) -> Bool { rows * cols >= 1 << 16 }
+}
+
+extension BLASThreads {
+    private static let raise = Mutex<(depth: Int, saved: Int)>((0, 1))
+
+    /// Runs `body` with OpenBLAS on at least `count` threads, then puts the setting back.
+    ///
+    /// The setting is per process: while `body` runs, a BLAS call from another thread of the process runs with
+    /// the raised count too (OpenBLAS 0.3.x queues threaded calls from several threads on its one thread pool).
+    /// Nested and concurrent raises share the first caller's saved setting; the last to leave restores it.
+    public static func raised<R>(to count: Int, _ body: () throws -> R) rethrows -> R {
+        guard count > 1 else { return try body() }
+        raise.withLock { state in
+            if state.depth == 0 { state.saved = current }
+            state.depth += 1
+            if current < count { set(count) }
+        }
+        defer {
+            raise.withLock { state in
+                state.depth -= 1
+                if state.depth == 0 && current != state.saved { set(state.saved) }
+            }
+        }
+        return try body()
     }
 }
 
@@ -319,9 +441,10 @@ public enum BLAS {
     /// `y[i*ldy + r] = sum_c x[i*in + c] * w[r*in + c] + bias[r]` for `r < rows`, `i < batch`.
     /// `w` points at `rows` consecutive weight rows (a block of a larger matrix is fine).
     /// Uses `cblas_sgemv` when `batch == 1`, `cblas_sgemm` otherwise; no copies of x or w.
+    /// `smallKernel` false: OpenBLAS whatever the batch (a caller that chose OpenBLAS's threads over the split kernel).
     static func linear(x: UnsafePointer<Float>?, batch: Int, inFeatures: Int,
                        w: UnsafePointer<Float>?, rows: Int, bias: UnsafePointer<Float>?,
-                       y: UnsafeMutablePointer<Float>?, ldy: Int) {
+                       y: UnsafeMutablePointer<Float>?, ldy: Int, smallKernel: Bool = true) {
         guard batch > 0, rows > 0, let y else { return }
         // Preload the bias (or zeros) and accumulate with beta = 1, so the result never
         // depends on how the BLAS build treats beta = 0 over uninitialised output.
@@ -333,7 +456,7 @@ public enum BLAS {
         if batch == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(inFeatures), 1,
                         w, Int32(inFeatures), x, 1, beta, y, 1)
-        } else if SmallBatchKernel.preferred(batch: batch, rows: rows, cols: inFeatures) {
+        } else if smallKernel && SmallBatchKernel.preferred(batch: batch, rows: rows, cols: inFeatures) {
             ck_gemm_small_f32(w, rows, inFeatures, x, inFeatures, batch, y, ldy)
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(inFeatures),

@@ -195,10 +195,12 @@ public struct MLPModel: Sendable {
         try run(rows, batch: batch, finalSoftmax: false, threads: 1)
     }
 
-    /// Logits computed with up to `threads` threads of the farm's small-batch kernels (layers whose batch is under
-    /// `SmallBatchKernel`'s limit are split by weight rows, each thread streaming its own share of the weights;
-    /// bigger batches go to `sgemm` with OpenBLAS's own thread setting). Used by the dynamic batcher, which runs
-    /// one pass at a time across the cores.
+    /// Logits computed on up to `threads` threads: a layer whose batch is within `SmallBatchKernel`'s split limit
+    /// (measured per thread count, `SmallBatchKernel.calibrateSplit`) is split by weight rows across the farm's
+    /// kernel threads, each streaming its own share of the weights; a bigger batch runs OpenBLAS with `threads`
+    /// threads for that layer (`BLASThreads.raised`: the setting is per process, so a BLAS call made meanwhile by
+    /// another thread of the process runs on as many threads). Used by the dynamic batcher, which runs one pass at
+    /// a time across the cores.
     public func logits(rows: [Float], batch: Int, threads: Int) throws -> [Float] {
         try run(rows, batch: batch, finalSoftmax: false, threads: max(1, threads))
     }
@@ -336,6 +338,9 @@ extension DenseLayer {
                     // The small-batch kernels, on `threads` threads (one: the caller's). One-thread FP32 products go
                     // through `BLAS.linear`, which makes the same choice for its other callers.
                     let small = SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads)
+                    // Above the split limit a multi-thread pass runs OpenBLAS on its threads instead (measured faster
+                    // there: `SmallBatchKernel.calibrateSplit`).
+                    let openBLASThreads = !small && threads > 1 && SmallBatchKernel.splits(rows: out, cols: inF) ? threads : 1
                     switch weight.storage {
                     case .float32(let w) where small && threads > 1:
                         preload(batch: batch, bias: bp, y: yp)
@@ -358,8 +363,10 @@ extension DenseLayer {
                         }
                     case .float32(let w):
                         w.withUnsafeBufferPointer { wp in
-                            BLAS.linear(x: xp.baseAddress, batch: batch, inFeatures: inF, w: wp.baseAddress,
-                                        rows: out, bias: bp, y: yp.baseAddress, ldy: out)
+                            BLASThreads.raised(to: openBLASThreads) {
+                                BLAS.linear(x: xp.baseAddress, batch: batch, inFeatures: inF, w: wp.baseAddress,
+                                            rows: out, bias: bp, y: yp.baseAddress, ldy: out, smallKernel: openBLASThreads == 1)
+                            }
                         }
                     case .float16(let w) where batch == 1:
                         preload(bias: bp, y: yp)
@@ -369,14 +376,14 @@ extension DenseLayer {
                         q.withUnsafeBufferPointer { qp in CompressedGEMV.i8(qp, scales: scales, rows: out, cols: inF, x: xp, y: yp) }
                     case .float16(let w):
                         w.withUnsafeBufferPointer { wp in
-                            blocked(batch: batch, x: xp, bias: bp, y: yp) { r0, nr, scratch in
+                            blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
                                 FP16Conversion.convert(UnsafeBufferPointer(rebasing: wp[(r0 * inF)..<((r0 + nr) * inF)]),
                                                        into: scratch)
                             }
                         }
                     case .int8(let w, let scales):
                         w.withUnsafeBufferPointer { wp in
-                            blocked(batch: batch, x: xp, bias: bp, y: yp) { r0, nr, scratch in
+                            blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
                                 Dequantize.rows(wp, scales: scales, rowLength: inF, firstRow: r0, rowCount: nr, into: scratch)
                             }
                         }
@@ -398,7 +405,7 @@ extension DenseLayer {
     }
 
     private func blocked(batch: Int, x: UnsafeBufferPointer<Float>, bias: UnsafePointer<Float>?,
-                         y: UnsafeMutableBufferPointer<Float>,
+                         y: UnsafeMutableBufferPointer<Float>, openBLASThreads: Int = 1,
                          fill: (_ firstRow: Int, _ rowCount: Int, _ scratch: UnsafeMutableBufferPointer<Float>) -> Void) {
         let out = outFeatures, inF = inFeatures
         let rowsPerBlock = DenseLayer.blockRows(batch: batch, inFeatures: inF, outFeatures: out)
@@ -409,8 +416,11 @@ extension DenseLayer {
             let nr = min(rowsPerBlock, out - r0)
             let block = UnsafeMutableBufferPointer(rebasing: scratch[0..<(nr * inF)])
             fill(r0, nr, block)
-            BLAS.linear(x: x.baseAddress, batch: batch, inFeatures: inF, w: UnsafePointer(block.baseAddress),
-                        rows: nr, bias: bias.map { $0 + r0 }, y: y.baseAddress.map { $0 + r0 }, ldy: out)
+            BLASThreads.raised(to: openBLASThreads) {
+                BLAS.linear(x: x.baseAddress, batch: batch, inFeatures: inF, w: UnsafePointer(block.baseAddress),
+                            rows: nr, bias: bias.map { $0 + r0 }, y: y.baseAddress.map { $0 + r0 }, ldy: out,
+                            smallKernel: openBLASThreads == 1)
+            }
             r0 += nr
         }
     }

@@ -9,7 +9,7 @@ import Foundation
 public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
     /// Bump when the kernels (`Sources/CComputeKernels/gemm_small.c`) or what `calibrate()` times change: figures of
     /// another version are measured again.
-    public static let kernelVersion = 1
+    public static let kernelVersion = 2
     public static let fileName = "small-batch-limits.json"
     /// Beside the cache file: workers started together measure one at a time.
     public static let lockFileName = "small-batch-limits.lock"
@@ -22,16 +22,38 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
         public var limits: [Int]
         /// What the calibration printed, for people.
         public var detail: String
+        /// The split limits per thread count (the key's `split=`), one per size class
+        /// (`SmallBatchKernel.calibrateSplit`); nil or empty when no split thread count was asked for.
+        public var splitLimits: [String: [Int]]?
 
-        public init(measuredAt: String, limits: [Int], detail: String) {
+        public init(measuredAt: String, limits: [Int], detail: String, splitLimits: [String: [Int]]? = nil) {
             self.measuredAt = measuredAt
             self.limits = limits
             self.detail = detail
+            self.splitLimits = splitLimits
         }
 
-        /// A limit per size class, each one `SmallBatchKernel.setLimit` accepts.
+        /// A limit per size class, each one `SmallBatchKernel.setLimit` accepts, and split limits (if any) of
+        /// thread counts above 1, a limit per size class in 0…`SmallBatchKernel.maxSplitBatch`.
         public var isValid: Bool {
-            limits.count == SmallBatchKernel.SizeClass.allCases.count && limits.allSatisfy { (2...64).contains($0) }
+            let classes = SmallBatchKernel.SizeClass.allCases.count
+            return limits.count == classes && limits.allSatisfy { (2...64).contains($0) }
+                && (splitLimits ?? [:]).allSatisfy { threads, values in
+                    (Int(threads) ?? 0) > 1 && values.count == classes && values.allSatisfy { (0...SmallBatchKernel.maxSplitBatch).contains($0) }
+                }
+        }
+
+        /// Whether it holds split limits for every thread count in `threads`.
+        public func hasSplitLimits(for threads: [Int]) -> Bool {
+            threads.filter { $0 > 1 }.allSatisfy { splitLimits?[String($0)] != nil }
+        }
+
+        /// Sets the limits it holds (`SmallBatchKernel.setLimits`, `setSplitLimits`).
+        public func apply() {
+            SmallBatchKernel.setLimits(limits)
+            for (threads, values) in splitLimits ?? [:] {
+                if let count = Int(threads) { SmallBatchKernel.setSplitLimits(values, threads: count) }
+            }
         }
     }
 
@@ -41,18 +63,22 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
     public init(entries: [String: Entry] = [:]) { self.entries = entries }
 
     /// The cache key: what the limits depend on. Another CPU or flag set, OpenBLAS build, kernel family running
-    /// (`OPENBLAS_CORETYPE` after the kernel choice), kernel version or OpenBLAS thread count measures again.
+    /// (`OPENBLAS_CORETYPE` after the kernel choice), kernel version, OpenBLAS thread count or split thread counts
+    /// (the threads of the dynamic batcher's passes) measures again.
     public static func key(cpu: String, flags: Set<String>, openBLASConfig: String, core: String, threads: Int,
-                           kernelVersion: Int = kernelVersion) -> String {
+                           splitThreads: [Int] = [], kernelVersion: Int = kernelVersion) -> String {
         let relevant = BLASKernelChooser.relevantFlags.filter(flags.contains).joined(separator: ",")
-        return "cpu=\(cpu); flags=\(relevant); openblas=\(openBLASConfig); core=\(core); threads=\(threads); kernels=\(kernelVersion)"
+        let split = Set(splitThreads.filter { $0 > 1 }).sorted().map(String.init).joined(separator: ",")
+        return "cpu=\(cpu); flags=\(relevant); openblas=\(openBLASConfig); core=\(core); threads=\(threads); "
+            + (split.isEmpty ? "" : "split=\(split); ") + "kernels=\(kernelVersion)"
     }
 
-    /// The key of this process: /proc/cpuinfo, the OpenBLAS build and kernels loaded, the thread count in force.
-    public static func currentKey() -> String {
+    /// The key of this process: /proc/cpuinfo, the OpenBLAS build and kernels loaded, the thread count in force,
+    /// the split thread counts to measure.
+    public static func currentKey(splitThreads: [Int] = []) -> String {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         return key(cpu: BLASKernelChooser.cpuIdentity(cpuinfo: cpuinfo), flags: BLASKernelChooser.cpuFlags(cpuinfo: cpuinfo),
-                   openBLASConfig: BLASInfo.config, core: BLASInfo.coreName, threads: BLASThreads.current)
+                   openBLASConfig: BLASInfo.config, core: BLASInfo.coreName, threads: BLASThreads.current, splitThreads: splitThreads)
     }
 
     /// The valid entry for `key`, if any.

@@ -27,7 +27,8 @@ struct BenchBLASCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Option(parsing: .unconditional, help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
-    @Option(help: "Sections to run: gemm,fp16,passes,queue,train.") var only: String = "gemm,fp16,passes,queue,train"
+    @Option(help: "Sections to run: gemm,fp16,passes,queue,inference,train.") var only: String = "gemm,fp16,passes,queue,inference,train"
+    @Option(parsing: .unconditional, help: "Worker processes in the end-to-end inference runs.") var inferenceWorkers: Int = 2
     @Option(parsing: .unconditional, help: "Seconds per queue run.") var queueSeconds: Double = 5
     @Option(parsing: .unconditional, help: "Worker concurrency in the queue runs.") var clients: Int = 64
     @Option(parsing: .unconditional, help: "Jobs per fetch in the queue runs.") var fetchBatch: Int = 100
@@ -44,6 +45,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
 
     func validate() throws {
         try OptionCheck.integer(threads, "--threads", atLeast: 1)
+        try OptionCheck.integer(inferenceWorkers, "--inference-workers", atLeast: 1)
         try OptionCheck.seconds(queueSeconds, "--queue-seconds", positive: true)
         try OptionCheck.integer(clients, "--clients", atLeast: 1)
         try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
@@ -71,6 +73,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         if sections.contains("fp16") { try fp16() }
         if sections.contains("passes") { try passes(model: try queueModel()) }
         if sections.contains("queue") { try await queue() }
+        if sections.contains("inference") { try await inference() }
         if sections.contains("train") { try train() }
     }
 
@@ -237,34 +240,107 @@ struct BenchBLASCommand: AsyncParsableCommand {
         print("")
     }
 
-    /// Forward-pass time of the queue benchmark's model per batch size, with one BLAS thread and with all cores:
-    /// the ceiling of what batching can gain, measured without the queue.
+    /// Forward-pass time of the queue benchmark's model per batch size on 1 and 2 threads (and every core): the
+    /// farm's path beside the best raw OpenBLAS call on as many threads, and each pass beside its roofline bound
+    /// (weight bytes ÷ memcpy rate, FLOPs ÷ the best raw sgemm rate, both measured here), for the FP32, FP16 and
+    /// int8 versions of the model.
     func passes(model: MLPModel) throws {
-        print("Forward pass of the queue model (\(([model.inputSize] + hidden.split(separator: ",").compactMap { Int($0) } + [model.outputSize]).map(String.init).joined(separator: "→")) fp32), ms per pass and rows/s, best of 3 rounds")
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        let threadCounts = Array(Set([1, cores])).sorted()
+        let threadCounts = Array(Set([1, 2, cores])).sorted()
+        let models = [("fp32", model), ("fp16", try Quantization.convert(model, to: .fp16).model),
+                      ("int8", try Quantization.convert(model, to: .int8).model)]
+        let shapes = model.layers.map { $0.inFeatures * $0.outFeatures }
+        let multiplyAdds = Double(shapes.reduce(0, +))
+        print("Forward passes of the queue model (\(([model.inputSize] + hidden.split(separator: ",").compactMap { Int($0) } + [model.outputSize]).map(String.init).joined(separator: "→"))): "
+              + models.map { String(format: "%@ %.1f MB", $0.0, Double($0.1.tensorByteCount) / 1e6) }.joined(separator: ", ") + " of weights")
         BLASThreads.set(1)
         let calibration = SmallBatchKernel.calibrate()
         print("small-batch kernel limits measured on this machine (as a worker does at start), 1 thread, speed-up of the kernel over sgemm per batch:")
         for result in calibration { print("  \(result)") }
-        print("ceiling: the same passes with every layer through raw cblas_sgemm/sgemv (the small-batch kernel off) with as many OpenBLAS threads; small-batch kernel vectorised: \(SmallBatchKernel.accelerated)")
-        print("batch " + threadCounts.map { String(format: "| %d thread(s): farm ms/pass  rows/s  raw-BLAS ms  ratio ", $0) }.joined())
+        for t in threadCounts where t > 1 {
+            print("split limits on \(t) threads (measured as a worker whose batched passes use \(t) threads does at start; OpenBLAS on \(t) threads above):")
+            for result in SmallBatchKernel.calibrateSplit(threads: t) { print("  \(result)") }
+        }
+        print("""
+            columns: farm = model.logits(threads:) as the batcher runs it; raw = the best of two raw OpenBLAS paths on as \
+            many OpenBLAS threads, every layer through cblas_sgemm (cblas_sgemv at one row) or one cblas_sgemv per row \
+            (same bias and activation, the small-batch kernel off); ratio = raw ÷ farm (goal ≥ 0.95); roof = \
+            max(weight bytes ÷ memcpy rate, FLOPs ÷ best raw sgemm rate), both measured in this run on as many threads; \
+            ÷roof = pass ÷ roof (goal ≤ 1.3 at 1–64 rows, FP32). Best of 3 interleaved rounds.
+            """)
         var rng = SeededRandom(seed: 3)
-        for batch in [1, 2, 4, 8, 16, 32, 64] {
-            let x = (0..<(batch * model.inputSize)).map { _ in rng.nextUnitFloat() }
-            var line = String(format: "%5d ", batch)
-            for t in threadCounts {
-                let seconds = try BenchTiming.interleaved(rounds: 3, minTime: 0.15, [
-                    { BLASThreads.set(1); SmallBatchKernel.isEnabled = true; _ = try model.logits(rows: x, batch: batch, threads: t) },
+        for t in threadCounts {
+            let (copyRate, gemmRate) = try ceilings(threads: t)
+            print(String(format: "%d thread(s): memcpy %.2f GB/s, raw sgemm %.1f GFLOP/s (%d×%d×%d, %d OpenBLAS threads)", t, copyRate / 1e9, gemmRate / 1e9,
+                         Self.ceilingShape.m, Self.ceilingShape.n, Self.ceilingShape.k, t))
+            print(" rows |  fp32 ms   rows/s   raw ms  ratio   roof ms ÷roof |  fp16 ms ÷roof |  int8 ms ÷roof")
+            for batch in [1, 2, 4, 8, 16, 32, 64, 128] {
+                let x = (0..<(batch * model.inputSize)).map { _ in rng.nextUnitFloat() }
+                let row = Array(x[0..<model.inputSize])
+                let seconds = try BenchTiming.interleaved(rounds: 3, minTime: 0.1, [
+                    { BLASThreads.set(1); SmallBatchKernel.isEnabled = true; _ = try models[0].1.logits(rows: x, batch: batch, threads: t) },
                     { BLASThreads.set(t); SmallBatchKernel.isEnabled = false; _ = try model.logits(rows: x, batch: batch) },
+                    { BLASThreads.set(t); SmallBatchKernel.isEnabled = false; for _ in 0..<batch { _ = try model.logits(rows: row, batch: 1) } },
+                    { BLASThreads.set(1); SmallBatchKernel.isEnabled = true; _ = try models[1].1.logits(rows: x, batch: batch, threads: t) },
+                    { BLASThreads.set(1); SmallBatchKernel.isEnabled = true; _ = try models[2].1.logits(rows: x, batch: batch, threads: t) },
                 ])
                 SmallBatchKernel.isEnabled = true
-                line += String(format: "| %18.2f  %6.0f  %11.2f  %5.2f ", seconds[0] * 1000, Double(batch) / seconds[0], seconds[1] * 1000, seconds[1] / seconds[0])
+                BLASThreads.set(1)
+                let raw = min(seconds[1], seconds[2])
+                func roof(_ m: MLPModel) -> Double {
+                    max(Double(m.tensorByteCount) / copyRate, 2 * multiplyAdds * Double(batch) / gemmRate)
+                }
+                let roof32 = roof(models[0].1)
+                print(String(format: "%5d | %8.2f %8.0f %8.2f %6.2f %9.2f %5.2f | %8.2f %5.2f | %8.2f %5.2f",
+                             batch, seconds[0] * 1000, Double(batch) / seconds[0], raw * 1000, raw / seconds[0], roof32 * 1000, seconds[0] / roof32,
+                             seconds[3] * 1000, seconds[3] / roof(models[1].1), seconds[4] * 1000, seconds[4] / roof(models[2].1)))
             }
-            print(line)
         }
         BLASThreads.set(threads)
         print("")
+    }
+
+    /// The raw sgemm shape the roofline's FLOP rate comes from: the model's widest layer at 512 rows.
+    static let ceilingShape = (m: 512, n: 4096, k: 4096)
+
+    /// Bytes/s of a 64 MiB memcpy split across `threads` threads, and FLOP/s of a large raw sgemm on `threads`
+    /// OpenBLAS threads: the two ceilings of a forward pass.
+    func ceilings(threads: Int) throws -> (copy: Double, gemm: Double) {
+        let count = 16 << 20
+        let source = [Float](repeating: 1.5, count: count)
+        var target = [Float](repeating: 0, count: count)
+        let (m, n, k) = Self.ceilingShape
+        var rng = SeededRandom(seed: 9)
+        let a = (0..<(m * k)).map { _ in rng.nextUnitFloat() }
+        let b = (0..<(n * k)).map { _ in rng.nextUnitFloat() }
+        var c = [Float](repeating: 0, count: m * n)
+        let t = try BenchTiming.interleaved(rounds: 3, minTime: 0.2, [
+            {
+                source.withUnsafeBytes { s in
+                    target.withUnsafeMutableBytes { d in
+                        let total = s.count, share = s.count / threads
+                        // Addresses as integers: the closure is @Sendable, the buffers outlive it.
+                        let src = UInt(bitPattern: s.baseAddress!), dst = UInt(bitPattern: d.baseAddress!)
+                        DispatchQueue.concurrentPerform(iterations: threads) { i in
+                            let length = i == threads - 1 ? total - i * share : share
+                            _ = memcpy(UnsafeMutableRawPointer(bitPattern: dst)! + i * share, UnsafeRawPointer(bitPattern: src)! + i * share, length)
+                        }
+                    }
+                }
+            },
+            {
+                BLASThreads.set(threads)
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        c.withUnsafeMutableBufferPointer { cp in
+                            RawBLAS.sgemm(m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!, transposeB: true, c: cp.baseAddress!)
+                        }
+                    }
+                }
+            },
+        ])
+        BLASThreads.set(1)
+        return (Double(count * 4) / t[0], 2 * Double(m * n * k) / t[1])
     }
 
     func queueModel() throws -> MLPModel {

@@ -47,6 +47,8 @@ enum EncodedNode {
     case float(Float)
     /// Written in one pass (`FloatMatrix.write`).
     case floatMatrix(FloatMatrix)
+    /// Text written beforehand (`JSONText`), copied as it is.
+    case text(JSONText)
     case array(EncodedArray)
     case object(EncodedObject)
     /// What a `superEncoder()` produced, read when the tree is.
@@ -58,6 +60,7 @@ enum EncodedNode {
         case .exact(let number, _): return .number(number)
         case .float(let value): return .number(FloatText.readBack(value))
         case .floatMatrix(let matrix): return matrix.jsonValue
+        case .text(let text): return (try? JSONValue(parsing: text.bytes)) ?? .null
         case .array(let array): return .array(array.items.map(\.jsonValue))
         case .object(let object):
             var members: [String: JSONValue] = [:]
@@ -77,6 +80,8 @@ enum EncodedNode {
             var bytes: [UInt8] = []
             matrix.write(to: &bytes)
             out += String(decoding: bytes, as: UTF8.self)
+        case .text(let text):
+            out += String(decoding: text.bytes, as: UTF8.self)
         case .array(let array):
             out += "["
             for (index, item) in array.items.enumerated() {
@@ -198,6 +203,7 @@ final class JSONValueEncoding: Encoder {
         if T.self == Float.self { return try float(value as! Float, key: key) }
         if T.self == Int.self { return integer(value as! Int) }
         if T.self == FloatMatrix.self { return .floatMatrix(value as! FloatMatrix) }
+        if T.self == JSONText.self { return .text(value as! JSONText) }
         if T.self == Bool.self { return .value(.bool(value as! Bool)) }
         if T.self == Int64.self { return integer(value as! Int64) }
         if T.self == UInt64.self { return integer(value as! UInt64) }
@@ -356,5 +362,19 @@ struct JSONValueSingleEncodingContainer: SingleValueEncodingContainer {
             try value.encode(to: encoder)
             if encoder.node == nil { encoder.node = .object(EncodedObject()) }
         }
+    }
+}
+
+/// A value whose JSON text was written beforehand, in one pass, by code that knows its shape (an inference result's
+/// top-k table): `JSONValueEncoder` copies the text as it is instead of building a node per number. Any other
+/// encoder gets the parsed value.
+public struct JSONText: Encodable, Sendable, Equatable {
+    /// UTF-8 JSON text of one value; the writer guarantees it is valid.
+    public let bytes: [UInt8]
+
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    public func encode(to encoder: any Encoder) throws {
+        try JSONValue(parsing: bytes).encode(to: encoder)
     }
 }

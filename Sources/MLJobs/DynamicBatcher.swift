@@ -130,11 +130,20 @@ public final class DynamicBatcher: Sendable {
     public init(configuration: Configuration, executor: ComputeExecutor) {
         self.configuration = configuration
         self.executor = executor
-        let passes = max(1, min(configuration.maxConcurrentPasses ?? executor.threadCount, executor.threadCount))
-        self.maxRunningPasses = passes
+        self.maxRunningPasses = Self.runningPasses(configuration: configuration, computeThreads: executor.threadCount)
+        self.passThreads = Self.passThreads(configuration: configuration, computeThreads: executor.threadCount)
+    }
+
+    static func runningPasses(configuration: Configuration, computeThreads: Int) -> Int {
+        max(1, min(configuration.maxConcurrentPasses ?? computeThreads, computeThreads))
+    }
+
+    /// The threads each batched pass uses with `computeThreads` compute threads.
+    public static func passThreads(configuration: Configuration, computeThreads: Int) -> Int {
         // Split passes share one pool of kernel threads, one layer at a time: with several passes at once each
         // pass runs on its own lane instead.
-        self.passThreads = passes > 1 ? 1 : max(1, configuration.threadsPerPass ?? executor.threadCount)
+        runningPasses(configuration: configuration, computeThreads: computeThreads) > 1
+            ? 1 : max(1, configuration.threadsPerPass ?? computeThreads)
     }
 
     /// Forward passes run so far (for tests and benchmarks).

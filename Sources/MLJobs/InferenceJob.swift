@@ -34,6 +34,66 @@ public struct InferenceJob: JobHandler {
         /// Rows and requests in the forward pass this job joined (dynamic batching).
         public var batchRows: Int
         public var batchRequests: Int
+
+        enum CodingKeys: String, CodingKey {
+            case model, sha256, precision, rows, predictions, topK, logits, probabilities, batchRows, batchRequests
+        }
+
+        /// As the synthesized encoding, with `predictions` and `topK` written as text in one pass (`JSONText`):
+        /// a node per score made encoding a 512-row answer cost more than its forward pass.
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(model, forKey: .model)
+            try container.encode(sha256, forKey: .sha256)
+            try container.encode(precision, forKey: .precision)
+            try container.encode(rows, forKey: .rows)
+            try container.encode(Self.text(predictions), forKey: .predictions)
+            try container.encode(Self.text(topK), forKey: .topK)
+            try container.encodeIfPresent(logits, forKey: .logits)
+            try container.encodeIfPresent(probabilities, forKey: .probabilities)
+            try container.encode(batchRows, forKey: .batchRows)
+            try container.encode(batchRequests, forKey: .batchRequests)
+        }
+
+        static func text(_ predictions: [Int]) -> JSONText {
+            var out: [UInt8] = []
+            out.reserveCapacity(2 + predictions.count * 3)
+            out.append(UInt8(ascii: "["))
+            for (i, p) in predictions.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(contentsOf: String(p).utf8)
+            }
+            out.append(UInt8(ascii: "]"))
+            return JSONText(bytes: out)
+        }
+
+        /// `[[{"index":2,"label":"cat","probability":0.91},…],…]`; a score's probability is always finite (softmax).
+        static func text(_ topK: [[Score]]) -> JSONText {
+            var out: [UInt8] = []
+            out.reserveCapacity(2 + topK.count * (topK.first?.count ?? 0) * 40)
+            out.append(UInt8(ascii: "["))
+            for (r, row) in topK.enumerated() {
+                if r > 0 { out.append(UInt8(ascii: ",")) }
+                out.append(UInt8(ascii: "["))
+                for (i, score) in row.enumerated() {
+                    if i > 0 { out.append(UInt8(ascii: ",")) }
+                    out.append(contentsOf: #"{"index":"#.utf8)
+                    out.append(contentsOf: String(score.index).utf8)
+                    if let label = score.label {
+                        var quoted = ""
+                        JSONValue.writeString(label, to: &quoted)
+                        out.append(contentsOf: #","label":"#.utf8)
+                        out.append(contentsOf: quoted.utf8)
+                    }
+                    out.append(contentsOf: #","probability":"#.utf8)
+                    if score.probability.isFinite { FloatText.append(score.probability, to: &out) } else { out.append(contentsOf: "null".utf8) }
+                    out.append(UInt8(ascii: "}"))
+                }
+                out.append(UInt8(ascii: "]"))
+            }
+            out.append(UInt8(ascii: "]"))
+            return JSONText(bytes: out)
+        }
     }
 
     let environment: MLEnvironment
@@ -49,7 +109,7 @@ public struct InferenceJob: JobHandler {
             throw JobError.nonRetryable("'inputs' has \(rowCount) rows, over the limit of \(environment.options.maxInferenceRows) per job; split it, or use batch jobs")
         }
         let precision = parameters.precision.flatMap { Precision(rawValue: $0.lowercased()) }
-        let version = try await classifying { try await environment.resolve(parameters.model) }
+        let version = try await classifying { try await environment.resolve(parameters.model, forServing: true) }
         let model = try await classifying { try await environment.model(version, precision: precision) }
         let width = model.inputSize
         guard parameters.width == width else {

@@ -21,6 +21,14 @@ extension MLJobOptions {
         return mlQueues.contains("*") || servedQueues.contains(where: mlQueues.contains)
     }
 
+    /// The thread counts whose split limits this worker measures (`SmallBatchKernel.calibrateSplit`): its batched
+    /// passes' threads when they are more than one (none without batching).
+    public func splitThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> [Int] {
+        guard batching.enabled else { return [] }
+        let threads = DynamicBatcher.passThreads(configuration: batching, computeThreads: resolvedComputeThreads(cores: cores))
+        return threads > 1 ? [threads] : []
+    }
+
     /// The plan for this process's small-batch kernel limits. `anyQueue` leaves the served queues out of it (an ML
     /// job came after all). Pure: the caller passes the cache's entry for this process's key.
     public func kernelLimitsPlan(accelerated: Bool, cached: SmallBatchLimitsCache.Entry?, anyQueue: Bool = false) -> KernelLimitsPlan {
@@ -66,7 +74,8 @@ final class KernelLimitsSetup: Sendable {
 
     /// Nil when the limits were settled already.
     private func begin(anyQueue: Bool) -> String? {
-        let key = SmallBatchLimitsCache.currentKey()
+        let splitThreads = options.splitThreads()
+        let key = SmallBatchLimitsCache.currentKey(splitThreads: splitThreads)
         // The file is read only by a worker that may use what it holds.
         let useful = options.calibrateKernels && SmallBatchKernel.accelerated && (anyQueue || options.servesMLQueue)
         let cached = useful ? cachePath.flatMap { SmallBatchLimitsCache.load(path: $0).entry(for: key) } : nil
@@ -85,10 +94,10 @@ final class KernelLimitsSetup: Sendable {
         case .defaulted(let reason):
             return "defaulted (\(defaults) rows): \(reason)"
         case .cached(let entry):
-            SmallBatchKernel.setLimits(entry.limits)
-            return "cached (\(Self.format(entry.limits)) rows, measured \(entry.measuredAt))"
+            entry.apply()
+            return "cached (\(Self.format(entry)) rows, measured \(entry.measuredAt))"
         case .measure:
-            let thread = Thread { [self] in measure(key: key) }
+            let thread = Thread { [self] in measure(key: key, splitThreads: splitThreads) }
             thread.name = "jf.calibrate"
             thread.start()
             return "measuring in the background (\(defaults) rows meanwhile; then cached in \(cachePath ?? "nothing: no cache directory"))"
@@ -97,7 +106,7 @@ final class KernelLimitsSetup: Sendable {
 
     /// Measures at the compute threads' priority, one worker of the machine at a time (a lock file beside the cache):
     /// a worker that waited reads the figures the other one wrote.
-    private func measure(key: String) {
+    private func measure(key: String, splitThreads: [Int]) {
         if options.computeNice != 0 { ComputeThreadPriority.setCurrentThread(nice: options.computeNice) }
         var lock: Int32 = -1
         if let directory = options.cacheDirectory {
@@ -107,19 +116,28 @@ final class KernelLimitsSetup: Sendable {
         }
         defer { if lock >= 0 { close(lock) } }
         if let path = cachePath, let entry = SmallBatchLimitsCache.load(path: path).entry(for: key) {
-            SmallBatchKernel.setLimits(entry.limits)
+            entry.apply()
             logger.info("small-batch kernel limits read from the cache (another worker measured them meanwhile)", metadata: [
-                "small_batch_limits": "\"cached (\(Self.format(entry.limits)) rows)\""])
+                "small_batch_limits": "\"cached (\(Self.format(entry)) rows)\""])
             return
         }
         let before = SmallBatchKernel.limits
         let results = SmallBatchKernel.calibrate()
         let limits = SmallBatchKernel.limits
-        let detail = results.map(\.description).joined(separator: "; ")
+        var splitLimits: [String: [Int]] = [:]
+        var details = results.map(\.description)
+        for threads in splitThreads {
+            let split = SmallBatchKernel.calibrateSplit(threads: threads)
+            details += split.map(\.description)
+            if !split.isEmpty { splitLimits[String(threads)] = split.map(\.limit) }
+        }
+        let detail = details.joined(separator: "; ")
+        let entry = SmallBatchLimitsCache.Entry(measuredAt: ISO8601DateFormatter().string(from: Date()), limits: limits,
+                                                detail: detail, splitLimits: splitLimits.isEmpty ? nil : splitLimits)
         var cacheNote = "not cached: no cache directory (set JOBFARM_CACHE_DIR or HOME)"
         if let path = cachePath {
             var cache = SmallBatchLimitsCache.load(path: path)
-            cache.entries[key] = .init(measuredAt: ISO8601DateFormatter().string(from: Date()), limits: limits, detail: detail)
+            cache.entries[key] = entry
             do {
                 try cache.store(path: path)
                 cacheNote = path
@@ -128,11 +146,17 @@ final class KernelLimitsSetup: Sendable {
             }
         }
         logger.info("small-batch kernel limits measured", metadata: [
-            "small_batch_limits": "\"measured (\(Self.format(limits)) rows; defaults \(Self.format(before)))\"",
+            "small_batch_limits": "\"measured (\(Self.format(entry)) rows; defaults \(Self.format(before)))\"",
             "cache": "\"\(cacheNote)\"",
             "detail": "\"\(detail)\"",
         ])
     }
 
     static func format(_ limits: [Int]) -> String { limits.map(String.init).joined(separator: "/") }
+
+    /// `16/16/32`, then each thread count's split limits: `16/16/32, split on 2 threads 24/32/48`.
+    static func format(_ entry: SmallBatchLimitsCache.Entry) -> String {
+        format(entry.limits) + (entry.splitLimits ?? [:]).sorted { $0.key < $1.key }
+            .map { ", split on \($0.key) threads \(format($0.value))" }.joined()
+    }
 }

@@ -138,17 +138,20 @@ public final class MLEnvironment: Sendable {
     }
 
     /// Resolves a model reference; pinned versions are remembered for good, aliases and `latest` for `referenceTTL`.
-    public func resolve(_ text: String) async throws -> ModelVersion {
+    /// `forServing`: as an inference request does (`ModelRegistry.resolveForServing`: a precision asked for by name
+    /// is served only by a version validated against its FP32 source).
+    public func resolve(_ text: String, forServing: Bool = false) async throws -> ModelVersion {
         let now = ContinuousClock.now
-        if let hit = resolved.withLock({ $0[text] }) {
+        let key = forServing ? "serve " + text : text
+        if let hit = resolved.withLock({ $0[key] }) {
             let pinned: Bool
             if case .version = try ModelReference(parsing: text).selector { pinned = true } else { pinned = false }
             if pinned || now - hit.at < options.referenceTTL { return hit.version }
         }
-        let version = try await models.resolve(text)
+        let version = forServing ? try await models.resolveForServing(ModelReference(parsing: text)) : try await models.resolve(text)
         resolved.withLock { cache in
             if cache.count > 10_000 { cache.removeAll() }
-            cache[text] = (version, now)
+            cache[key] = (version, now)
         }
         return version
     }

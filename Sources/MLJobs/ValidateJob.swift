@@ -169,6 +169,14 @@ public struct ValidateJob: JobHandler {
             check("sizeRatio", t.maxSizeRatio, output.sizeRatio, atLeast: false)
             output.passed = output.checks.allSatisfy(\.passed)
         }
+        if let referenceVersion, note == nil {
+            // Kept for serving by precision (`name:latest@fp16`): a validation with no check to pass counts as failed.
+            let passed = output.passed && !output.checks.isEmpty
+            try await classifying {
+                try await environment.models.recordValidation(of: candidateVersion, against: referenceVersion, passed: passed, job: context.id)
+            }
+            environment.forgetResolutions()
+        }
         if output.passed, let promote = parameters.promote {
             let previous = try await classifying {
                 try await environment.models.setAlias(promote.alias, name: candidateVersion.name, version: candidateVersion.version)

@@ -14,7 +14,8 @@ private func referenceLinear(_ x: [Float], batch: Int, _ w: [Float], out: Int, i
     return y
 }
 
-@Suite struct BLASTests {
+/// Serialized: some of its tests (and `SplitPasses` below) change the process-wide OpenBLAS thread setting.
+@Suite(.serialized) struct BLASTests {
     @Test(arguments: [1, 3, 17])
     func linearMatchesReference(batch: Int) throws {
         var rng = SeededRandom(seed: UInt64(batch))

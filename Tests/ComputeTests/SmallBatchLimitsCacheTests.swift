@@ -72,4 +72,48 @@ import Testing
         #expect(SmallBatchKernel.limits == [16, 24, 32])
         #expect(SmallBatchKernel.limit(.medium) == 24)
     }
+
+    @Test func splitThreadCountsAreInTheKey() {
+        func key(_ split: [Int]) -> String {
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"],
+                                      openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1, splitThreads: split)
+        }
+        #expect(key([]) == self.key, "no split thread count: the one-thread key")
+        #expect(key([1]) == self.key, "one thread is no split")
+        #expect(key([2]) != self.key)
+        #expect(key([2]) != key([4]))
+        #expect(key([4, 2, 2]) == key([2, 4]), "order and repeats do not matter")
+    }
+
+    @Test func splitLimitsRoundTripAndAreChecked() throws {
+        let (directory, path) = try temporaryFile()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let split = SmallBatchLimitsCache.Entry(measuredAt: "2026-12-01T04:00:00Z", limits: [16, 24, 32], detail: "injected",
+                                                splitLimits: ["2": [8, 32, 0]])
+        #expect(split.isValid)
+        #expect(split.hasSplitLimits(for: [2]) && split.hasSplitLimits(for: [1]) && !split.hasSplitLimits(for: [2, 4]))
+        var cache = SmallBatchLimitsCache()
+        cache.entries[key] = split
+        try cache.store(path: path)
+        #expect(SmallBatchLimitsCache.load(path: path).entry(for: key) == split)
+        // An entry written before split limits existed reads as one without them.
+        let old = #"{"version": 1, "entries": {"k": {"measuredAt": "x", "limits": [8, 16, 32], "detail": "old"}}}"#
+        try Data(old.utf8).write(to: URL(fileURLWithPath: path))
+        #expect(SmallBatchLimitsCache.load(path: path).entry(for: "k")?.splitLimits == nil)
+        for bad: [String: [Int]] in [["2": [8, 8]], ["2": [8, 8, SmallBatchKernel.maxSplitBatch + 1]], ["2": [-1, 8, 8]], ["1": [8, 8, 8]], ["two": [8, 8, 8]]] {
+            cache.entries[key] = .init(measuredAt: "x", limits: [16, 24, 32], detail: "edited by hand", splitLimits: bad)
+            #expect(cache.entry(for: key) == nil, "\(bad)")
+        }
+    }
+
+    @Test func cachedSplitLimitsAreApplied() {
+        // 11 threads: a count no other test uses, so no other pass sees these limits.
+        defer {
+            SmallBatchKernel.setLimits(SmallBatchKernel.defaultLimits)
+            SmallBatchKernel.clearSplitLimits()
+        }
+        SmallBatchLimitsCache.Entry(measuredAt: "x", limits: [16, 24, 32], detail: "injected", splitLimits: ["11": [4, 48, 96]]).apply()
+        #expect(SmallBatchKernel.splitLimits[11] == [4, 48, 96])
+        #expect(SmallBatchKernel.batchLimit(rows: 4096, cols: 4096, threads: 11, openBLASThreads: 1) == 96)
+    }
 }

@@ -56,4 +56,23 @@ import Testing
         #expect(options(queues: nil, environment: ["HOME": "/home/x"]).cacheDirectory == "/home/x/.cache/jobfarm")
         #expect(options(queues: nil, environment: [:]).cacheDirectory == nil)
     }
+
+    /// The split limits measured at start are those of the batcher's passes: one pass at a time across the compute
+    /// threads; none when passes run side by side on one thread each or batching is off.
+    @Test func splitThreadsFollowTheBatchersPasses() {
+        var options = MLJobOptions.fromEnvironment([:])
+        options.blasThreads = 1
+        options.computeThreads = 4
+        options.batching = .init(enabled: true, maxConcurrentPasses: 1)
+        #expect(options.splitThreads(cores: 4) == [4])
+        options.batching.threadsPerPass = 2
+        #expect(options.splitThreads(cores: 4) == [2])
+        options.batching.maxConcurrentPasses = 2
+        #expect(options.splitThreads(cores: 4) == [])
+        options.batching = .init(enabled: false)
+        #expect(options.splitThreads(cores: 4) == [])
+        options.batching = .init(enabled: true, maxConcurrentPasses: 1)
+        options.computeThreads = 1
+        #expect(options.splitThreads(cores: 4) == [])
+    }
 }
