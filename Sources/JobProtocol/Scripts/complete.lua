@@ -12,7 +12,7 @@ need(P .. 'stats', 'hash')
 for b = 3, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = jobkey(id)
-  local r = job_fields(jk, 'state', 'lease', 'error', 'cancel', 'started', 'tier', 'kind', 'run', 'step', 'item') or {}
+  local r = job_fields(jk, 'state', 'lease', 'error', 'cancel', 'started', 'tier', 'kind', 'run', 'step', 'item', 'batch') or {}
   if r[1] == 'running' and r[2] == token and redis.call('ZREM', P .. 'inflight', id) == 1 then
     redis.call('HSET', jk, 'state', 'succeeded', 'finished', NOW, 'result', result)
     if r[3] or r[4] then redis.call('HDEL', jk, 'error', 'cancel') end
@@ -24,7 +24,7 @@ for b = 3, #ARGV, 3 do
       run_ms, run_count = run_ms + (NOW - started), run_count + 1
     end
     done = done + 1
-    out[#out + 1] = job_ended(id, jk, 'succeeded', result, nil, nil, {r[8], r[9], r[10]}) and 2 or 1
+    out[#out + 1] = job_ended(id, jk, 'succeeded', result, nil, nil, {r[8], r[9], r[10], r[11]}) and 2 or 1
   elseif r[1] == 'succeeded' and r[2] == token then
     out[#out + 1] = 1
   else
