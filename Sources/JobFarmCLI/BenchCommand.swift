@@ -30,6 +30,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Pickup latency samples.") var samples: Int = 2000
     @Option(parsing: .unconditional, help: "Jobs per bulk enqueue call.") var bulk: Int = 10_000
     @Option(parsing: .unconditional, help: "Steps of the pipeline chain whose step start latency is measured (0: skip).") var chain: Int = 1000
+    @Option(parsing: .unconditional, help: "Items of the for_each fan-out (and jobs of the batch) whose fan-in is measured (0: skip).") var fanOut: Int = 10_000
     @Option(help: "Worker settings for the end-to-end runs, comma-separated: 'bench' (--concurrency/--fetch-batch above), 'defaults' (the worker's own defaults, what a user gets).")
     var settings: String = "bench,defaults"
 
@@ -139,6 +140,16 @@ struct BenchQueueCommand: AsyncParsableCommand {
                 print("\npipeline step start (a chain of \(chain) steps, parent's handler returns → child's handler starts, worker in this process; \(String(format: "%.1f", steps.total.seconds)) s in all)")
                 print(row("p50", micro(steps.p50), ratio(steps.p50.seconds, pickup.p50.seconds, "idle pickup latencies", inverse: true)))
                 print(row("p99", micro(steps.p99), ratio(steps.p99.seconds, pickup.p99.seconds, "idle pickup latencies", inverse: true)))
+            }
+            // 6. Fan-out: a for_each step over `fanOut` items between two steps, and a batch of as many jobs.
+            if fanOut > 0 {
+                let fan = try await BenchPipeline.fanOut(farm, items: fanOut)
+                print("\nfan-out of \(fanOut) (root → for_each step → child, 8 slots, worker in this process; \(String(format: "%.1f", fan.total.seconds)) s in all)")
+                print(row("root ends → first item starts", micro(fan.firstItem), ratio(fan.firstItem.seconds, pickup.p50.seconds, "idle pickup p50", inverse: true)))
+                print(row("root ends → last item starts", micro(fan.allItemsStarted), ""))
+                print(row("last item ends → child starts", micro(fan.fanIn), ratio(fan.fanIn.seconds, pickup.p50.seconds, "idle pickup p50", inverse: true)))
+                print("batch of \(fanOut) jobs with a completion callback (\(String(format: "%.1f", fan.batchTotal.seconds)) s in all)")
+                print(row("last job ends → callback starts", micro(fan.batchCallback), ratio(fan.batchCallback.seconds, pickup.p50.seconds, "idle pickup p50", inverse: true)))
             }
         } catch {
             await cleanUp(raw, namespace: configuration.namespace)

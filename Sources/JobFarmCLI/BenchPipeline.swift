@@ -60,13 +60,104 @@ enum BenchPipeline {
     }
 }
 
+extension BenchPipeline {
+    /// A fan-out and its fan-in, as a pipeline step and as a batch.
+    struct FanFigures {
+        /// Root's handler returns → first item's handler starts.
+        var firstItem: Duration
+        /// Root's handler returns → the last item's handler starts (the whole fan-out enqueued and picked up).
+        var allItemsStarted: Duration
+        /// The last item's handler returns → the child step's handler starts (the fan-in: every item's notice applied).
+        var fanIn: Duration
+        /// The whole run.
+        var total: Duration
+        /// A batch of the same size: the last job's handler returns → the completion callback's handler starts.
+        var batchCallback: Duration
+        var batchTotal: Duration
+    }
+
+    /// `root` → `fan` (a `for_each` over `items` elements) → `after`, on a worker in this process with
+    /// `concurrency` slots; then a batch of `items` jobs with a completion callback on the same worker.
+    static func fanOut(_ farm: JobFarm, items: Int, concurrency: Int = 8) async throws -> FanFigures {
+        let yaml = """
+            name: bench-fan
+            queue: fan
+            params:
+              n: \(items)
+            steps:
+              - {id: root, kind: \(ChainStepJob.kind)}
+              - {id: fan, kind: \(ChainStepJob.kind), needs: [root], for_each: "${steps.root.result}"}
+              - {id: after, kind: \(ChainStepJob.kind), needs: [fan]}
+            """
+        let pipeline: ValidatedPipeline
+        do throws(DefinitionErrors) {
+            pipeline = try ValidatedPipeline.validate(yaml: yaml, file: "bench-fan.yaml", knownKinds: nil)
+        } catch {
+            throw CLIError(message: "the benchmark's fan-out does not validate: \(error)")
+        }
+        let clock = ChainClock()
+        var registry = HandlerRegistry()
+        registry.register(ChainStepJob(clock: clock, rootItems: items))
+        var logger = Logger(label: "bench.fan")
+        logger.logLevel = .error
+        let worker = Worker(
+            farm: farm, registry: registry,
+            configuration: WorkerConfiguration(queues: ["fan"], concurrency: concurrency), logger: logger)
+        let task = Task { try await worker.run() }
+        defer { worker.beginShutdown() }
+        let start = ContinuousClock.now
+        let run = try await farm.startRun(pipeline)
+        while true {
+            if let status = try await farm.runStatus(run.runID), status.isFinal {
+                guard status.state == "succeeded" else { throw CLIError(message: "the benchmark's fan-out ended \(status.state)") }
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let total = ContinuousClock.now - start
+        var times = clock.snapshot()
+        let itemTimes = (0..<items).compactMap { times["\(run.runID).fan.\($0)"] }
+        guard let rootEnd = times["\(run.runID).root"]?.end, let afterStart = times["\(run.runID).after"]?.start,
+              itemTimes.count == items else {
+            throw CLIError(message: "the benchmark's fan-out ran \(itemTimes.count) of \(items) items")
+        }
+        let starts = itemTimes.compactMap(\.start)
+        let ends = itemTimes.compactMap(\.end)
+        guard let firstStart = starts.min(), let lastStart = starts.max(), let lastEnd = ends.max() else {
+            throw CLIError(message: "the benchmark's fan-out has items without times")
+        }
+        // The same fan-out as a batch: the completion callback is the fan-in.
+        let batchStart = ContinuousClock.now
+        let jobs = (0..<items).map { EnqueueRequest(kind: ChainStepJob.kind, queue: "fan", payload: .number(Double($0))) }
+        let batch = try await farm.createBatch(jobs: jobs, onComplete: BatchCallback(kind: ChainStepJob.kind, queue: "fan"))
+        let callback = "\(batch.id).complete"
+        while clock.snapshot()[callback]?.start == nil {
+            guard ContinuousClock.now - batchStart < .seconds(600) else { throw CLIError(message: "the batch's completion callback did not run within 600 s") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let batchTotal = ContinuousClock.now - batchStart
+        worker.beginShutdown()
+        _ = try? await task.value
+        times = clock.snapshot()
+        let batchEnds = batch.jobs.compactMap { times[$0.id]?.end }
+        guard let batchLastEnd = batchEnds.max(), let callbackStart = times[callback]?.start else {
+            throw CLIError(message: "the benchmark's batch has jobs without times")
+        }
+        return FanFigures(firstItem: firstStart - rootEnd, allItemsStarted: lastStart - rootEnd, fanIn: afterStart - lastEnd,
+                          total: total, batchCallback: callbackStart - batchLastEnd, batchTotal: batchTotal)
+    }
+}
+
 /// A pipeline step for the benchmark: notes when its handler starts and returns.
 struct ChainStepJob: JobHandler {
     static let kind = "bench_chain_step"
     let clock: ChainClock
+    /// A fan-out's root returns the list of this many items.
+    var rootItems = 0
     func run(_ parameters: JSONValue, context: JobContext) async throws -> JSONValue {
         clock.started(context.id)
         defer { clock.ended(context.id) }
+        if rootItems > 0, context.id.hasSuffix(".root") { return .array((0..<rootItems).map { .number(Double($0)) }) }
         return .null
     }
 }

@@ -21,6 +21,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(help: "Idempotency key: the same key within the window returns the first job's id, printed as `<id> duplicate`.") var idempotencyKey: String?
     @Option(parsing: .unconditional, help: "Seconds the idempotency key is kept (default: the farm's window, 24 h).") var idempotencyWindow: Double?
     @Flag(help: "Wait for the job (the first, with --count) to finish and print its status.") var wait = false
+    @Option(help: "Add the jobs to this open batch (`jobfarm batch create --open` makes one; `jobfarm batch seal` closes it).") var batch: String?
     @Flag(help: "Refuse (exit 3, nothing enqueued) when live workers serve the queue and none runs the kind; without it, a warning.")
     var strict = false
 
@@ -72,7 +73,8 @@ struct EnqueueCommand: AsyncParsableCommand {
             idempotencyKey: idempotencyKey, idempotencyWindow: idempotencyWindow.map { .milliseconds(max(1, Int64($0 * 1000))) })
         try await checkCoverage(farm: farm, kind: kind, queue: request.queue)
         let results = try await reportingErrors {
-            try await farm.enqueueReporting(Array(repeating: request, count: count))
+            if let batch { return try await farm.enqueue(Array(repeating: request, count: count), batch: batch) }
+            return try await farm.enqueueReporting(Array(repeating: request, count: count))
         }
         let ids = results.map(\.id)
         var out = ""

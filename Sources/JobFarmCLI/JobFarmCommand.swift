@@ -19,7 +19,7 @@ struct JobFarmCommand: AsyncParsableCommand {
             EnqueueCommand.self, WorkerCommand.self, StatusCommand.self, CancelCommand.self, StatsCommand.self,
             DeadLetterCommand.self, WorkersCommand.self, SuperviseCommand.self, BenchCommand.self,
             ModelCommand.self, DatasetCommand.self, BLASProbeCommand.self, ServeCommand.self, APIKeyCommand.self,
-            PipelineCommand.self, ScheduleCommand.self, AutoscaleCommand.self,
+            PipelineCommand.self, ScheduleCommand.self, AutoscaleCommand.self, BatchCommand.self,
             QueueCommand.self, ExporterCommand.self,
         ]
     )

@@ -102,7 +102,10 @@ extension EnqueueCommand {
         for request in requests where checked.insert(request.kind + "\u{0}" + request.queue).inserted {
             try await checkCoverage(farm: farm, kind: request.kind, queue: request.queue)
         }
-        let results = try await reportingErrors { try await farm.enqueueReporting(requests) }
+        let results = try await reportingErrors {
+            if let batch { return try await farm.enqueue(requests, batch: batch) }
+            return try await farm.enqueueReporting(requests)
+        }
         let ids = results.map(\.id)
         FileHandle.standardOutput.write(Data(results.map { $0.description + "\n" }.joined().utf8))
         if wait, let first = ids.first {

@@ -77,9 +77,17 @@ public enum QueueScripts {
     /// STATS: ARGV = queue, tier count, tiers… Returns {now, {depth, oldest qt or -1} per tier, inflight, scheduled, dead, counters…}.
     public static let stats = script("stats", EmbeddedLuaScripts.stats)
 
+    /// BATCH CREATE (on the batch's slot, `KEYS[1]` = `ns:{batch:<b>}:`): ARGV = batch id, completion callback JSON,
+    /// success callback JSON. Returns {'created'} or {'duplicate', sealed}.
+    public static let batchCreate = script("batchCreate", EmbeddedLuaScripts.batchCreate)
+
+    /// BATCH CHECK DONE: ARGV = queue, batch id, score read. Removes a batch check unless a later change queued it again.
+    public static let batchCheckDone = script("batchCheckDone", EmbeddedLuaScripts.batchCheckDone)
+
     /// Every script, for loading and for the protocol document.
     public static let all: [(name: String, source: String)] = [
         enqueue, enqueueNow, fetch, complete, fail, heartbeat, progress, reap, promote, cancel, release, requeue, purge, stats,
+        batchCreate, batchCheckDone,
     ].map { ($0.name, $0.source) }
 
     static func script(_ name: String, _ body: String) -> (name: String, source: String) {

@@ -283,8 +283,17 @@ extension JobFarm {
                 }
             }
         }
-        // A pipeline job ended: advance its run now (its next steps start two round trips later).
-        if !noticed.isEmpty { await drainRunNotices(queue: queue, ids: noticed, on: self.client) }
+        // A pipeline job ended: advance its run now (its next steps start two round trips later). A batch job whose
+        // end left its queue's part final queued a check: run the batch checker now too.
+        if !noticed.isEmpty {
+            await drainRunNotices(queue: queue, ids: noticed, on: self.client)
+            do {
+                try await checkBatches(queue: queue)
+            } catch {
+                logger.warning("could not check the batches of ended jobs now; the maintenance loop checks them within seconds",
+                               metadata: ["queue": "\(queue)", "error": "\(error)"])
+            }
+        }
         return refused
     }
 

@@ -129,8 +129,11 @@ public final class RedisWorkerDriver: WorkerDriver {
         try await farm.promoteDueJobs(queue: queue, on: maintenanceClient)
     }
 
+    /// Also runs the batch checker over the queue's batch checks (left by a worker that died before it checked).
     public func applyStaleRunNotices(queue: String) async throws -> Int {
-        try await farm.applyStaleRunNotices(queue: queue, on: maintenanceClient)
+        let applied = try await farm.applyStaleRunNotices(queue: queue, on: maintenanceClient)
+        try await farm.checkBatches(queue: queue)
+        return applied
     }
 
     public func sweepRuns() async throws {

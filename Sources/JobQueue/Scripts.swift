@@ -17,6 +17,8 @@ enum Scripts {
     static let requeue = make(QueueScripts.requeue)
     static let purge = make(QueueScripts.purge)
     static let stats = make(QueueScripts.stats)
+    static let batchCreate = make(QueueScripts.batchCreate)
+    static let batchCheckDone = make(QueueScripts.batchCheckDone)
 
     static let runCreate = make(RunScripts.create)
     static let runAdvance = make(RunScripts.advance)

@@ -76,8 +76,11 @@ for i = 0, n - 1 do
     local tier, delay = ARGV[b + 1], tonumber(ARGV[b + 3])
     local links = any_links and ARGV[LINKS_AT + i] or ''
     if links ~= '' then
-      local hash = {'env', ARGV[b + 2], 'tier', tier, 'qt', NOW}
-      for k, v in pairs(cjson.decode(links)) do hash[#hash + 1] = k; hash[#hash + 1] = tostring(v) end
+      local hash, batch = {'env', ARGV[b + 2], 'tier', tier, 'qt', NOW}, nil
+      for k, v in pairs(cjson.decode(links)) do
+        hash[#hash + 1] = k; hash[#hash + 1] = tostring(v)
+        if k == 'batch' then batch = tostring(v) end
+      end
       if delay > 0 then
         redis.call('HSET', jks[i + 1], 'state', 'scheduled', 'run_at', NOW + delay, unpack(hash))
         redis.call('ZADD', P .. 'scheduled', NOW + delay, id)
@@ -87,6 +90,7 @@ for i = 0, n - 1 do
         if not list then list = {}; ready[tier] = list end
         list[#list + 1] = id
       end
+      if batch then batch_count(batch, jks[i + 1], 'pending') end
     elseif delay > 0 then
       redis.call('HSET', jks[i + 1], 'env', ARGV[b + 2], 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', NOW + delay)
       redis.call('ZADD', P .. 'scheduled', NOW + delay, id)

@@ -44,6 +44,7 @@ for b = 3, #ARGV, 5 do
         wake(tier)
       end
       redis.call('HINCRBY', P .. 'stats', 'retried', 1)
+      batch_back_in_line(jk)
       count_outcome('retried', tier, redis.call('HGET', jk, 'kind'))
       publish(id, 'retrying')
     elseif outcome == 'cancelled' then

@@ -166,7 +166,7 @@ local function take(tier, n)
         if v then
           raw_dead_letter(v, 'pending entry of ' .. show(id) .. ' beside a job record of the same id (the record is kept)')
         end
-        r = job_fields(jk, 'state', 'env', 'attempts', 'lease', 'tier', 'qt')
+        r = job_fields(jk, 'state', 'env', 'attempts', 'lease', 'tier', 'qt', 'batch')
         state, env = r and r[1], r and r[2]
       end
       if state == 'skip' then
@@ -242,6 +242,7 @@ local function take(tier, n)
           end
           lease_out(id, token, attempts, tier, env, qt)
           taken = taken + 1
+          if r[7] then batch_count(r[7], jk, 'running') end
         end
       elseif not state then
         raw_dead_letter(item, 'queue entry is neither the id of a job record nor a job envelope')

@@ -124,14 +124,51 @@ local function add_history(jk, record)
   if h then h = h .. '\n' .. record else h = record end
   redis.call('HSET', jk, 'history', h)
 end
+-- A job of a batch (its hash has a `batch` field) is counted in this queue's part of the batch, `batch:<b>` (fields
+-- `total`, `pending`, `running`, `succeeded`, `dead`, `cancelled`, `version`; docs/PROTOCOL.md §17). The job hash's
+-- field `bc` says which counter holds the job now, so each move takes it from there: a repeated move changes nothing,
+-- and a requeued dead job leaves `dead` and counts again. A job counted for the first time adds to `total`. When a move
+-- to a final counter leaves the part with nothing pending or running, the part queues a check for the batch's checker
+-- (`batch-checks`: batch id → the part's version). Returns true when it queued a check. Keys of the wrong type are
+-- skipped (listed in PROBLEMS): the counts are then short, and `jobfarm batch status` says the part is unreadable.
+local BATCH_KEEP = 7 * 86400000
+local function batch_count(b, jk, to)
+  local bk = P .. 'batch:' .. b
+  if not usable(bk, 'hash') then return false end
+  local from = redis.call('HGET', jk, 'bc')
+  if from == to then return false end
+  if from then redis.call('HINCRBY', bk, from, -1) else redis.call('HINCRBY', bk, 'total', 1) end
+  redis.call('HINCRBY', bk, to, 1)
+  local version = redis.call('HINCRBY', bk, 'version', 1)
+  redis.call('HSET', jk, 'bc', to)
+  redis.call('PEXPIRE', bk, BATCH_KEEP)
+  if to == 'pending' or to == 'running' then return false end
+  local c = redis.call('HMGET', bk, 'pending', 'running')
+  if (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) > 0 then return false end
+  if not usable(P .. 'batch-checks', 'zset') then return false end
+  redis.call('ZADD', P .. 'batch-checks', version, b)
+  return true
+end
+-- A job of a batch back in line (a retry, a lease reaped or released, a dead letter requeued): counted as pending.
+local function batch_back_in_line(jk, b)
+  b = b or redis.call('HGET', jk, 'batch')
+  if b then batch_count(b, jk, 'pending') end
+end
+
 -- Every path that ends a job (succeeded, dead or cancelled) calls this, in the same script: a job of a pipeline run
 -- (its hash has a `run` field) leaves a notice in this queue's slot, `run-ends` (id → when) and `run-ends:data`
 -- (id → JSON {job, run, step, item, state, result, error, reason}), which the run's own script applies later
--- (docs/PIPELINES.md, "Engine design"). Notice keys of the wrong type are skipped (listed in PROBLEMS); the run
--- sweeper finds the ended job from its record then. Returns true when a notice was written (NOTICES counts them).
+-- (docs/PIPELINES.md, "Engine design"); a job of a batch (field `batch`) moves to its final counter (`batch_count`).
+-- Notice keys of the wrong type are skipped (listed in PROBLEMS); the run sweeper finds the ended job from its record
+-- then. `links` is {run, step, item, batch} when the caller read them already. Returns true when a notice was written
+-- or a batch check queued (NOTICES counts them): the caller's worker then applies them at once.
 local NOTICES = 0
 local function job_ended(id, jk, state, result, err, reason, links)
-  local r = links or redis.call('HMGET', jk, 'run', 'step', 'item')
+  local r = links or redis.call('HMGET', jk, 'run', 'step', 'item', 'batch')
+  if r[4] and batch_count(r[4], jk, state) then
+    NOTICES = NOTICES + 1
+    if not r[1] then return true end
+  end
   if not r[1] then return false end
   if not (usable(P .. 'run-ends', 'zset') and usable(P .. 'run-ends:data', 'hash')) then return false end
   redis.call('HSET', P .. 'run-ends:data', id, cjson.encode({job = id, run = r[1], step = r[2] or '', item = r[3] or '',

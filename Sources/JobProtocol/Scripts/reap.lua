@@ -54,6 +54,7 @@ for _, id in ipairs(ids) do
       poisoned = poisoned + 1
     else
       back_to_front(id, jk, tier)
+      batch_back_in_line(jk)
       requeued = requeued + 1
     end
   end

@@ -23,6 +23,7 @@ for b = 3, #ARGV, 2 do
     else
       redis.call('HINCRBY', jk, 'attempts', -1)
       back_to_front(id, jk, tier)
+      batch_back_in_line(jk)
       released = released + 1
     end
   end

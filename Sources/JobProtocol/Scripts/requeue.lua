@@ -27,5 +27,6 @@ redis.call('ZREM', P .. 'dead', id)
 redis.call('HDEL', P .. 'dead:entries', id)
 redis.call('HDEL', P .. 'dead:env', id)
 redis.call('HINCRBY', P .. 'stats', 'requeued', 1)
+batch_back_in_line(jk)
 wake(tier)
 return 'requeued'
