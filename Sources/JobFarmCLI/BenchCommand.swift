@@ -258,12 +258,15 @@ struct BenchQueueCommand: AsyncParsableCommand {
         return clock.now - start
     }
 
-    /// Redis's own CPU time (user + system, `INFO cpu`), in seconds.
+    /// Redis's own CPU time (user + system, `INFO cpu`), in seconds: summed over every master on a Redis Cluster
+    /// (replicas not counted).
     private func redisCPUSeconds(_ client: RedisClient) async throws -> Double {
-        let info = try await client.execute("INFO", "cpu").string ?? ""
         var total = 0.0
-        for line in info.split(separator: "\r\n") where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
-            total += Double(line.split(separator: ":").last ?? "") ?? 0
+        for (node, reply) in try await client.everyMaster(RedisCommand("INFO", "cpu")) {
+            guard let info = reply.string else { throw CLIError(RedisError.unexpectedReply("INFO cpu on \(node): \(reply)")) }
+            for line in info.split(separator: "\r\n") where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
+                total += Double(line.split(separator: ":").last ?? "") ?? 0
+            }
         }
         return total
     }

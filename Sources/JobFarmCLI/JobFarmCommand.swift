@@ -20,7 +20,7 @@ struct JobFarmCommand: AsyncParsableCommand {
             DeadLetterCommand.self, WorkersCommand.self, SuperviseCommand.self, BenchCommand.self,
             ModelCommand.self, DatasetCommand.self, BLASProbeCommand.self, ServeCommand.self, APIKeyCommand.self,
             PipelineCommand.self, ScheduleCommand.self, AutoscaleCommand.self, BatchCommand.self,
-            QueueCommand.self, ExporterCommand.self,
+            QueueCommand.self, ExporterCommand.self, ClusterCommand.self,
         ]
     )
 

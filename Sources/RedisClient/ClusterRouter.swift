@@ -116,7 +116,16 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    private func markStale() { state.withLock { $0.stale = true } }
+    func markStale() { state.withLock { $0.stale = true } }
+
+    /// The master that owns `slot` in the map (read first when needed), nil when none does.
+    func owner(ofSlot slot: Int) async throws -> String? {
+        try await ensureMap()
+        return state.withLock { state in
+            let index = state.owners[slot]
+            return index >= 0 ? state.masters[Int(index)] : nil
+        }
+    }
 
     /// The master that owns the slot of `key`, or, for a request without a key, the first master.
     private func owner(of key: ArraySlice<UInt8>?) -> String? {
@@ -208,14 +217,31 @@ final class ClusterRouter: Sendable {
     }
 
     private func send(_ requests: [RedisRequest], to node: String, blockingFor: Duration) async throws -> [RESPValue] {
+        let replicas = configuration.durableReplicas
+        var replies: [RESPValue]
         do {
-            return try await client(for: node).pipeline(requests, blockingFor: blockingFor)
+            if replicas > 0 {
+                // Durable: `WAIT` behind the requests returns once that many replicas have this connection's writes
+                // (at once when it wrote nothing), so the requests return only when a failover cannot undo them.
+                let timeout = configuration.durableTimeout.components
+                let milliseconds = timeout.seconds * 1000 + timeout.attoseconds / 1_000_000_000_000_000
+                replies = try await client(for: node).pipeline(
+                    requests + [.command(RedisCommand("WAIT", String(replicas), String(milliseconds)))],
+                    blockingFor: blockingFor + configuration.durableTimeout)
+            } else {
+                return try await client(for: node).pipeline(requests, blockingFor: blockingFor)
+            }
         } catch let error as RedisError where error.isConnectionError {
             // The node may have failed over: read the map again before the next request (the caller decides
             // whether to send this one again; whether it ran is unknown).
             markStale()
             throw error
         }
+        let acknowledged = replies.removeLast()
+        if let count = acknowledged.int, count < replicas {
+            throw RedisError.notReady("WAIT on \(node): the writes reached \(count) of \(replicas) replicas within \(configuration.durableTimeout); they are on the master and a failover now could lose them. Send the request again (an enqueue with the same job id is not run twice) or check the replicas (CLUSTER NODES, INFO replication)")
+        }
+        return replies
     }
 
     static func isClusterReply(_ message: String) -> Bool {
@@ -226,20 +252,25 @@ final class ClusterRouter: Sendable {
     private func follow(_ request: RedisRequest, reply first: RESPValue, blockingFor: Duration, refreshed: inout Bool) async throws -> RESPValue {
         var reply = first
         var retries = 0
+        var moves = 0
         for _ in 0..<Self.maximumRedirections {
             guard let message = reply.errorMessage else { return reply }
             let words = message.split(separator: " ")
             if (message.hasPrefix("MOVED ") || message.hasPrefix("ASK ")) && words.count >= 3, let slot = Int(words[1]) {
                 let address = String(words[2])
                 if message.hasPrefix("MOVED ") {
+                    // A second MOVED for one request: the slot is changing hands (the old owner has let it go, the
+                    // new one not yet taken it, and each points at the other): pause 5 ms, doubling to 200 ms.
+                    if moves > 0 { try await Task.sleep(for: min(Duration.milliseconds(200), .milliseconds(5) * (1 << min(moves - 1, 6)))) }
+                    moves += 1
                     learn(slot: slot, movedTo: address)
                     // A moved slot seldom moves alone (resharding, failover): read the whole map once per pipeline.
-                    if !refreshed {
+                    if !refreshed || moves > 1 {
                         refreshed = true
                         try? await refresh()
                     }
-                    let node = owner(of: request.routingKey) ?? address
-                    reply = try await send([request], to: node, blockingFor: blockingFor)[0]
+                    // The node that answered MOVED knows: send it there (the map read may lag behind it).
+                    reply = try await send([request], to: address, blockingFor: blockingFor)[0]
                 } else {
                     // The slot is being migrated and the key is already on `address`: ask it there, this once.
                     reply = try await send([.command(RedisCommand("ASKING")), request], to: address, blockingFor: blockingFor)[1]

@@ -79,6 +79,9 @@ public final class RedisClient: @unchecked Sendable {
     /// True when this client talks to a Redis Cluster (`redis+cluster://`).
     public var isCluster: Bool { cluster != nil }
 
+    /// The router of a cluster client, for the cluster operations (`moveSlot`).
+    var clusterRouter: ClusterRouter? { cluster }
+
     /// Creates a client from a Redis URL.
     public convenience init(url: String, name: String = "redis") throws {
         self.init(configuration: try RedisConfiguration(url: url), name: name)

@@ -27,6 +27,14 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
     /// True when the URL named a Redis Cluster (`redis+cluster://`).
     public var isCluster: Bool { !clusterSeeds.isEmpty }
 
+    /// Replicas that must have every write of a request before it returns (`WAIT`), on a cluster client; 0 (the
+    /// default) returns as soon as the master has answered. `redis+cluster://…?durable=1` sets it. A request whose
+    /// writes reach fewer replicas within `durableTimeout` throws `RedisError.notReady` (its writes are on the
+    /// master, not yet confirmed on a replica: send it again, with the same job id, or keep it in an outbox).
+    public var durableReplicas = 0
+    /// How long a durable request waits for its replicas (`WAIT`'s timeout; `durableTimeout=<ms>` in the URL).
+    public var durableTimeout: Duration = .seconds(1)
+
     /// The configuration of one node of this cluster (`host:port`, as `RedisClient.masters()` names them): the same
     /// credentials and timeouts, database 0, no seeds.
     public func clusterNode(_ address: String) -> RedisConfiguration {
@@ -45,6 +53,7 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
         lhs.endpoint == rhs.endpoint && lhs.username == rhs.username && lhs.password == rhs.password
             && lhs.database == rhs.database && lhs.connectTimeout == rhs.connectTimeout
             && lhs.commandTimeout == rhs.commandTimeout && lhs.clusterSeeds == rhs.clusterSeeds
+            && lhs.durableReplicas == rhs.durableReplicas && lhs.durableTimeout == rhs.durableTimeout
     }
 
     public init(
@@ -80,6 +89,23 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
             if let at = rest.lastIndex(of: "@") {
                 userinfo = rest[..<at]
                 rest = rest[rest.index(after: at)...]
+            }
+            if let q = rest.firstIndex(of: "?") {
+                for pair in rest[rest.index(after: q)...].split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard kv.count == 2 else { throw fail("query item '\(pair)' is not key=value") }
+                    switch kv[0] {
+                    case "durable":
+                        let replicas = kv[1] == "true" ? 1 : kv[1] == "false" ? 0 : Int(kv[1])
+                        guard let replicas, replicas >= 0 else { throw fail("durable '\(kv[1])' is not a number of replicas (durable=1)") }
+                        durableReplicas = replicas
+                    case "durableTimeout":
+                        guard let ms = Int(kv[1]), ms > 0 else { throw fail("durableTimeout '\(kv[1])' is not a number of milliseconds") }
+                        durableTimeout = .milliseconds(ms)
+                    default: throw fail("unknown query item '\(kv[0])' (a cluster URL takes durable=N and durableTimeout=ms)")
+                    }
+                }
+                rest = rest[..<q]
             }
             if let slash = rest.firstIndex(of: "/") {
                 let db = rest[rest.index(after: slash)...]
@@ -198,7 +224,8 @@ public struct RedisConfiguration: Sendable, Equatable, CustomStringConvertible {
                 guard case .tcp(let host, let port) = seed else { return "\(seed)" }
                 return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
             }
-            return "redis+cluster://\(auth)\(nodes.joined(separator: ","))"
+            let durable = durableReplicas > 0 ? "?durable=\(durableReplicas)" : ""
+            return "redis+cluster://\(auth)\(nodes.joined(separator: ","))\(durable)"
         }
         switch endpoint {
         case .tcp(let host, let port):

@@ -39,6 +39,13 @@ struct ClusterSlotTests {
         #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000/3") }
         #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000,,127.0.0.1:7001") }
         #expect(try RedisConfiguration(url: "redis://127.0.0.1:7000").isCluster == false)
+        let durable = try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000,127.0.0.1:7001?durable=1&durableTimeout=250")
+        #expect(durable.durableReplicas == 1 && durable.durableTimeout == .milliseconds(250) && durable.clusterSeeds.count == 2)
+        #expect(durable.description == "redis+cluster://127.0.0.1:7000,127.0.0.1:7001?durable=1")
+        #expect(try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000?durable=true").durableReplicas == 1)
+        #expect(try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000").durableReplicas == 0)
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000?durable=x") }
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis+cluster://127.0.0.1:7000?durible=1") }
     }
 }
 
@@ -209,6 +216,35 @@ struct ClusterTests {
         let started = ContinuousClock.now
         #expect(try await farm.awaitAndFetch(queues: [first, second], count: 4, worker: "w", timeout: .milliseconds(300), on: fetcher).isEmpty)
         #expect(ContinuousClock.now - started < .seconds(2))
+    }
+
+    /// `durable=N`: an enqueue returns once N replicas have it (`WAIT`), and throws when fewer confirm it in time
+    /// (each master of the test cluster has one replica, so 2 can never be reached); the job is on the master.
+    @Test func durableEnqueuesWaitForReplicasAndFailWhenTooFewConfirm() async throws {
+        let farm = try TestRedis.farm(on: .cluster)
+        let url = try #require(TestRedis.clusterURL)
+        var oneReplica = farm.configuration
+        oneReplica.redis = try RedisConfiguration(url: url + "?durable=1")
+        let durable = try JobFarm(configuration: oneReplica)
+        let id = try await durable.enqueue(EnqueueRequest(kind: "echo", queue: "durable", payload: .object([:])))
+        #expect(try await farm.status(id: id)?.state == .queued)
+        var twoReplicas = farm.configuration
+        twoReplicas.redis = try RedisConfiguration(url: url + "?durable=2&durableTimeout=100")
+        let tooMany = try JobFarm(configuration: twoReplicas)
+        let refusedID = JobID.make()
+        let started = ContinuousClock.now
+        do {
+            _ = try await tooMany.enqueue(EnqueueRequest(kind: "echo", queue: "durable", payload: .object([:]), id: refusedID))
+            Issue.record("an enqueue no second replica confirmed returned")
+        } catch {
+            #expect("\(error)".contains("reached 1 of 2 replicas"), "\(error)")
+        }
+        // The farm sends a not-ready enqueue again with the same id for a while (as after a lost connection).
+        #expect(ContinuousClock.now - started < .seconds(20))
+        // It was written on the master (and its one replica): sending it again adds nothing.
+        #expect(try await farm.status(id: refusedID)?.state == .queued)
+        #expect(try await durable.enqueue(EnqueueRequest(kind: "echo", queue: "durable", payload: .object([:]), id: refusedID)) == refusedID)
+        #expect(try await farm.stats(queues: ["durable"])[0].counters["enqueued"] == 2)
     }
 
     /// slot → master, from `CLUSTER SLOTS`.
