@@ -141,10 +141,13 @@ public final class CachedAPIKeys: APIKeyLookup {
     /// Lookups under way, by hash: concurrent requests with one key share one Redis round trip (when a cached key
     /// expires under load, one lookup goes out, not one per request in flight).
     let inFlight = Mutex<[String: Task<APIKey?, any Error>]>([:])
+    /// The keys found, on disk: what a replica restarted while Redis is away still knows.
+    let persisted: PersistedAPIKeys?
 
-    public init(_ source: any APIKeyLookup, ttl: Duration) {
+    public init(_ source: any APIKeyLookup, ttl: Duration, persisted: PersistedAPIKeys? = nil) {
         self.source = source
         self.ttl = ttl
+        self.persisted = persisted
     }
 
     public func key(hash: String) async throws -> APIKey? {
@@ -165,8 +168,13 @@ public final class CachedAPIKeys: APIKeyLookup {
         } catch where Self.meansRedisIsAway(error) {
             inFlight.withLock { if $0[hash] == lookup { $0[hash] = nil } }
             // Redis is away: a key found before keeps working (its revocation is seen once Redis is back), so the
-            // dispatcher can spool its submissions; a key never seen by this replica cannot be checked.
+            // dispatcher can spool its submissions; so does a key an earlier run of this replica saw (the file). A key
+            // never seen by this replica cannot be checked.
             if let cached { return cached.key }
+            if let known = persisted?.key(hash: hash) {
+                entries.withLock { $0[hash] = (known, now + ttl) }
+                return known
+            }
             throw error
         } catch {
             inFlight.withLock { if $0[hash] == lookup { $0[hash] = nil } }
@@ -176,6 +184,7 @@ public final class CachedAPIKeys: APIKeyLookup {
             if entries.count > 10_000 { entries.removeAll(keepingCapacity: true) }
             if let found { entries[hash] = (found, now + ttl) } else { entries[hash] = nil }
         }
+        if let found { persisted?.remember(hash: hash, key: found) } else { persisted?.forget(hash: hash) }
         return found
     }
 

@@ -33,14 +33,22 @@ public struct AccessControl: Sendable {
     /// - Parameter redis: where rate-limit and idempotency calls go; the dispatcher passes its `RedisCoalescer`, so
     ///   that concurrent requests share round trips. `nil`: a connection of their own each (a `RedisClient`
     ///   serialises its calls).
+    /// - Parameters:
+    ///   - liveReplicas: the divisor of the per-replica limits while Redis is away (`nil`: 1).
+    ///   - persistedKeys: where the keys found are kept on disk for a restart while Redis is away.
     public init(farm: JobFarm, configuration: DispatcherConfiguration, metrics: DispatcherMetrics = DispatcherMetrics(),
-                redis: (any RedisPipelining)? = nil) {
+                redis: (any RedisPipelining)? = nil, liveReplicas: LiveReplicas? = nil, persistedKeys: PersistedAPIKeys? = nil) {
         func client(_ name: String) -> RedisClient { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\(name)") }
         let namespace = farm.configuration.namespace
+        let replicas: @Sendable () -> Int
+        if let liveReplicas { replicas = { liveReplicas.count } } else { replicas = { 1 } }
         self.init(
             mode: configuration.authentication,
-            keys: CachedAPIKeys(RedisAPIKeys(client: client("keys"), namespace: namespace), ttl: configuration.keyCacheTTL),
-            tenants: configuration.tenants, rateLimiter: FallbackRateLimiter(shared: RedisRateLimiter(client: redis ?? client("ratelimit"))),
+            keys: CachedAPIKeys(RedisAPIKeys(client: client("keys"), namespace: namespace), ttl: configuration.keyCacheTTL,
+                                persisted: persistedKeys),
+            tenants: configuration.tenants,
+            rateLimiter: FallbackRateLimiter(shared: RedisRateLimiter(client: redis ?? client("ratelimit")),
+                                             local: LocalRateLimiter(replicas: replicas)),
             idempotency: RedisIdempotencyStore(client: redis ?? client("idempotency"), namespace: namespace, ttl: farm.configuration.idempotencyWindow),
             metrics: metrics, namespace: namespace)
     }
@@ -160,7 +168,9 @@ extension Dispatcher {
             _ = try await enqueue(chosen)
             try await access.idempotency.markDone(tenant: caller.tenant, key: idempotencyKey, record: existing)
         }
-        return Admission(ids: existing.ids, replayed: true, headers: headers)
+        // The first request's jobs may still wait in this replica's outbox (Redis away): answered as spooled then.
+        let spooled = outbox.depth > 0 ? ((try? await outbox.entry(id: existing.ids.first ?? "")) ?? nil) != nil : false
+        return Admission(ids: existing.ids, replayed: true, headers: headers, spooled: spooled)
     }
 
     func count(_ jobs: [EnqueueRequest], caller: Caller) {

@@ -28,6 +28,8 @@ public struct Dispatcher: Sendable {
     public let replica: String
     /// The submissions' Redis connections: concurrent requests share their round trips (RedisCoalescer.swift).
     public let redis: RedisCoalescer
+    /// The replicas live now, as last seen: the per-replica rate limiter's divisor while Redis is away.
+    public let liveReplicas: LiveReplicas
     /// The model registry as the Open Inference Protocol routes read it (InferenceProtocol.swift).
     let inferenceModels: InferenceModels
 
@@ -36,7 +38,7 @@ public struct Dispatcher: Sendable {
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"),
         ("GET", "/readyz"), ("GET", "/openapi.yaml"), ("GET", "/metrics"),
-    ] + inferenceProtocolOperations
+    ] + inferenceProtocolOperations + deadLetterOperations
 
     /// The contract, embedded at build time from docs/openapi.yaml.
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
@@ -47,7 +49,22 @@ public struct Dispatcher: Sendable {
         try configuration.validate()
         let redis = RedisCoalescer(clients: (0..<2).map { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\($0)") })
         self.redis = redis
-        self.access = access ?? AccessControl(farm: farm, configuration: configuration, redis: redis)
+        let replica = configuration.outbox.resolvedReplica(port: configuration.port)
+        let outboxPath = configuration.outbox.resolvedPath(replica: replica)
+        let liveReplicas = LiveReplicas(replica: replica, namespace: farm.configuration.namespace)
+        self.liveReplicas = liveReplicas
+        let outbox = try Outbox(path: outboxPath, maxJobs: configuration.outbox.maxJobs, maxBytes: configuration.outbox.maxBytes)
+        self.outbox = outbox
+        if let access {
+            self.access = access
+        } else {
+            // While Redis is away: keys from this replica's file, its share of each limit, idempotency in the outbox.
+            let keyFile: PersistedAPIKeys? = try configuration.authentication == .apiKeys
+                ? PersistedAPIKeys(path: PersistedAPIKeys.path(besideOutbox: outboxPath)) : nil
+            var standard = AccessControl(farm: farm, configuration: configuration, redis: redis, liveReplicas: liveReplicas, persistedKeys: keyFile)
+            standard.idempotency = FallbackIdempotencyStore(shared: standard.idempotency, outbox: outbox, ttl: farm.configuration.idempotencyWindow)
+            self.access = standard
+        }
         if configuration.authentication == .disabled {
             logger.warning("authentication is off (--no-auth): every request acts as the operator of tenant 'dev'; for local development only")
         }
@@ -56,9 +73,7 @@ public struct Dispatcher: Sendable {
         self.validator = SubmissionValidator(configuration: configuration, farm: farm.configuration)
         self.workers = WorkerDirectory(farm: farm, ttl: configuration.workerCacheTTL, logger: logger)
         self.logger = logger
-        self.replica = configuration.outbox.resolvedReplica(port: configuration.port)
-        self.outbox = try Outbox(path: configuration.outbox.resolvedPath(replica: replica),
-                                 maxJobs: configuration.outbox.maxJobs, maxBytes: configuration.outbox.maxBytes)
+        self.replica = replica
         self.breaker = CircuitBreaker(settings: configuration.outbox.breaker)
         self.inferenceModels = InferenceModels(farm: farm)
     }
@@ -106,6 +121,7 @@ public struct Dispatcher: Sendable {
             return metrics.response
         }
         addInferenceProtocolRoutes(to: router)
+        addDeadLetterRoutes(to: router)
         return router
     }
 

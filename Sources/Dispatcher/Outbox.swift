@@ -170,6 +170,8 @@ public final class Outbox: @unchecked Sendable {
     private let claims = Mutex(Claims())
     /// Called after rows were added (the forwarder's wake-up).
     let onSpooled = Mutex<(@Sendable () -> Void)?>(nil)
+    /// `Idempotency-Key` records claimed while Redis was away, not yet copied to Redis (OutboxIdempotency.swift).
+    let idempotencyRecords = Mutex(0)
 
     /// Opens (creating) the outbox at `path`, its directory too, and takes its lock.
     /// - Throws: when the file cannot be opened or another process holds it, saying what to change.
@@ -202,7 +204,17 @@ public final class Outbox: @unchecked Sendable {
                   attempted INTEGER NOT NULL DEFAULT 0,
                   cancelled INTEGER NOT NULL DEFAULT 0
                 );
+                CREATE TABLE IF NOT EXISTS idempotency (
+                  tenant TEXT NOT NULL,
+                  key_hash TEXT NOT NULL,
+                  record TEXT NOT NULL,
+                  expires_at INTEGER NOT NULL,
+                  PRIMARY KEY (tenant, key_hash)
+                );
                 """)
+            let records = try database.prepare("SELECT COUNT(*) FROM idempotency")
+            try records.step()
+            idempotencyRecords.withLock { $0 = Int(records.int(0)) }
             let statement = try database.prepare("SELECT COUNT(*), COALESCE(SUM(LENGTH(request)), 0) FROM outbox")
             try statement.step()
             counters.withLock {
@@ -383,7 +395,7 @@ public final class Outbox: @unchecked Sendable {
         queue.sync {
             database?.close()
             database = nil
-            if depth == 0 {
+            if depth == 0, idempotencyRecords.withLock({ $0 }) == 0 {
                 for suffix in ["", "-wal", "-shm", ".lock"] { try? FileManager.default.removeItem(atPath: path + suffix) }
             }
             if lockDescriptor >= 0 { closeDescriptor(lockDescriptor) }
@@ -393,7 +405,7 @@ public final class Outbox: @unchecked Sendable {
 
     // MARK: - Encoding
 
-    private func onQueue<T: Sendable>(_ body: @escaping @Sendable (SQLiteDatabase) throws -> T) async throws -> T {
+    func onQueue<T: Sendable>(_ body: @escaping @Sendable (SQLiteDatabase) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             queue.async {
                 continuation.resume(with: Result {

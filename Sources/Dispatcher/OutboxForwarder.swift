@@ -1,6 +1,7 @@
 import JobProtocol
 import JobQueue
 import Logging
+import RedisClient
 import ServiceLifecycle
 import Synchronization
 
@@ -21,11 +22,15 @@ public struct OutboxForwarder: Service {
     let batch: Int
     let finalFlush: Duration
     let logger: Logger
+    /// Beaten while the forwarder runs (this replica's presence, for the per-replica limits).
+    let liveReplicas: LiveReplicas?
     private let wakeUps: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
 
-    init(farm: JobFarm, outbox: Outbox, breaker: CircuitBreaker, batch: Int, finalFlush: Duration = .seconds(5), logger: Logger) {
+    init(farm: JobFarm, outbox: Outbox, breaker: CircuitBreaker, batch: Int, finalFlush: Duration = .seconds(5), logger: Logger,
+         liveReplicas: LiveReplicas? = nil) {
         self.farm = farm
+        self.liveReplicas = liveReplicas
         self.outbox = outbox
         self.breaker = breaker
         self.batch = batch
@@ -46,11 +51,17 @@ public struct OutboxForwarder: Service {
             }
         }
         defer { ticker.cancel() }
+        let presence = liveReplicas.map { [farm, logger] live in
+            Task { await live.run(client: RedisClient(configuration: farm.configuration.redis, name: "dispatcher-presence"), logger: logger) }
+        }
+        defer { presence?.cancel() }
         if outbox.depth > 0 {
             logger.notice("forwarding the jobs a previous run left in the outbox", metadata: ["jobs": "\(outbox.depth)", "outbox": "\(outbox.path)"])
         }
+        let idempotencyClient = RedisClient(configuration: farm.configuration.redis, name: "dispatcher-idempotency")
         for await _ in wakeUps.cancelOnGracefulShutdown() {
             await drain()
+            await copyIdempotencyRecords(client: idempotencyClient)
         }
         // Graceful shutdown: the application has stopped and finished its requests (it is later in the group).
         let outbox = self.outbox

@@ -133,14 +133,32 @@ public struct RedisRateLimiter: RateLimiter {
 }
 
 /// The limits kept in this process: GCRA as the Redis script runs it, on the process clock. What a replica uses
-/// while Redis is away (`FallbackRateLimiter`): each replica then allows the whole limit on its own.
+/// while Redis is away (`FallbackRateLimiter`): each replica then allows its share of the limit, the shared limit
+/// divided by the dispatcher replicas last seen live (`LiveReplicas`), so that all of them together stay within it.
 public final class LocalRateLimiter: RateLimiter {
     let tats = Mutex<[String: Double]>([:])
     let start = ContinuousClock.now
+    /// The live replicas last seen (at least 1).
+    let replicas: @Sendable () -> Int
 
-    public init() {}
+    /// - Parameter replicas: how many replicas share each limit now; 1: this one alone.
+    public init(replicas: @escaping @Sendable () -> Int = { 1 }) {
+        self.replicas = replicas
+    }
 
-    public func charge(_ charges: [RateLimitCharge]) async throws -> RateLimitDecision {
+    /// `rule` divided among `replicas`: the rate divided, the burst too (at least 1 job).
+    public static func share(of rule: RateLimitRule, replicas: Int) -> RateLimitRule {
+        guard replicas > 1 else { return rule }
+        return RateLimitRule(perSecond: rule.perSecond / Double(replicas), burst: max(1, rule.burst / replicas))
+    }
+
+    public func charge(_ shared: [RateLimitCharge]) async throws -> RateLimitDecision {
+        let count = replicas()
+        let charges = count > 1 ? shared.map { charge in
+            var local = charge
+            local.rule = Self.share(of: charge.rule, replicas: count)
+            return local
+        } : shared
         let elapsed = ContinuousClock.now - start
         let now = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         return tats.withLock { tats in

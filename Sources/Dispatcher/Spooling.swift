@@ -24,7 +24,8 @@ extension Dispatcher: OutboxGaugeSource {
     /// (`[forwarder, application]`: graceful shutdown runs in reverse, so the forwarder's last flush comes after
     /// the application has finished its requests). Make one per dispatcher.
     public func makeOutboxForwarder() -> OutboxForwarder {
-        OutboxForwarder(farm: farm, outbox: outbox, breaker: breaker, batch: configuration.outbox.forwardBatch, logger: logger)
+        OutboxForwarder(farm: farm, outbox: outbox, breaker: breaker, batch: configuration.outbox.forwardBatch, logger: logger,
+                        liveReplicas: liveReplicas)
     }
 
     /// A new job id chosen by this replica: a ULID, a dot, the replica's name (which outbox holds it while spooled).

@@ -35,14 +35,18 @@ public struct DeadLetterFilter: Sendable {
     public var kind: String?
     /// Only letters that died at or after this time (ms since 1970).
     public var since: Int64?
+    /// Only letters that died at or before this time (ms since 1970).
+    public var until: Int64?
     /// Only letters whose error contains this text.
     public var errorContains: String?
     public var ids: Set<String>?
 
-    public init(reason: String? = nil, kind: String? = nil, since: Int64? = nil, errorContains: String? = nil, ids: Set<String>? = nil) {
+    public init(reason: String? = nil, kind: String? = nil, since: Int64? = nil, until: Int64? = nil,
+                errorContains: String? = nil, ids: Set<String>? = nil) {
         self.reason = reason
         self.kind = kind
         self.since = since
+        self.until = until
         self.errorContains = errorContains
         self.ids = ids
     }
@@ -51,10 +55,40 @@ public struct DeadLetterFilter: Sendable {
         if let reason, letter.reason != reason { return false }
         if let kind, letter.kind != kind { return false }
         if let since, letter.deadAt < since { return false }
+        if let until, letter.deadAt > until { return false }
         if let errorContains, !letter.error.contains(errorContains) { return false }
         if let ids, !ids.contains(letter.id) { return false }
         return true
     }
+}
+
+/// Where a page of dead letters ends: the time the last letter read died (the score in `jf:{q}:dead`) and its id.
+/// As text (`<deadAt>.<id>`) it is the HTTP API's opaque `cursor`.
+public struct DeadLetterCursor: Sendable, Equatable {
+    public var deadAt: Int64
+    public var id: String
+
+    public init(deadAt: Int64, id: String) {
+        self.deadAt = deadAt
+        self.id = id
+    }
+
+    /// `<deadAt>.<id>`.
+    public var text: String { "\(deadAt).\(id)" }
+
+    /// Reads `<deadAt>.<id>`; `nil` when `text` is not one.
+    public init?(text: String) {
+        guard let dot = text.firstIndex(of: "."), let deadAt = Int64(text[..<dot]), deadAt >= 0 else { return nil }
+        let id = String(text[text.index(after: dot)...])
+        guard !id.isEmpty, id.utf8.count <= 200 else { return nil }
+        self.init(deadAt: deadAt, id: id)
+    }
+}
+
+/// One page of dead letters and where the next one starts (`nil`: this was the last).
+public struct DeadLetterPage: Sendable {
+    public var letters: [DeadLetter]
+    public var next: DeadLetterCursor?
 }
 
 /// What a requeue did to each letter.
@@ -68,23 +102,64 @@ public struct RequeueReport: Sendable {
 extension JobFarm {
     /// Dead letters of a queue, newest first, filtered; `limit` caps the number returned.
     public func deadLetters(queue: String, filter: DeadLetterFilter = DeadLetterFilter(), limit: Int = 100) async throws -> [DeadLetter] {
-        let keys = keys(queue)
         var result: [DeadLetter] = []
+        var cursor: DeadLetterCursor?
+        repeat {
+            let page = try await deadLetterPage(queue: queue, filter: filter, after: cursor, limit: limit - result.count)
+            result += page.letters
+            cursor = page.next
+        } while cursor != nil && result.count < limit
+        return result
+    }
+
+    /// One page of a queue's dead letters, newest first, filtered: up to `limit` letters after `cursor` (`nil`: from
+    /// the newest), reading at most `scanLimit` letters of the queue so that a filter matching few of many letters
+    /// still answers soon. `next` is where the following page starts; `nil` when no letter is left to read. A page
+    /// may hold fewer than `limit` letters (even none) and still have a `next`. Letters that die while an operator
+    /// pages are newer than the cursor and not shown; a letter requeued or purged meanwhile is skipped.
+    public func deadLetterPage(
+        queue: String, filter: DeadLetterFilter = DeadLetterFilter(), after cursor: DeadLetterCursor? = nil,
+        limit: Int = 100, scanLimit: Int = 10_000
+    ) async throws -> DeadLetterPage {
+        let keys = keys(queue)
+        var top = filter.until ?? Int64.max
+        if let cursor { top = min(top, cursor.deadAt) }
+        let bottom = filter.since.map(String.init) ?? "-inf"
+        var letters: [DeadLetter] = []
+        var last = cursor
         var offset = 0
-        let page = 500
-        while result.count < limit {
-            let ids = try await retrying(for: .seconds(10), what: "dlq list") {
-                try await client.execute(RedisCommand("ZREVRANGE", keys.dead, String(offset), String(offset + page - 1)))
-            }.array?.compactMap(\.string) ?? []
-            if ids.isEmpty { break }
-            offset += ids.count
-            let letters = try await load(ids: ids, queue: queue)
-            for letter in letters where filter.matches(letter) {
-                result.append(letter)
-                if result.count >= limit { break }
+        var scanned = 0
+        let chunk = 500
+        while letters.count < limit, scanned < scanLimit {
+            let reply = try await retrying(for: .seconds(10), what: "dlq list") {
+                try await client.execute(RedisCommand("ZREVRANGEBYSCORE", keys.dead, top == Int64.max ? "+inf" : String(top), bottom,
+                                                      "WITHSCORES", "LIMIT", String(offset), String(chunk)))
+            }.array ?? []
+            var entries: [(id: String, deadAt: Int64)] = []
+            for pair in stride(from: 0, to: reply.count - 1, by: 2) {
+                guard let id = reply[pair].string, let score = reply[pair + 1].string.flatMap(Double.init) else { continue }
+                entries.append((id, Int64(score)))
+            }
+            offset += entries.count
+            // Letters of the cursor's own millisecond come in descending id order: those at or above its id were shown.
+            if let cursor { entries.removeAll { $0.deadAt == cursor.deadAt && $0.id >= cursor.id } }
+            if reply.count < chunk * 2 && entries.isEmpty { return DeadLetterPage(letters: letters, next: nil) }
+            let loaded = Dictionary(try await load(ids: entries.map(\.id), queue: queue).map { ($0.id, $0) }) { first, _ in first }
+            for entry in entries {
+                scanned += 1
+                last = DeadLetterCursor(deadAt: entry.deadAt, id: entry.id)
+                if let letter = loaded[entry.id], filter.matches(letter) {
+                    letters.append(letter)
+                    if letters.count >= limit { break }
+                }
+                if scanned >= scanLimit { break }
+            }
+            if reply.count < chunk * 2, entries.last.map({ last == DeadLetterCursor(deadAt: $0.deadAt, id: $0.id) }) ?? true {
+                // The whole range is read: no next page.
+                return DeadLetterPage(letters: letters, next: nil)
             }
         }
-        return result
+        return DeadLetterPage(letters: letters, next: last)
     }
 
     /// One dead letter by id, or `nil`.

@@ -64,7 +64,9 @@ struct ContractTests {
         }
         for expected in ["\"status\":\"ok\"", "\"status\":\"ready\"", "\"state\":\"succeeded\"", "\"result\":{\"hello\":1}",
                          "\"outcome\":\"already_finished\"", "\"workersServing\":1", "\"pointer\":\"/kind\"", "\"pointer\":\"/tier\"",
-                         "\"name\":\"default\"", "openapi: 3.1.0", "\"status\":401", "jobfarm_jobs_submitted_total{", "event: final"] {
+                         "\"name\":\"default\"", "openapi: 3.1.0", "\"status\":401", "jobfarm_jobs_submitted_total{", "event: final",
+                         "\"error\":\"disk full\"", "\"history\":[", "\"dryRun\":true,\"malformed\":[]",
+                         "\"count\":1,\"dryRun\":false"] {
             #expect(output.contains(expected), "missing \(expected) in:\n\(output)")
         }
         // The retried submission: the same id twice, the second time replayed.
