@@ -41,6 +41,7 @@ public struct QueueExporter: Sendable {
             "jobfarm_queue_depth", "jobfarm_queue_oldest_age_seconds", "jobfarm_queue_in_flight", "jobfarm_queue_delayed",
             "jobfarm_queue_retrying", "jobfarm_queue_due", "jobfarm_queue_dead_letters", "jobfarm_queue_paused",
             "jobfarm_queue_live_workers", "jobfarm_live_workers", "jobfarm_exporter_redis_up", "jobfarm_queue_outcomes_total",
+            "jobfarm_jobs_enqueued_total",
         ]
     }
 
@@ -57,7 +58,14 @@ public struct QueueExporter: Sendable {
                 text.family(counter.name, type: "counter", help: counter.help)
                 for queue in stats { text.sample(counter.name, [("queue", queue.queue)], Double(queue.counters[counter.field] ?? 0)) }
             }
-            let outcomes = try await farm.outcomeCounts(queues: queues)
+            let counts = try await farm.outcomeCounts(queues: queues)
+            let enqueued = counts.filter { $0.outcome == "enqueued" }
+            let outcomes = counts.filter { $0.outcome != "enqueued" }
+            text.family("jobfarm_jobs_enqueued_total", type: "counter",
+                        help: "Jobs enqueued (created, idempotent repeats not counted), by queue, tier and kind, from the enqueue scripts' counters.")
+            for item in enqueued {
+                text.sample("jobfarm_jobs_enqueued_total", [("queue", item.queue), ("tier", item.tier), ("kind", item.kind)], Double(item.count))
+            }
             text.family("jobfarm_queue_outcomes_total", type: "counter",
                         help: "Attempts ended, by queue, tier, kind and outcome (succeeded, retried, dead_lettered), from the scripts' counters.")
             for item in outcomes {

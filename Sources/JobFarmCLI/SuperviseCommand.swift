@@ -58,6 +58,10 @@ struct SuperviseCommand: AsyncParsableCommand {
         } catch let error as PoolsConfigurationError {
             throw CLIError(message: "\(error)", exitCode: CLIError.configurationExitCode)
         }
+        // A kind named under retry: or timeouts: that no worker runs fails here, before any worker starts.
+        for pool in pools.pools {
+            if let error = PoolKindOverrides.unknownKindError(pool, in: pools, kinds: PoolKindOverrides.workerKinds) { throw error }
+        }
         if check {
             for pool in pools.pools {
                 let processes = pool.minProcesses == pool.maxProcesses ? "\(pool.minProcesses)" : "\(pool.minProcesses) (max \(pool.maxProcesses))"
@@ -83,12 +87,14 @@ struct SuperviseCommand: AsyncParsableCommand {
         var portBases: [String: Int] = [:]
         for pool in pools.pools { portBases[pool.name] = pool.metricsPortBase }
         let metricsPorts = portBases
+        var targetsPath: String?
         if !metricsPorts.isEmpty {
             let file = targetsFile ?? URL(fileURLWithPath: absolutePath).deletingLastPathComponent().appendingPathComponent("jobfarm-targets.json").path
             var counts: [String: Int] = [:]
             for pool in pools.pools { counts[pool.name] = pool.minProcesses }
             try MetricsTargets.write(to: file, pools: pools.pools, counts: counts, host: targetsHost)
             logger.info("Prometheus file_sd targets of the workers' /metrics written", metadata: ["file": "\(file)"])
+            targetsPath = file
         }
         var configuration = PoolSupervisor.Configuration(
             executable: executable, processes: pools.pools.map { ($0.name, $0.minProcesses) }
@@ -98,6 +104,23 @@ struct SuperviseCommand: AsyncParsableCommand {
             return arguments
         }
         configuration.logDirectory = logDir
+        if let targetsPath {
+            // Rewritten (temporary file, then rename) whenever a pool's processes change: Prometheus finds the new
+            // workers and forgets the ones scaled in.
+            let allPools = pools.pools, host = targetsHost
+            configuration.slotsChanged = { slots in
+                do {
+                    try MetricsTargets.write(to: targetsPath, pools: allPools, slots: slots, host: host)
+                    logger.info("Prometheus file_sd targets rewritten", metadata: [
+                        "file": "\(targetsPath)", "processes": "\(slots.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.count)" }.joined(separator: ","))",
+                    ])
+                } catch {
+                    logger.warning("cannot rewrite the Prometheus targets file; Prometheus keeps the old targets", metadata: [
+                        "file": "\(targetsPath)", "error": "\(error)",
+                    ])
+                }
+            }
+        }
         configuration.restartDelay = .milliseconds(Int64(restartDelay * 1000))
         configuration.maximumRestartDelay = max(.seconds(30), configuration.restartDelay)
         let longestGrace = pools.pools.map(\.shutdownGraceSeconds).max() ?? 25

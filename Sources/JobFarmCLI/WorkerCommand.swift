@@ -44,11 +44,16 @@ struct WorkerCommand: AsyncParsableCommand {
 
     /// The `--pool` pool, read from the workers file (nil without `--pool`).
     func readPool() throws -> PoolConfiguration? {
+        try readPoolAndFile()?.pool
+    }
+
+    /// The `--pool` pool and the whole file it is in (nil without `--pool`).
+    func readPoolAndFile() throws -> (pool: PoolConfiguration, file: PoolsConfiguration)? {
         guard let pool else { return nil }
         let tiers = global.tiers.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         do {
-            return try PoolsConfiguration.load(path: Self.configPath(config), tiers: tiers, mlQueues: MLJobOptions.fromEnvironment().mlQueues)
-                .pool(named: pool)
+            let file = try PoolsConfiguration.load(path: Self.configPath(config), tiers: tiers, mlQueues: MLJobOptions.fromEnvironment().mlQueues)
+            return (try file.pool(named: pool), file)
         } catch let error as PoolsConfigurationError {
             throw CLIError(message: "\(error)", exitCode: CLIError.configurationExitCode)
         }
@@ -58,7 +63,8 @@ struct WorkerCommand: AsyncParsableCommand {
         global.bootstrapLogging()
         // Started by `jobfarm supervise`: stop gracefully once the supervisor is gone.
         SupervisorWatch.startIfSupervised()
-        let poolSettings = try readPool()
+        let poolFile = try readPoolAndFile()
+        let poolSettings = poolFile?.pool
         let concurrency = self.concurrency ?? poolSettings?.concurrency ?? 10
         let fetchBatch = self.fetchBatch ?? poolSettings?.fetchBatch ?? 100
         let shutdownGrace = self.shutdownGrace ?? poolSettings?.shutdownGraceSeconds ?? 25
@@ -108,7 +114,9 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         ml.blasChoice = blasChoice
         ml.servedQueues = queueNames  // no ML queue among them: the small-batch kernel calibration is skipped
-        let registry = makeRegistry(farm: farm, mlOptions: ml)
+        var registry = makeRegistry(farm: farm, mlOptions: ml)
+        // The pool's per-kind retry policies and timeout caps replace the handlers' own.
+        if let poolFile { try PoolKindOverrides.apply(poolFile.pool, in: poolFile.file, to: &registry) }
         var configuration = WorkerConfiguration(
             queues: queueNames, tiersByQueue: tiersByQueue, concurrency: concurrency, fetchBatch: fetchBatch,
             exitWhenEmpty: exitWhenEmpty, shutdownGrace: .milliseconds(Int64(shutdownGrace * 1000)),

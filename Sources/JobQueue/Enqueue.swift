@@ -284,7 +284,7 @@ extension JobFarm {
 
 extension JobFarm {
     /// The arguments of `enqueueNow` (Scripts/enqueueNow.lua): queue, count, qt, tier, then per job its id and entry
-    /// `"<qt> <tier> <envelope>"`. `lastPayload`/`lastPayloadText` keep the last payload's text between calls: bulk
+    /// `"<qt> <tier> <envelope>"`, then each kind of the call with its count (the `enqueued <tier> <kind>` counters). `lastPayload`/`lastPayloadText` keep the last payload's text between calls: bulk
     /// requests usually share one payload, encoded once.
     static func enqueueNowArguments<Envelopes: Sequence<JobEnvelope>>(
         _ envelopes: Envelopes, count: Int, queue: String, qt: Int64, tier: String,
@@ -295,6 +295,8 @@ extension JobFarm {
         arguments.reserve(bytes: count * 320, arguments: count * 2)
         let head = Array("\(qtText) \(tier) ".utf8)
         var text: [UInt8] = []
+        // A bulk call usually has one kind: the last one seen is checked first.
+        var kinds: [(kind: String, count: Int)] = []
         for env in envelopes {
             if lastPayload != env.payload {
                 lastPayload = env.payload
@@ -305,6 +307,17 @@ extension JobFarm {
             text.append(contentsOf: head)
             env.encode(payloadText: lastPayloadText, into: &text)
             arguments.append(bytes: text)
+            if let last = kinds.indices.last, kinds[last].kind == env.kind {
+                kinds[last].count += 1
+            } else if let index = kinds.firstIndex(where: { $0.kind == env.kind }) {
+                kinds[index].count += 1
+            } else {
+                kinds.append((env.kind, 1))
+            }
+        }
+        for (kind, count) in kinds {
+            arguments.append(kind)
+            arguments.append(String(count))
         }
         return arguments
     }

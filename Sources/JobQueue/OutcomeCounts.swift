@@ -4,7 +4,7 @@ import RedisClient
 /// One lifetime counter of the scripts by tier and kind (`jf:{<queue>}:outcomes`).
 public struct OutcomeCount: Sendable, Equatable {
     public var queue: String
-    /// `succeeded`, `retried` or `dead_lettered`.
+    /// `enqueued` (jobs created, counted by the enqueue scripts), `succeeded`, `retried` or `dead_lettered`.
     public var outcome: String
     public var tier: String
     /// The job's kind (`unknown` for a job leased before the scripts kept it, or a raw entry that was no job).

@@ -118,7 +118,9 @@ public struct JobContext: Sendable {
 /// The handlers a worker runs, by kind.
 public struct HandlerRegistry: Sendable {
     struct Entry: Sendable {
-        let retryPolicy: RetryPolicy
+        var retryPolicy: RetryPolicy
+        /// The longest an attempt may run, whatever the job's own timeout (a pool's `timeouts:`); nil: the job's.
+        var timeoutCap: Duration? = nil
         let run: @Sendable (JSONValue, JobContext) async throws -> String
     }
 
@@ -151,6 +153,8 @@ public struct HandlerRegistry: Sendable {
     public var kinds: [String] { entries.keys.sorted() }
 
     func entry(for kind: String) -> Entry? { entries[kind] }
+
+    mutating func replace(_ kind: String, with entry: Entry) { entries[kind] = entry }
 }
 
 /// A readable account of a decoding error: which field, what was wrong.

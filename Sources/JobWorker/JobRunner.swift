@@ -51,7 +51,7 @@ final class JobRunner: Sendable {
         }
         let rules = AttemptRules(
             attempt: job.attempt, maxAttempts: min(envelope.maxAttempts, entry.retryPolicy.maxAttempts),
-            retryPolicy: entry.retryPolicy, timeoutMilliseconds: envelope.timeoutMilliseconds)
+            retryPolicy: entry.retryPolicy, timeoutMilliseconds: entry.timeoutMilliseconds(envelope.timeoutMilliseconds))
         if let outcome = AttemptDecision.admission(rules) {
             record(job, outcome, kind: envelope.kind)
             return
@@ -61,7 +61,7 @@ final class JobRunner: Sendable {
             observer.jobStarted(kind: envelope.kind, queue: job.queue, tier: job.tier, queueWait: job.queueWait)
         }
         let race = OutcomeRace()
-        let deadline = ContinuousClock.now + .milliseconds(envelope.timeoutMilliseconds)
+        let deadline = ContinuousClock.now + .milliseconds(rules.timeoutMilliseconds)
         attempts.insert(job, rules: rules, deadline: deadline, race: race)
         let task = Task {
             await self.execute(job, envelope: envelope, entry: entry, rules: rules, race: race, deadline: deadline)

@@ -58,12 +58,17 @@ public struct PoolSignals: Sendable, Equatable {
         public var ready: Int
         /// How long the oldest ready job has waited, in seconds (0 when none).
         public var oldestAgeSeconds: Double
+        /// Scheduled jobs of the tier (delayed or retrying) due now or within the tier's target wait: they join the
+        /// tier's line within that time. Nil when the reading has no per-tier figures (then `dueNow` and
+        /// `retrying` count with the loosest tier).
+        public var scheduled: Int?
 
         /// A tier's line.
-        public init(name: String, ready: Int, oldestAgeSeconds: Double) {
+        public init(name: String, ready: Int, oldestAgeSeconds: Double, scheduled: Int? = nil) {
             self.name = name
             self.ready = ready
             self.oldestAgeSeconds = oldestAgeSeconds
+            self.scheduled = scheduled
         }
     }
 
@@ -223,13 +228,18 @@ public struct AutoscalePolicy: Sendable {
             : "\(signals.inFlight) running"
 
         // Each tier: its ready jobs and those of the tiers above it drained within what is left of its target wait.
-        // Scheduled jobs (due now, retrying) have no tier here and count with the loosest target.
+        // Scheduled jobs (due now, retrying) count with their tier when the reading has per-tier figures (those due
+        // within the tier's target wait), else all of them with the loosest target.
         var cumulative = 0
+        var cumulativeScheduled = 0
+        let tiered = signals.tiers.contains { $0.scheduled != nil }
         let runningSlots = Double(max(1, signals.processes) * concurrency)
         var backlogSeconds: [String: Double] = [:]
         for (index, tier) in signals.tiers.enumerated() {
             cumulative += tier.ready
-            let waiting = cumulative + (index == signals.tiers.count - 1 ? signals.dueNow + signals.retrying : 0)
+            cumulativeScheduled += tier.scheduled ?? 0
+            let untiered = !tiered && index == signals.tiers.count - 1 ? signals.dueNow + signals.retrying : 0
+            let waiting = cumulative + cumulativeScheduled + untiered
             backlogSeconds[tier.name] = Double(cumulative) * service / runningSlots
             guard waiting > 0 else { continue }
             let target = settings.targetWait(tier.name)

@@ -43,6 +43,10 @@ public struct PoolSupervisor: Sendable {
         public var scaler: (@Sendable ([String: Int]) async -> [String: ScaleTarget])?
         /// How often `scaler` is asked.
         public var scaleInterval: Duration = .seconds(5)
+        /// Called with the process slots (1-based indexes) each pool runs, at start and whenever they change (a
+        /// scale-up, a scale-in, a slot given up): `jobfarm supervise` rewrites the Prometheus targets file here.
+        /// Slots scaled in and still stopping are not listed; a crashed process waiting for its restart is.
+        public var slotsChanged: (@Sendable ([String: [Int]]) -> Void)?
 
         /// Children of `executable` with `arguments`, `processes` of them per pool.
         public init(executable: String, processes: [(pool: String, count: Int)], arguments: @escaping @Sendable (Slot, Int) -> [String]) {
@@ -156,8 +160,14 @@ public struct PoolSupervisor: Sendable {
             (Set(children.keys).subtracting(retiring).union(pendingRestart)).filter { $0.pool == pool }.sorted { $0.index < $1.index }
         }
 
+        var publishedSlots: [String: [Int]]?
         func publishCounts() {
-            running.set(Dictionary(uniqueKeysWithValues: targets.keys.map { ($0, active($0).count) }))
+            let slots = Dictionary(uniqueKeysWithValues: targets.keys.map { pool in (pool, active(pool).map(\.index)) })
+            running.set(slots.mapValues(\.count))
+            if slots != publishedSlots {
+                publishedSlots = slots
+                configuration.slotsChanged?(slots)
+            }
         }
 
         /// Starts or scales in processes of `pool` until it runs `count`.

@@ -40,7 +40,7 @@ public struct PoolsConfiguration: Sendable, Equatable {
         _ text: String, path: String = "workers.yaml", tiers: [String] = ["premium", "standard", "free"],
         mlQueues: [String] = ["ml"], cores: Int = ProcessInfo.processInfo.activeProcessorCount
     ) throws -> PoolsConfiguration {
-        let reader = Reader(path: path, tiers: tiers, mlQueues: mlQueues, cores: max(1, cores))
+        let reader = PoolsFileReader(path: path, tiers: tiers, mlQueues: mlQueues, cores: max(1, cores))
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -93,6 +93,13 @@ public struct PoolConfiguration: Sendable, Equatable {
     /// The autoscaling targets (`autoscale:`); the defaults when the pool has none.
     public var autoscale = AutoscaleSettings()
 
+    /// Per kind, what replaces the handler's retry policy in this pool's processes (`retry:`); a kind not named keeps
+    /// its handler's policy.
+    public var retryOverrides: [String: RetryOverride] = [:]
+    /// Per kind, the longest an attempt may run in this pool's processes (`timeouts:`): a job's own timeout is
+    /// lowered to it, never raised.
+    public var timeoutCaps: [String: TimeoutCap] = [:]
+
     /// Whether a scaler may change the pool's process count (`min` < `max`).
     public var isAutoscaled: Bool { minProcesses < maxProcesses }
 }
@@ -108,6 +115,14 @@ public struct PoolsConfigurationError: Error, CustomStringConvertible, Equatable
     /// What is wrong and what is allowed.
     public var message: String
 
+    /// A mistake at `path`:`line`, in `key`.
+    public init(path: String, line: Int?, key: String?, message: String) {
+        self.path = path
+        self.line = line
+        self.key = key
+        self.message = message
+    }
+
     public var description: String {
         var text = path
         if let line { text += ":\(line)" }
@@ -117,7 +132,7 @@ public struct PoolsConfigurationError: Error, CustomStringConvertible, Equatable
 }
 
 /// Walks the node tree, checking each key against what is allowed.
-private struct Reader {
+struct PoolsFileReader {
     let path: String
     let tiers: [String]
     let mlQueues: [String]
@@ -125,7 +140,7 @@ private struct Reader {
 
     static let poolKeys = [
         "name", "queues", "tier_policy", "concurrency", "fetch_batch", "shutdown_grace", "blas_threads",
-        "compute_threads", "batching", "processes", "metrics_port_base", "autoscale",
+        "compute_threads", "batching", "processes", "metrics_port_base", "autoscale", "retry", "timeouts",
     ]
     static let autoscaleKeys = [
         "target_wait", "scale_up_cooldown", "scale_down_window", "interval", "service_time", "target_utilisation",
@@ -266,6 +281,8 @@ private struct Reader {
             case "processes": processesNode = value
             case "metrics_port_base": pool.metricsPortBase = try integer(value, child, atLeast: 1)
             case "autoscale": pool.autoscale = try readAutoscale(value, key: child)
+            case "retry": pool.retryOverrides = try readRetry(value, key: child)
+            case "timeouts": pool.timeoutCaps = try readTimeouts(value, key: child)
             default: break
             }
         }

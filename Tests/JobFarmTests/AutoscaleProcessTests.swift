@@ -9,7 +9,8 @@ import RedisClient
 import Testing
 
 /// The run-time counter `complete` keeps, `jobfarm autoscale --once`, and `jobfarm supervise` scaling a pool up
-/// under a sudden backlog and back down once it is drained (the real binary against a real Redis).
+/// under a sudden backlog of 20,000 jobs and back down once it is drained, with its Prometheus targets file following
+/// (the real binary against a real Redis).
 @Suite("Autoscaling against Redis", .serialized, .enabled(if: TestRedis.available, "needs JOBFARM_TEST_REDIS_URL (scripts/test sets it)"))
 struct AutoscaleProcessTests {
     func writeConfig(_ text: String) throws -> String {
@@ -71,17 +72,22 @@ struct AutoscaleProcessTests {
         #expect(text.text.contains("standard 170 ready"), "\(text.text)")
     }
 
-    @Test(.timeLimit(.minutes(2))) func theSupervisorScalesUpUnderABacklogAndDownOnceDrainedLosingNothing() async throws {
+    @Test(.timeLimit(.minutes(3))) func theSupervisorScalesUpUnderABacklogAndDownOnceDrainedLosingNothing() async throws {
         let farm = try TestRedis.farm()
         let cooldown = 5.0, window = 6.0
+        // Each process serves /metrics on its own port; the targets file follows the scaling.
+        let portBase = Int.random(in: 30_000...50_000)
+        let targets = FileManager.default.temporaryDirectory.appendingPathComponent("targets-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: targets) }
         let path = try writeConfig("""
             pools:
               - name: burst
                 queues: default
-                concurrency: 8
-                fetch_batch: 4
+                concurrency: 16
+                fetch_batch: 16
                 shutdown_grace: 10
                 processes: {min: 1, max: 3}
+                metrics_port_base: \(portBase)
                 autoscale:
                   target_wait: {standard: 2}
                   interval: 0.5
@@ -91,7 +97,7 @@ struct AutoscaleProcessTests {
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let supervisor = try ChildProcess(
-            ["supervise", "--config", path, "--lease", "5", "--metrics-port", "0", "--log-level", "info"] + common(farm))
+            ["supervise", "--config", path, "--lease", "5", "--metrics-port", "0", "--log-level", "info", "--targets-file", targets] + common(farm))
         // On a failure, SIGTERM (not the SIGKILL of ChildProcess's deinit, which would leave its workers running).
         var stopped = false
         defer {
@@ -101,23 +107,31 @@ struct AutoscaleProcessTests {
                 while supervisor.process.isRunning && Date() < deadline { usleep(20_000) }
             }
         }
+        /// The ports the targets file lists for the pool.
+        func targetPorts() throws -> [Int] {
+            guard let data = FileManager.default.contents(atPath: targets),
+                  let groups = try JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return [] }
+            return groups.flatMap { ($0["targets"] as? [String] ?? []).compactMap { $0.split(separator: ":").last.flatMap { Int($0) } } }.sorted()
+        }
         try await eventually(timeout: .seconds(20), "one worker to register") { try await farm.workers().count == 1 }
+        #expect(try targetPorts() == [portBase])
         try await eventually(timeout: .seconds(10), "the metrics address") { supervisor.text.contains("metrics on http://") }
         let address = try #require(supervisor.text.split(separator: "\n").first { $0.contains("metrics on http://") }?
             .split(separator: " ").last.map(String.init))
         try await eventually(timeout: .seconds(10), "a first decision") { try await httpText(address).contains("jobfarm_desired_workers{pool=\"burst\"} 1.0") }
 
-        // A sudden backlog: 2,000 sleep jobs of 50 ms (12 s of work for 8 slots, about 4 s for 24).
-        let count = 2000
+        // A sudden backlog: 20,000 sleep jobs of 10 ms (12.5 s of sleep for 16 slots, about 4 s for 48).
+        let count = 20_000
         let enqueuedAt = ContinuousClock.now
-        _ = try await farm.enqueue((0..<count).map { _ in EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(0.05)])) })
+        let ids = try await farm.enqueue((0..<count).map { _ in EnqueueRequest(kind: "sleep", payload: .object(["seconds": .number(0.01), "steps": .number(1)])) })
         try await eventually(timeout: .seconds(cooldown), "a scale-up within the cooldown") { supervisor.text.contains("scaling pool burst from 1 to 3") }
         let scaledUpAfter = ContinuousClock.now - enqueuedAt
         #expect(try await httpText(address).contains("jobfarm_desired_workers{pool=\"burst\"} 3.0"))
         try await eventually(timeout: .seconds(20), "three workers to register") { try await farm.workers().count == 3 }
+        #expect(try targetPorts() == [portBase, portBase + 1, portBase + 2], "the targets file lists the new workers")
 
         // Drained, every job exactly once.
-        try await eventually(timeout: .seconds(60), "the backlog to drain") {
+        try await eventually(timeout: .seconds(90), "the backlog to drain") {
             try await farm.stats(queues: ["default"])[0].counters["succeeded"] ?? 0 >= count
         }
         let drainedAt = ContinuousClock.now
@@ -134,6 +148,7 @@ struct AutoscaleProcessTests {
             supervisor.text.components(separatedBy: "worker scaled in").count - 1 == 2
         }
         try await eventually(timeout: .seconds(10), "one worker left") { try await farm.workers().count == 1 }
+        #expect(try targetPorts() == [portBase], "the targets file forgets the workers scaled in")
         #expect(!supervisor.text.contains("worker exited; restarting it"), "a scaled-in worker is not restarted:\n\(supervisor.text)")
 
         let stats = try await farm.stats(queues: ["default"])[0]
@@ -142,9 +157,28 @@ struct AutoscaleProcessTests {
         #expect(stats.counters["run_count"] == count)
         #expect(stats.counters["retried"] == nil && stats.counters["reaped"] == nil && stats.dead == 0)
         #expect(stats.depth == 0 && stats.inflight == 0 && stats.scheduled == 0)
+        // Every job's own record: succeeded, in its first attempt, never lost its lease.
+        let client = RedisClient(configuration: farm.configuration.redis, name: "exactly-once")
+        defer { client.close() }
+        let keys = QueueKeys(namespace: farm.configuration.namespace, queue: "default")
+        var notOnce: [String] = []
+        for start in stride(from: 0, to: ids.count, by: 2000) {
+            let chunk = ids[start..<min(start + 2000, ids.count)]
+            let replies = try await client.send(chunk.map { RedisCommand("HMGET", keys.job($0), "state", "attempts", "lost") })
+            for (id, reply) in zip(chunk, replies) {
+                let fields = reply.array?.map(\.string) ?? []
+                if fields.count != 3 || fields[0] != "succeeded" || fields[1] != "1" || fields[2] != nil { notOnce.append("\(id): \(fields)") }
+            }
+        }
+        #expect(Set(ids).count == count)
+        #expect(notOnce.isEmpty, "\(notOnce.count) jobs did not succeed exactly once, e.g. \(notOnce.prefix(3))")
+        // The counters by tier and kind agree.
+        let outcomes = try await farm.outcomeCounts(queues: ["default"])
+        #expect(outcomes.first { $0.outcome == "enqueued" && $0.kind == "sleep" }?.count == count)
+        #expect(outcomes.first { $0.outcome == "succeeded" && $0.kind == "sleep" }?.count == count)
         // The window held the count after the drain (allow for the last jobs finishing before `succeeded` read).
         #expect(scaledDownAfter >= .seconds(window - 3), "scaled down \(scaledDownAfter) after the drain")
-        _ = scaledUpAfter
+        #expect(scaledUpAfter <= .seconds(cooldown))
 
         supervisor.signal(SIGTERM)
         #expect(await supervisor.waitForExit(timeout: .seconds(30)) == 0, "output:\n\(supervisor.text)")

@@ -49,6 +49,11 @@ struct MetricsProcessTests {
         #expect(queue.sum("jobfarm_queue_outcomes_total", ["queue": "m", "tier": "premium", "kind": "noop", "outcome": "succeeded"]) == 10)
         #expect(queue.sum("jobfarm_queue_outcomes_total", ["queue": "m", "tier": "free", "kind": "fail", "outcome": "dead_lettered"]) == 3)
         #expect(queue.sum("jobfarm_queue_outcomes_total", ["outcome": "retried"]) == 0)
+        // Enqueues by tier and kind (a mixed-tier call: the general enqueue script).
+        #expect(queue.type["jobfarm_jobs_enqueued_total"] == "counter")
+        #expect(queue.sum("jobfarm_jobs_enqueued_total", ["queue": "m", "tier": "premium", "kind": "noop"]) == 10)
+        #expect(queue.sum("jobfarm_jobs_enqueued_total", ["queue": "m", "tier": "free", "kind": "fail"]) == 3)
+        #expect(queue.sum("jobfarm_queue_outcomes_total", ["outcome": "enqueued"]) == 0, "enqueues are not attempts ended")
         #expect(queue.sum("jobfarm_queue_depth", ["queue": "m"]) == 0)
         #expect(queue.sum("jobfarm_queue_in_flight", ["queue": "m"]) == 0)
         #expect(queue.sum("jobfarm_queue_live_workers", ["queue": "m"]) == 1)

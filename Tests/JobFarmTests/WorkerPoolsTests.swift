@@ -174,6 +174,8 @@ struct PoolsConfigurationTests {
         let pools = try PoolsConfiguration.parse(yaml, cores: 2)
         #expect(pools.pools.map(\.name) == ["general", "ml"])
         #expect(pools.pools[0].maxProcesses == 4 && pools.pools[1].maxBatch == 32)
+        #expect(pools.pools[1].retryOverrides["inference"]?.maxAttempts == 5 && pools.pools[1].retryOverrides["inference"]?.capSeconds == 10)
+        #expect(pools.pools[1].timeoutCaps["train"]?.seconds == 1800)
         let sample = try #require(section.range(of: "```\n").flatMap { start in
             section[start.upperBound...].range(of: "\n```").map { String(section[start.upperBound..<$0.lowerBound]) }
         })

@@ -55,6 +55,8 @@ end
 -- Then per job: an idempotency key seen before answers the id stored under it; an id in use answers itself; the
 -- rest are written.
 local out, ready, fields, prefix, added = {}, {}, {}, {}, 0
+-- Created jobs by tier and kind (the envelope's `kind`), for the `enqueued <tier> <kind>` counters of `outcomes`.
+local created = {}
 for i = 0, n - 1 do
   local b = 4 + i * 5
   local id = ids[i + 1]
@@ -104,6 +106,10 @@ for i = 0, n - 1 do
       list[#list + 1] = id
     end
     added = added + 1
+    local kinds = created[tier]
+    if not kinds then kinds = {}; created[tier] = kinds end
+    local kind = string.match(ARGV[b + 2], '"kind"%s*:%s*"([^"\\]+)"') or 'unknown'
+    kinds[kind] = (kinds[kind] or 0) + 1
   end
 end
 for s = 1, #fields, 1000 do
@@ -116,6 +122,9 @@ for tier, list in pairs(ready) do
   wake(tier)
 end
 if added > 0 then redis.call('HINCRBY', P .. 'stats', 'enqueued', added) end
+for tier, kinds in pairs(created) do
+  for kind, c in pairs(kinds) do redis.pcall('HINCRBY', P .. 'outcomes', 'enqueued ' .. tier .. ' ' .. kind, c) end
+end
 
 if added == n then return added end
 return out

@@ -15,6 +15,26 @@ need(P .. 'stats', 'hash')
 need(PK, 'hash')
 need(TK, 'list')
 local head = qt .. ' ' .. tier .. ' '
+-- Enqueued counters by tier and kind (hash `outcomes`, field `enqueued <tier> <kind>`, best effort as in prelude's
+-- count_outcome): after the jobs the caller may send each kind of the call and its count (`kind, count, …`). All
+-- created: one HINCRBY per kind. Some duplicates: with one kind, its count of created; with several, the kind of each
+-- created entry read from its envelope. Nothing is counted there without the pairs.
+local function count_enqueued(created, fields)
+  local K = 5 + 2 * n
+  if ARGV[K] == nil then return end
+  if created == n or ARGV[K + 2] == nil then
+    for i = K, #ARGV - 1, 2 do
+      redis.pcall('HINCRBY', P .. 'outcomes', 'enqueued ' .. tier .. ' ' .. ARGV[i], created == n and tonumber(ARGV[i + 1]) or created)
+    end
+    return
+  end
+  local by = {}
+  for k = 2, #fields, 2 do
+    local kind = string.match(fields[k], '"kind"%s*:%s*"([^"\\]+)"') or 'unknown'
+    by[kind] = (by[kind] or 0) + 1
+  end
+  for kind, c in pairs(by) do redis.pcall('HINCRBY', P .. 'outcomes', 'enqueued ' .. tier .. ' ' .. kind, c) end
+end
 local ids, jks, seen, twice = {}, {}, {}, false
 for k = 1, n do
   local id = ARGV[3 + 2 * k]
@@ -39,6 +59,7 @@ if not (any_found or any_key or twice or skewed) then
   redis.call('LPUSH', TK, unpack(ids))
   wake(tier)
   redis.call('HINCRBY', P .. 'stats', 'enqueued', n)
+  count_enqueued(n)
   return n
 end
 local fields, list, taken, out = {}, {}, {}, {}
@@ -60,6 +81,7 @@ if #list > 0 then
   redis.call('LPUSH', TK, unpack(list))
   wake(tier)
   redis.call('HINCRBY', P .. 'stats', 'enqueued', #list)
+  count_enqueued(#list, fields)
 end
 if #list == n then return n end
 return out

@@ -214,10 +214,12 @@ local function take(tier, n)
             redis.call('HSET', jk, 'env', item, 'state', 'scheduled', 'tier', tier, 'qt', NOW, 'run_at', run_at)
             redis.call('ZADD', P .. 'scheduled', run_at, id)
             redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
+            redis.pcall('HINCRBY', P .. 'outcomes', 'enqueued ' .. tier .. ' ' .. obj.kind, 1)
             state = 'skip'
           else
             redis.call('HSET', jk, 'env', item, 'state', 'queued', 'tier', tier, 'qt', NOW)
             redis.call('HINCRBY', P .. 'stats', 'enqueued', 1)
+            redis.pcall('HINCRBY', P .. 'outcomes', 'enqueued ' .. tier .. ' ' .. obj.kind, 1)
             state, env = 'queued', item
             r = {nil, nil, nil, nil, nil, tostring(NOW)}
           end
