@@ -197,7 +197,8 @@ public enum SmallBatchKernel {
     public struct SplitCalibration: Sendable, CustomStringConvertible {
         public let sizeClass: SizeClass
         public let threads: Int
-        /// The largest batch up to which the split kernel beat OpenBLAS on as many threads (0: it lost at one row).
+        /// The largest batch from two rows up to which the split kernel beat OpenBLAS on as many threads (0: it
+        /// lost at two rows). A single row runs `sgemv` on the pass's OpenBLAS threads once limits are measured.
         public let limit: Int
         /// (batch, split-kernel seconds, OpenBLAS seconds) per batch timed.
         public let timings: [(batch: Int, split: Double, openBLAS: Double)]
@@ -247,14 +248,15 @@ public enum SmallBatchKernel {
                                 }
                             }
                             timings.append((batch, split, openBLAS))
-                            // The limit is the end of the leading run of wins: bigger batches need not be timed.
-                            if split > openBLAS { break }
+                            // The limit is the end of the leading run of wins from two rows: bigger batches need
+                            // not be timed. One row is `sgemv` against the split kernel and decides nothing here.
+                            if split > openBLAS && batch > 1 { break }
                         }
                     }
                 }
             }
             var lead = 0
-            for t in timings { if t.split <= t.openBLAS { lead = t.batch } else { break } }
+            for t in timings where t.batch > 1 { if t.split <= t.openBLAS { lead = t.batch } else { break } }
             results.append(SplitCalibration(sizeClass: sizeClass, threads: threads, limit: lead, timings: timings))
         }
         setSplitLimits(results.map(\.limit), threads: threads)
@@ -297,7 +299,10 @@ public enum SmallBatchKernel {
     /// (split, it streams the weights with several cores where `sgemv` uses one).
     public static func preferred(batch: Int, rows: Int, cols: Int, threads: Int) -> Bool {
         guard threads > 1 else { return preferred(batch: batch, rows: rows, cols: cols) }
-        return accelerated && batch >= 1 && batch <= batchLimit(rows: rows, cols: cols, threads: threads) && isEnabled
+        // Measured limits start at two rows (one row is OpenBLAS's `sgemv` on as many threads); unmeasured, a single
+        // row splits too.
+        let fewest = splitLimit(SizeClass(rows: rows, cols: cols), threads: threads) == nil ? 1 : 2
+        return accelerated && batch >= fewest && batch <= batchLimit(rows: rows, cols: cols, threads: threads) && isEnabled
             && splits(rows: rows, cols: cols)
     }
 
