@@ -104,7 +104,7 @@ private struct CountedJob: JobHandler {
 @Suite("Redis Cluster resharding and failover", .serialized,
        .enabled(if: TestRedis.clusterURL != nil, "needs redis-server and redis-cli with cluster support (scripts/test)"),
        .enabled(if: ProcessInfo.processInfo.environment["JOBFARM_TEST_CLUSTER_OPERATIONS"] == "1",
-                "not yet seen passing: set JOBFARM_TEST_CLUSTER_OPERATIONS=1 to run it"))
+                "off by default: starting its own cluster from the test process hangs under swift test (known gap in DESIGN-NOTES); JOBFARM_TEST_CLUSTER_OPERATIONS=1 runs it"))
 struct ClusterOperationsTests {
     func startWorker(_ farm: JobFarm, counter: RunCounter, queue: String, concurrency: Int = 8) -> (Worker, Task<Void, Error>) {
         var registry = HandlerRegistry()
