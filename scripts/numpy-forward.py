@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """NumPy's forward pass of a PyTorch-layout safetensors MLP, for `jobfarm bench blas --only inference`.
 
-Usage: numpy-forward.py MODEL.safetensors ROWS[,ROWS...] [--threads N]
+Usage: [OPENBLAS_NUM_THREADS=N] numpy-forward.py MODEL.safetensors ROWS[,ROWS...]
 
 Reads the file without safetensors or torch (the format is an 8-byte header length, a JSON header, raw tensors),
 runs `relu(x @ W.T + b)` per layer (no activation after the last) on random float32 rows, and prints one JSON

@@ -49,10 +49,12 @@ extension BenchBLASCommand {
         print("Inference jobs of a PyTorch-layout safetensors MLP \(Self.inferenceSizes.map(String.init).joined(separator: "→")) (net.0/net.2/net.4, ReLU), FP32")
 
         // NumPy in the same run.
+        // NumPy on its default threads, and on one thread as the worker runs an unbatched job's pass.
         let numpy = runNumPy(file: file.path)
+        let numpyOne = runNumPy(file: file.path, threads: 1)
         switch numpy {
         case .success(let figures):
-            print("NumPy: \(figures.openBLAS)")
+            print("NumPy: \(figures.openBLAS); again with OPENBLAS_NUM_THREADS=1")
         case .failure(let reason):
             print("NumPy: not run (\(reason)); the farm's forward pass below is OpenBLAS sgemm of the same shapes")
         }
@@ -64,7 +66,7 @@ extension BenchBLASCommand {
             """.utf8))
         BLASThreads.set(1)
         print("in the worker (envelope text → result text, one thread, no batching; best of 30 runs per phase), ms per job:")
-        print(" rows | form   | decode  forward  encode   total | NumPy forward | total ÷ NumPy")
+        print(" rows | form   | decode  forward  encode   total | NumPy forward (its threads / 1 thread) | total ÷ NumPy (its threads / 1 thread)")
         for rows in Self.inferenceRows {
             for binary in [true, false] {
                 let envelope = JobEnvelope(kind: "inference", queue: "ml", payload: try JSONValue(parsing: Self.inferencePayload(model: "bench-mlp", rows: rows, binary: binary))).encoded()
@@ -78,7 +80,9 @@ extension BenchBLASCommand {
                 let total = decode + forward + encode
                 var line = String(format: "%5d | %@ | %7.3f %8.3f %7.3f %7.3f", rows, binary ? "binary" : "JSON  ", decode * 1e3, forward * 1e3, encode * 1e3, total * 1e3)
                 if case .success(let figures) = numpy, let seconds = figures.seconds[rows] {
-                    line += String(format: " | %13.3f | %6.1f×", seconds * 1e3, total / seconds)
+                    let one = (try? numpyOne.get())?.seconds[rows]
+                    line += String(format: " | %13.3f / %6.3f | %6.1f× / %5.1f×", seconds * 1e3, (one ?? .nan) * 1e3,
+                                   total / seconds, total / (one ?? .nan))
                 }
                 print(line)
             }
@@ -102,7 +106,8 @@ extension BenchBLASCommand {
     }
 
     /// Runs `scripts/numpy-forward.py` on the same file; its first line of output is one JSON object.
-    func runNumPy(file: String) -> Result<NumPyFigures, NumPyUnavailable> {
+    /// `threads` sets `OPENBLAS_NUM_THREADS` for it (nil: NumPy's default).
+    func runNumPy(file: String, threads: Int? = nil) -> Result<NumPyFigures, NumPyUnavailable> {
         let script = URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("scripts/numpy-forward.py").path
         guard FileManager.default.fileExists(atPath: script) else { return .failure(.init(reason: "no \(script): run from the repository root")) }
         let process = Process()
@@ -111,6 +116,11 @@ extension BenchBLASCommand {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
+        if let threads {
+            var environment = ProcessInfo.processInfo.environment
+            environment["OPENBLAS_NUM_THREADS"] = String(threads)
+            process.environment = environment
+        }
         do { try process.run() } catch { return .failure(.init(reason: "python3 did not start: \(error)")) }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

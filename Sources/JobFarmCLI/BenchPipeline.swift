@@ -17,6 +17,19 @@ enum BenchPipeline {
         var total: Duration
     }
 
+    /// Starts a run of `pipeline` and polls it to its end; a run that did not succeed is an error.
+    static func runToEnd(_ pipeline: ValidatedPipeline, on farm: JobFarm, what: String) async throws -> (RunStart, Duration) {
+        let start = ContinuousClock.now
+        let run = try await farm.startRun(pipeline)
+        while true {
+            if let status = try await farm.runStatus(run.runID), status.isFinal {
+                guard status.state == "succeeded" else { throw CLIError(message: "the benchmark's \(what) ended \(status.state)") }
+                return (run, ContinuousClock.now - start)
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     static func chain(_ farm: JobFarm, steps: Int) async throws -> Figures {
         var yaml = "name: bench-chain\nqueue: chain\nsteps:\n"
         for index in 0..<steps {
@@ -38,16 +51,7 @@ enum BenchPipeline {
             configuration: WorkerConfiguration(queues: ["chain"], concurrency: 1, fetchBatch: 1), logger: logger)
         let task = Task { try await worker.run() }
         defer { worker.beginShutdown() }
-        let start = ContinuousClock.now
-        let run = try await farm.startRun(pipeline)
-        while true {
-            if let status = try await farm.runStatus(run.runID), status.isFinal {
-                guard status.state == "succeeded" else { throw CLIError(message: "the benchmark's chain ended \(status.state)") }
-                break
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let total = ContinuousClock.now - start
+        let (run, total) = try await runToEnd(pipeline, on: farm, what: "chain")
         worker.beginShutdown()
         _ = try? await task.value
         let times = clock.snapshot()
@@ -105,16 +109,7 @@ extension BenchPipeline {
             configuration: WorkerConfiguration(queues: ["fan"], concurrency: concurrency), logger: logger)
         let task = Task { try await worker.run() }
         defer { worker.beginShutdown() }
-        let start = ContinuousClock.now
-        let run = try await farm.startRun(pipeline)
-        while true {
-            if let status = try await farm.runStatus(run.runID), status.isFinal {
-                guard status.state == "succeeded" else { throw CLIError(message: "the benchmark's fan-out ended \(status.state)") }
-                break
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let total = ContinuousClock.now - start
+        let (run, total) = try await runToEnd(pipeline, on: farm, what: "fan-out")
         var times = clock.snapshot()
         let itemTimes = (0..<items).compactMap { times["\(run.runID).fan.\($0)"] }
         guard let rootEnd = times["\(run.runID).root"]?.end, let afterStart = times["\(run.runID).after"]?.start,
