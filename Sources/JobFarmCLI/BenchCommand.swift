@@ -332,14 +332,8 @@ struct BenchQueueCommand: AsyncParsableCommand {
 
     private func pickupLatency(_ farm: JobFarm, samples: Int) async throws -> (p50: Duration, p99: Duration) {
         let probe = PickupProbe()
-        var registry = HandlerRegistry()
-        registry.register(PickupProbeJob(probe: probe))
-        var logger = Logger(label: "bench.worker")
-        logger.logLevel = .error
-        let worker = Worker(
-            farm: farm, registry: registry,
-            configuration: WorkerConfiguration(queues: ["pickup"], concurrency: 1, fetchBatch: 1), logger: logger)
-        let task = Task { try await worker.run() }
+        let (worker, task) = startBenchWorker(farm, handler: PickupProbeJob(probe: probe), label: "bench.worker",
+                                              configuration: WorkerConfiguration(queues: ["pickup"], concurrency: 1, fetchBatch: 1))
         defer { worker.beginShutdown() }
         // Warm up: connections open, scripts loaded.
         for _ in 0..<20 { _ = try await roundTrip(farm, probe: probe) }
@@ -393,6 +387,17 @@ struct BenchQueueCommand: AsyncParsableCommand {
         guard ceiling > 0 else { return "" }
         return inverse ? String(format: "= %.1f %@", value / ceiling, what) : String(format: "ratio %.3f %@", value / ceiling, what)
     }
+}
+
+/// A worker in this process running one benchmark handler (logging errors only), started: the worker and its task.
+func startBenchWorker<H: JobHandler>(_ farm: JobFarm, handler: H, label: String,
+                                     configuration: WorkerConfiguration) -> (Worker, Task<Void, Error>) {
+    var registry = HandlerRegistry()
+    registry.register(handler)
+    var logger = Logger(label: label)
+    logger.logLevel = .error
+    let worker = Worker(farm: farm, registry: registry, configuration: configuration, logger: logger)
+    return (worker, Task { try await worker.run() })
 }
 
 /// The handler whose start time the pickup benchmark measures.

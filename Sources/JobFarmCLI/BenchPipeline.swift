@@ -17,6 +17,15 @@ enum BenchPipeline {
         var total: Duration
     }
 
+    /// The benchmark's own pipeline, validated; a mistake in it is an error naming which one.
+    static func validated(_ yaml: String, file: String, what: String) throws -> ValidatedPipeline {
+        do throws(DefinitionErrors) {
+            return try ValidatedPipeline.validate(yaml: yaml, file: file, knownKinds: nil)
+        } catch {
+            throw CLIError(message: "the benchmark's \(what) does not validate: \(error)")
+        }
+    }
+
     /// Starts a run of `pipeline` and polls it to its end; a run that did not succeed is an error.
     static func runToEnd(_ pipeline: ValidatedPipeline, on farm: JobFarm, what: String) async throws -> (RunStart, Duration) {
         let start = ContinuousClock.now
@@ -35,21 +44,10 @@ enum BenchPipeline {
         for index in 0..<steps {
             yaml += "  - {id: s\(index), kind: \(ChainStepJob.kind)\(index > 0 ? ", needs: [s\(index - 1)]" : "")}\n"
         }
-        let pipeline: ValidatedPipeline
-        do throws(DefinitionErrors) {
-            pipeline = try ValidatedPipeline.validate(yaml: yaml, file: "bench-chain.yaml", knownKinds: nil)
-        } catch {
-            throw CLIError(message: "the benchmark's chain does not validate: \(error)")
-        }
+        let pipeline = try validated(yaml, file: "bench-chain.yaml", what: "chain")
         let clock = ChainClock()
-        var registry = HandlerRegistry()
-        registry.register(ChainStepJob(clock: clock))
-        var logger = Logger(label: "bench.chain")
-        logger.logLevel = .error
-        let worker = Worker(
-            farm: farm, registry: registry,
-            configuration: WorkerConfiguration(queues: ["chain"], concurrency: 1, fetchBatch: 1), logger: logger)
-        let task = Task { try await worker.run() }
+        let (worker, task) = startBenchWorker(farm, handler: ChainStepJob(clock: clock), label: "bench.chain",
+                                              configuration: WorkerConfiguration(queues: ["chain"], concurrency: 1, fetchBatch: 1))
         defer { worker.beginShutdown() }
         let (run, total) = try await runToEnd(pipeline, on: farm, what: "chain")
         worker.beginShutdown()
@@ -93,21 +91,10 @@ extension BenchPipeline {
               - {id: fan, kind: \(ChainStepJob.kind), needs: [root], for_each: "${steps.root.result}"}
               - {id: after, kind: \(ChainStepJob.kind), needs: [fan]}
             """
-        let pipeline: ValidatedPipeline
-        do throws(DefinitionErrors) {
-            pipeline = try ValidatedPipeline.validate(yaml: yaml, file: "bench-fan.yaml", knownKinds: nil)
-        } catch {
-            throw CLIError(message: "the benchmark's fan-out does not validate: \(error)")
-        }
+        let pipeline = try validated(yaml, file: "bench-fan.yaml", what: "fan-out")
         let clock = ChainClock()
-        var registry = HandlerRegistry()
-        registry.register(ChainStepJob(clock: clock, rootItems: items))
-        var logger = Logger(label: "bench.fan")
-        logger.logLevel = .error
-        let worker = Worker(
-            farm: farm, registry: registry,
-            configuration: WorkerConfiguration(queues: ["fan"], concurrency: concurrency), logger: logger)
-        let task = Task { try await worker.run() }
+        let (worker, task) = startBenchWorker(farm, handler: ChainStepJob(clock: clock, rootItems: items), label: "bench.fan",
+                                              configuration: WorkerConfiguration(queues: ["fan"], concurrency: concurrency))
         defer { worker.beginShutdown() }
         let (run, total) = try await runToEnd(pipeline, on: farm, what: "fan-out")
         var times = clock.snapshot()
