@@ -98,10 +98,10 @@ struct BatchStatusCommand: AsyncParsableCommand {
             }
             status = read
             if !wait || status.isComplete || ContinuousClock.now >= deadline { break }
-            if interactive { FileHandle.standardError.write(Data(("\r\u{1B}[K" + Self.bar(status.counts)).utf8)) }
+            if interactive { ProgressLine.show(Self.bar(status.counts)) }
             try await Task.sleep(for: .milliseconds(250))
         }
-        if wait && interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if wait && interactive { ProgressLine.clear() }
         print(Self.describe(status))
         if wait {
             if !status.isComplete { throw CLIError(message: "batch \(id) is not complete after \(Int(timeout)) s (`jobfarm batch status \(id) --wait` follows it on)") }
@@ -111,8 +111,7 @@ struct BatchStatusCommand: AsyncParsableCommand {
 
     /// `████░░░ 9,990/10,000 ended  (running 3, dead 10)`.
     static func bar(_ counts: BatchCounts, width: Int = 30) -> String {
-        let filled = counts.total == 0 ? width : counts.ended * width / counts.total
-        return String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        ProgressLine.bar(done: counts.ended, of: counts.total, width: width)
             + " \(counts.ended)/\(counts.total) ended  (running \(counts.running), dead \(counts.dead), cancelled \(counts.cancelled))"
     }
 

@@ -94,16 +94,13 @@ struct PipelineStatusCommand: AsyncParsableCommand {
             last = status
             if status.isFinal || ContinuousClock.now >= deadline { break }
             if interactive {
-                let width = 30
-                let total = max(1, status.steps.count)
-                let filled = status.endedSteps * width / total
                 let running = status.steps.filter { $0.state == "running" }.map(\.id).joined(separator: ", ")
-                let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-                FileHandle.standardError.write(Data("\r\u{1B}[K\(bar) \(status.endedSteps)/\(status.steps.count) steps  \(running)".utf8))
+                let bar = ProgressLine.bar(done: status.endedSteps, of: max(1, status.steps.count))
+                ProgressLine.show("\(bar) \(status.endedSteps)/\(status.steps.count) steps  \(running)")
             }
             try await Task.sleep(for: .milliseconds(250))
         }
-        if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if interactive { ProgressLine.clear() }
         guard let status = last else { return }
         print(describe(status))
         if !status.isFinal { throw CLIError(message: "run \(runID) is still running after \(Int(timeout)) s (`jobfarm pipeline status \(runID) --wait` follows it on)") }

@@ -32,13 +32,11 @@ struct StatusCommand: AsyncParsableCommand {
             try await farm.wait(for: id, queue: queue, timeout: .milliseconds(Int64(timeout * 1000))) { status in
                 guard interactive, !status.state.isTerminal else { return }
                 let fraction = status.progress ?? 0
-                let width = 30
-                let filled = Int(fraction * Double(width))
-                let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+                let bar = ProgressLine.bar(filled: Int(fraction * 30))
                 FileHandle.standardError.write(Data("\r\(status.state.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(bar) \(Int(fraction * 100))%  ".utf8))
             }
         }
-        if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if interactive { ProgressLine.clear() }
         if json { printJSON(status.json) } else { printStatus(status) }
         if status.state != .succeeded { throw ExitCode(2) }
     }
