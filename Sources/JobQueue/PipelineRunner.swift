@@ -244,7 +244,7 @@ extension JobFarm {
     func applyNotices(_ notices: [(String, String?)], queue: String, on client: RedisClient) async throws {
         if notices.isEmpty { return }
         let prefix = keys(queue).prefix
-        var advances: [(run: LoadedRun, request: RedisRequest)] = []
+        var advances: [RunAdvance] = []
         for (id, text) in notices {
             guard let text else { continue }
             guard let notice = try? JSONValue(parsing: text), let runID = notice["run"]?.stringValue, let step = notice["step"]?.stringValue else {
@@ -254,30 +254,11 @@ extension JobFarm {
             let item = notice["item"]?.stringValue.flatMap { Int($0) }
             let end = RunNoticeEnd(state: notice["state"]?.stringValue ?? "", result: notice["result"]?.stringValue ?? "",
                                    error: notice["error"]?.stringValue ?? "", reason: notice["reason"]?.stringValue ?? "")
-            guard let run = try await loadRun(runID, on: client), let definition = run.pipeline.step(step) else { continue }
-            let (state, result, reason) = Self.endState(end, of: definition, params: run.params)
-            advances.append((run, .script(Scripts.runAdvance, keys: [runPrefix(runID)], arguments: [
-                runID, notice["job"]?.stringValue ?? id, step, item.map(String.init) ?? "", state, result, reason,
-            ])))
-        }
-        if !advances.isEmpty {
-            let replies = try await retrying(for: .seconds(10), what: Scripts.runAdvance.name) {
-                try await client.pipeline(advances.map(\.request))
-            }
-            var ended: [String: Bool] = [:]
-            for ((run, _), reply) in zip(advances, replies) {
-                let advance = try Self.advanceReply(reply)
-                if advance.gone { continue }
-                try await enqueueClaims(advance.claims, of: run, on: client)
-                ended[run.id] = (ended[run.id] ?? false) || advance.outcome != nil
-            }
-            if !ended.isEmpty {
-                _ = try await client.send(ended.map { runID, done in
-                    done ? RedisCommand("ZREM", runsIndex, runID)
-                         : RedisCommand("ZADD", runsIndex, "XX", String(WallClock.nowMilliseconds()), runID)
-                })
+            if let advance = try await prepareAdvance(end, job: notice["job"]?.stringValue ?? id, runID: runID, step: step, item: item, on: client) {
+                advances.append(advance)
             }
         }
+        try await advanceRuns(advances, on: client)
         let ids = notices.map(\.0)
         _ = try await client.send([RedisCommand("MULTI"), RedisCommand(["ZREM", prefix + "run-ends"] + ids),
                                    RedisCommand(["HDEL", prefix + "run-ends:data"] + ids), RedisCommand("EXEC")])
@@ -292,16 +273,44 @@ extension JobFarm {
         var reason: String
     }
 
-    /// Applies one job's end to its run outside a notice (the sweeper): `runAdvance`, the claimed steps, the touch.
-    func applyEnd(_ end: RunNoticeEnd, job: String, runID: String, step: String, item: Int?, on client: RedisClient) async throws {
-        guard let run = try await loadRun(runID, on: client), let definition = run.pipeline.step(step) else { return }
+    /// A `runAdvance` call for one job's end, with the run it advances.
+    typealias RunAdvance = (run: LoadedRun, request: RedisRequest)
+
+    /// The `runAdvance` call for a job's end (its step's end state decided here); nil for a run or step that no
+    /// longer exists.
+    func prepareAdvance(_ end: RunNoticeEnd, job: String, runID: String, step: String, item: Int?, on client: RedisClient) async throws -> RunAdvance? {
+        guard let run = try await loadRun(runID, on: client), let definition = run.pipeline.step(step) else { return nil }
         let (state, result, reason) = Self.endState(end, of: definition, params: run.params)
-        let advance = try Self.advanceReply(try await runScript(Scripts.runAdvance, runID: runID, arguments: [
-            job, step, item.map(String.init) ?? "", state, result, reason,
-        ], on: client))
-        if advance.gone { return }
-        try await enqueueClaims(advance.claims, of: run, on: client)
-        try await touchRun(runID, ended: advance.outcome != nil, on: client)
+        return (run, .script(Scripts.runAdvance, keys: [runPrefix(runID)], arguments: [
+            runID, job, step, item.map(String.init) ?? "", state, result, reason,
+        ]))
+    }
+
+    /// Runs the `runAdvance` calls in one pipeline, enqueues the steps they claimed, and touches each run once
+    /// (`jf:runs`: removed when it ended, else its time renewed).
+    func advanceRuns(_ advances: [RunAdvance], on client: RedisClient) async throws {
+        if advances.isEmpty { return }
+        let replies = try await retrying(for: .seconds(10), what: Scripts.runAdvance.name) {
+            try await client.pipeline(advances.map(\.request))
+        }
+        var ended: [String: Bool] = [:]
+        for ((run, _), reply) in zip(advances, replies) {
+            let advance = try Self.advanceReply(reply)
+            if advance.gone { continue }
+            try await enqueueClaims(advance.claims, of: run, on: client)
+            ended[run.id] = (ended[run.id] ?? false) || advance.outcome != nil
+        }
+        if ended.isEmpty { return }
+        _ = try await client.send(ended.map { runID, done in
+            done ? RedisCommand("ZREM", runsIndex, runID)
+                 : RedisCommand("ZADD", runsIndex, "XX", String(WallClock.nowMilliseconds()), runID)
+        })
+    }
+
+    /// Applies one job's end to its run outside a notice (the sweeper).
+    func applyEnd(_ end: RunNoticeEnd, job: String, runID: String, step: String, item: Int?, on client: RedisClient) async throws {
+        guard let advance = try await prepareAdvance(end, job: job, runID: runID, step: step, item: item, on: client) else { return }
+        try await advanceRuns([advance], on: client)
     }
 
     /// The step's end state, result and reason for `runAdvance`: `pass_when` decides a succeeded job's.
