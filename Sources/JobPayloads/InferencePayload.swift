@@ -255,7 +255,7 @@ public struct InferencePayload: KindPayload {
             if problems.count - before < limit { problems.append(PayloadProblem(pointer, detail)) } else { extra += 1 }
         }
         for (index, row) in items.enumerated() {
-            let rowPointer = PayloadPointer.appending("/inputs", index)
+            var rowPointer: String { PayloadPointer.appending("/inputs", index) }  // built only for a problem
             guard case .array(let numbers) = row else {
                 report(rowPointer, "row \(index) is \(row.kindDescription), not an array of numbers")
                 continue

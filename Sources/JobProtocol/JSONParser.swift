@@ -151,9 +151,16 @@ public struct JSONParser {
                 index += 1
                 return .array(items)
             }
+            // Rows of numbers are the large arrays here: start them at 16 rather than growing from 1.
+            items.reserveCapacity(16)
             while true {
                 skipWhitespace()
-                items.append(try value(depth: depth + 1))
+                // Rows of numbers: straight to the number reader.
+                if index < bytes.count, bytes[index] &- UInt8(ascii: "0") < 10 || bytes[index] == UInt8(ascii: "-") {
+                    items.append(.number(try number()))
+                } else {
+                    items.append(try value(depth: depth + 1))
+                }
                 skipWhitespace()
                 guard index < bytes.count else { throw failure("unterminated array") }
                 if bytes[index] == UInt8(ascii: ",") {
@@ -251,7 +258,125 @@ public struct JSONParser {
 
         /// Reads a number, checking the JSON grammar; the significant digits are gathered on the way so that most
         /// numbers need no `strtod` (`FloatText.double`).
+        ///
+        /// The usual number (at most 19 digits, the fraction's read eight at a time) takes one pass without
+        /// per-digit bookkeeping; anything else, errors included, is read again by `numberCarefully`.
         mutating func number() throws(Failure) -> Double {
+            let start = index
+            let count = bytes.count
+            let base = bytes.baseAddress!
+            var i = index
+            let negative = base[i] == UInt8(ascii: "-")
+            if negative { i += 1 }
+            let integerStart = i
+            var mantissa: UInt64 = 0
+            Self.readDigits(base, count, &i, &mantissa)
+            var digits = i - integerStart
+            guard digits > 0, digits == 1 || base[integerStart] != UInt8(ascii: "0") else { return try numberCarefully() }
+            var exponent = 0
+            var simple = true
+            if i < count, base[i] == UInt8(ascii: ".") {
+                simple = false
+                i += 1
+                let fractionStart = i
+                Self.readDigits(base, count, &i, &mantissa)
+                let fractionDigits = i - fractionStart
+                guard fractionDigits > 0 else { return try numberCarefully() }
+                digits += fractionDigits
+                exponent = -fractionDigits
+            }
+            // 19 digits always fit in 64 bits; more, and the careful reader keeps the first 19.
+            guard digits <= 19 else { return try numberCarefully() }
+            if i < count, base[i] == UInt8(ascii: "e") || base[i] == UInt8(ascii: "E") {
+                simple = false
+                i += 1
+                var exponentNegative = false
+                if i < count, base[i] == UInt8(ascii: "+") || base[i] == UInt8(ascii: "-") {
+                    exponentNegative = base[i] == UInt8(ascii: "-")
+                    i += 1
+                }
+                let exponentStart = i
+                var written = 0
+                while i < count {
+                    let digit = base[i] &- UInt8(ascii: "0")
+                    guard digit < 10 else { break }
+                    if written < 100_000 { written = written * 10 + Int(digit) }
+                    i += 1
+                }
+                guard i > exponentStart else { return try numberCarefully() }
+                exponent += exponentNegative ? -written : written
+            }
+            index = i
+            if simple && mantissa < 1 << 62 {
+                let integer = Int64(mantissa)
+                if negative && integer == 0 { return -0.0 }
+                return Double(negative ? -integer : integer)
+            }
+            guard let value = FloatText.double(bytes: UnsafeBufferPointer(rebasing: bytes[start..<i]), mantissa: mantissa,
+                                               exponent: exponent, truncated: false, negative: negative) else {
+                index = start
+                return try numberCarefully()
+            }
+            return value
+        }
+
+        /// Appends the decimal digits at `i` to `mantissa` (wrapping past 19 digits: the caller counts them),
+        /// eight bytes at a time while eight can be read.
+        @inline(__always)
+        static func readDigits(_ base: UnsafePointer<UInt8>, _ count: Int, _ i: inout Int, _ mantissa: inout UInt64) {
+            while i + 8 <= count {
+                let chunk = UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))
+                let leading = leadingDigits(chunk)
+                if leading == 8 {
+                    mantissa = mantissa &* 100_000_000 &+ eightDigits(chunk)
+                    i += 8
+                    continue
+                }
+                if leading > 0 {
+                    // The `leading` digits moved to the low decimal places, '0's in front of them.
+                    let shift = UInt64(8 * (8 - leading))
+                    let padded = (chunk << shift) | (0x3030_3030_3030_3030 >> UInt64(8 * leading))
+                    mantissa = mantissa &* powersOfTen[leading] &+ eightDigits(padded)
+                    i += leading
+                }
+                return
+            }
+            while i < count {
+                let digit = base[i] &- UInt8(ascii: "0")
+                guard digit < 10 else { return }
+                mantissa = mantissa &* 10 &+ UInt64(digit)
+                i += 1
+            }
+        }
+
+        /// How many of the eight bytes of `chunk` (little-endian, the first in the low byte) are ASCII digits
+        /// before the first that is not.
+        @inline(__always)
+        static func leadingDigits(_ chunk: UInt64) -> Int {
+            // Per byte b: zero exactly when 0x30 ≤ b ≤ 0x39 (high nibble of b and of b + 6 both 3). A carry out of
+            // a non-digit byte can only disturb the bytes after it, which are not counted.
+            let high: UInt64 = 0xF0F0_F0F0_F0F0_F0F0, threes: UInt64 = 0x3030_3030_3030_3030
+            let notDigit = ((chunk & high) ^ threes) | (((chunk &+ 0x0606_0606_0606_0606) & high) ^ threes)
+            return notDigit.trailingZeroBitCount >> 3
+        }
+
+        /// 10^0 … 10^8.
+        static let powersOfTen: [UInt64] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000]
+
+        /// The value of eight ASCII digits (little-endian in `chunk`, the first digit in the low byte).
+        @inline(__always)
+        static func eightDigits(_ chunk: UInt64) -> UInt64 {
+            var value = chunk &- 0x3030_3030_3030_3030
+            value = (value &* 10) &+ (value >> 8)
+            let mask: UInt64 = 0x0000_00FF_0000_00FF
+            let high: UInt64 = 100 &+ (1_000_000 << 32)
+            let low: UInt64 = 1 &+ (10_000 << 32)
+            return (((value & mask) &* high) &+ (((value >> 16) & mask) &* low)) >> 32
+        }
+
+        /// The number at `index` read digit by digit, keeping the first 19 significant digits; reports every
+        /// grammar error.
+        mutating func numberCarefully() throws(Failure) -> Double {
             let start = index
             var negative = false
             if bytes[index] == UInt8(ascii: "-") {
