@@ -96,21 +96,26 @@ public enum PayloadCompression {
     /// Payloads at least this long are sampled before being compressed whole (16 KiB).
     public static let sampleThreshold = 16 << 10
 
-    /// `input` compressed for an envelope, or nil when that would not make the envelope smaller: the compressed
-    /// bytes travel as base64 (4/3 of their size), so a payload must shrink below 3/4 of its size to gain anything.
-    /// Payloads of 16 KiB and more are judged first on a 4 KiB sample from their middle, where a tensor's base64 data
-    /// lies: random float bytes in base64 shrink only to about 3/4, and compressing 175 KB of them (512 rows × 64
-    /// float32) cost more than the rest of the job (docs/BENCHMARKS.md, "Binary tensors").
+    /// `input` compressed for an envelope, or nil when compressing does not at least halve the envelope's share of it
+    /// (the compressed bytes travel as base64, 4/3 of their size, so zlib must bring them to 3/8).
+    ///
+    /// Why halve, not merely shrink: the cost is time on both sides — deflate at level 1 runs at ~100 MB/s on
+    /// high-entropy text, and the worker inflates, checks the CRC and decodes base64 again — against bytes that
+    /// cost little on a local network. JSON rows of float numbers (digits with little repetition) shrink to about
+    /// 0.65 of their size as base64: compressing 340 KB of them cost the producer ~4 ms and the worker ~2 ms, more
+    /// than parsing them, to save a third of the bytes (docs/BENCHMARKS.md, "Binary tensors and JSON numbers").
+    /// Repetitive JSON (the same keys row after row) shrinks far more and is still compressed.
+    /// Payloads of 16 KiB and more are judged first on a 4 KiB sample from their middle, so that neither a tensor's
+    /// base64 data nor rows of numbers are deflated whole to find out.
     public static func compressIfWorthIt(_ input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         let sampleSize = 4096
         if input.count >= sampleThreshold {
             let start = (input.count - sampleSize) / 2
             let sample = Array(UnsafeBufferPointer(rebasing: input[start..<(start + sampleSize)]))
-            // The sample must shrink below 0.7 of its size (with the base64 of the envelope, 0.93).
-            if compress(sample).count * 10 > sampleSize * 7 { return nil }
+            if compress(sample).count * 8 > sampleSize * 3 { return nil }
         }
         let output = compress(Array(input))
-        return output.count * 4 / 3 + 4 < input.count ? output : nil
+        return (output.count * 4 / 3 + 4) * 2 <= input.count ? output : nil
     }
 
     /// `compressIfWorthIt` of an array.
