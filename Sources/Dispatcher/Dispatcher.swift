@@ -28,6 +28,8 @@ public struct Dispatcher: Sendable {
     public let replica: String
     /// The submissions' Redis connections: concurrent requests share their round trips (RedisCoalescer.swift).
     public let redis: RedisCoalescer
+    /// Concurrent submissions for one queue and tier merged into one script call (SubmissionMerger.swift).
+    public let merger: SubmissionMerger
     /// The replicas live now, as last seen: the per-replica rate limiter's divisor while Redis is away.
     public let liveReplicas: LiveReplicas
     /// The model registry as the Open Inference Protocol routes read it (InferenceProtocol.swift).
@@ -49,6 +51,7 @@ public struct Dispatcher: Sendable {
         try configuration.validate()
         let redis = RedisCoalescer(clients: (0..<2).map { RedisClient(configuration: farm.configuration.redis, name: "dispatcher-\($0)") })
         self.redis = redis
+        self.merger = SubmissionMerger(farm: farm, redis: redis)
         let replica = configuration.outbox.resolvedReplica(port: configuration.port)
         let outboxPath = configuration.outbox.resolvedPath(replica: replica)
         let liveReplicas = LiveReplicas(replica: replica, namespace: farm.configuration.namespace)

@@ -37,16 +37,38 @@ extension RedisPipelining {
 ///
 /// Nothing here waits on a timer: a caller that finds a connection idle sends at once (no added latency at low load).
 public final class RedisCoalescer: RedisPipelining {
-    private struct Waiter {
-        var requests: [RedisRequest]
-        var continuation: CheckedContinuation<[RESPValue], any Error>
+    /// One caller's requests and the continuation its replies resume, once: by the round trip's replies, by its
+    /// deadline (the sweep) or by its task's cancellation, whichever comes first.
+    private final class Call: Sendable {
+        let requests: [RedisRequest]
+        let deadline: ContinuousClock.Instant?
+        let limit: Duration
+        private let continuation: Mutex<CheckedContinuation<[RESPValue], any Error>?>
+
+        init(_ requests: [RedisRequest], limit: Duration?, continuation: CheckedContinuation<[RESPValue], any Error>) {
+            self.requests = requests
+            self.limit = limit ?? .zero
+            self.deadline = limit.map { ContinuousClock.now + $0 }
+            self.continuation = Mutex(continuation)
+        }
+
+        func resume(_ result: Result<[RESPValue], any Error>) {
+            continuation.withLock { taken in
+                defer { taken = nil }
+                return taken
+            }?.resume(with: result)
+        }
     }
 
     private struct State {
-        var waiting: [Waiter] = []
+        var waiting: [Call] = []
         var waitingRequests = 0
         /// Indices into `clients` with no round trip in flight.
         var idle: [Int]
+        /// The calls of the round trip in flight on each connection.
+        var inFlight: [Int: [Call]] = [:]
+        /// Whether the deadline sweep runs (it ends when no call with a deadline is left).
+        var sweeping = false
     }
 
     private let clients: [RedisClient]
@@ -69,15 +91,40 @@ public final class RedisCoalescer: RedisPipelining {
 
     public func pipeline(_ requests: [RedisRequest], blockingFor: Duration = .zero) async throws -> [RESPValue] {
         precondition(blockingFor == .zero, "a coalesced round trip cannot block: use a RedisClient of its own")
+        return try await pipeline(requests, within: nil)
+    }
+
+    /// `pipeline(_:)` that throws `RedisCallTimedOut` when the replies have not come within `limit` (the round trip
+    /// goes on; its replies are dropped), or `CancellationError` when the calling task is cancelled first.
+    ///
+    /// One sweep task per coalescer keeps every caller's deadline, where racing each call against a timer of its
+    /// own cost two tasks and a timer per submission.
+    public func pipeline(_ requests: [RedisRequest], within limit: Duration?) async throws -> [RESPValue] {
         if requests.isEmpty { return [] }
-        return try await withCheckedThrowingContinuation { continuation in
-            let start: (client: Int, batch: [Waiter])? = state.withLock { state in
-                state.waiting.append(Waiter(requests: requests, continuation: continuation))
-                state.waitingRequests += requests.count
-                guard let client = state.idle.popLast() else { return nil }
-                return (client, Self.take(&state, upTo: maxRequests))
+        let box = Mutex<Call?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let call = Call(requests, limit: limit, continuation: continuation)
+                box.withLock { $0 = call }
+                let (start, sweep): ((client: Int, batch: [Call])?, Bool) = state.withLock { state in
+                    state.waiting.append(call)
+                    state.waitingRequests += requests.count
+                    var sweep = false
+                    if call.deadline != nil && !state.sweeping {
+                        state.sweeping = true
+                        sweep = true
+                    }
+                    guard let client = state.idle.popLast() else { return (nil, sweep) }
+                    let batch = Self.take(&state, upTo: maxRequests)
+                    state.inFlight[client] = batch
+                    return ((client, batch), sweep)
+                }
+                if sweep { Task { await self.sweepDeadlines() } }
+                if let start { launch(client: start.client, batch: start.batch) }
+                if Task.isCancelled { call.resume(.failure(CancellationError())) }
             }
-            if let start { launch(client: start.client, batch: start.batch) }
+        } onCancel: {
+            box.withLock { $0 }?.resume(.failure(CancellationError()))
         }
     }
 
@@ -86,13 +133,13 @@ public final class RedisCoalescer: RedisPipelining {
         for client in clients { client.close() }
     }
 
-    /// The waiters of the next round trip: the oldest first, at least one, up to `limit` requests.
-    private static func take(_ state: inout State, upTo limit: Int) -> [Waiter] {
+    /// The calls of the next round trip: the oldest first, at least one, up to `limit` requests.
+    private static func take(_ state: inout State, upTo limit: Int) -> [Call] {
         var count = 0
         var taken = 0
-        for waiter in state.waiting {
-            if taken > 0 && count + waiter.requests.count > limit { break }
-            count += waiter.requests.count
+        for call in state.waiting {
+            if taken > 0 && count + call.requests.count > limit { break }
+            count += call.requests.count
             taken += 1
         }
         let batch = Array(state.waiting.prefix(taken))
@@ -101,36 +148,74 @@ public final class RedisCoalescer: RedisPipelining {
         return batch
     }
 
-    private func launch(client index: Int, batch: [Waiter]) {
+    private func launch(client index: Int, batch: [Call]) {
         Task { await self.serve(client: index, first: batch) }
     }
 
     /// Sends batches on one connection until nobody waits, then marks it idle.
-    private func serve(client index: Int, first: [Waiter]) async {
+    private func serve(client index: Int, first: [Call]) async {
         var batch = first
         while true {
-            let requests = batch.flatMap(\.requests)
+            let requests = batch.count == 1 ? batch[0].requests : batch.flatMap(\.requests)
             counters.withLock { $0.roundTrips += 1; $0.requests += requests.count }
             do {
                 let replies = try await clients[index].pipeline(requests)
                 var offset = 0
-                for waiter in batch {
-                    let count = waiter.requests.count
-                    waiter.continuation.resume(returning: Array(replies[offset..<offset + count]))
+                for call in batch {
+                    let count = call.requests.count
+                    call.resume(.success(Array(replies[offset..<offset + count])))
                     offset += count
                 }
             } catch {
-                for waiter in batch { waiter.continuation.resume(throwing: error) }
+                for call in batch { call.resume(.failure(error)) }
             }
-            let next: [Waiter]? = state.withLock { state in
+            let next: [Call]? = state.withLock { state in
                 if state.waiting.isEmpty {
                     state.idle.append(index)
+                    state.inFlight[index] = nil
                     return nil
                 }
-                return Self.take(&state, upTo: maxRequests)
+                let next = Self.take(&state, upTo: maxRequests)
+                state.inFlight[index] = next
+                return next
             }
             guard let next else { return }
             batch = next
+        }
+    }
+
+    /// Fails the calls whose deadline has passed (waiting ones are taken out of the queue; those in a round trip
+    /// are answered now and their replies dropped later), waking at the earliest deadline left, at least every
+    /// 100 ms; ends when no call with a deadline is left.
+    private func sweepDeadlines() async {
+        var wake = ContinuousClock.now + .milliseconds(100)
+        while true {
+            try? await Task.sleep(until: wake, clock: .continuous)
+            let now = ContinuousClock.now
+            let (expired, earliest): ([Call], ContinuousClock.Instant?) = state.withLock { state in
+                var expired: [Call] = []
+                var earliest: ContinuousClock.Instant?
+                func check(_ call: Call) -> Bool {
+                    guard let deadline = call.deadline else { return false }
+                    if deadline <= now { return true }
+                    earliest = earliest.map { min($0, deadline) } ?? deadline
+                    return false
+                }
+                state.waiting.removeAll { call in
+                    guard check(call) else { return false }
+                    expired.append(call)
+                    state.waitingRequests -= call.requests.count
+                    return true
+                }
+                for batch in state.inFlight.values {
+                    for call in batch where check(call) { expired.append(call) }
+                }
+                if earliest == nil { state.sweeping = false }
+                return (expired, earliest)
+            }
+            for call in expired { call.resume(.failure(RedisCallTimedOut(limit: call.limit))) }
+            guard let earliest else { return }
+            wake = min(earliest, ContinuousClock.now + .milliseconds(100))
         }
     }
 }

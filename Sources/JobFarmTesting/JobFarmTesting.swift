@@ -175,6 +175,18 @@ public final class OwnRedisServer: @unchecked Sendable {
         self.process = nil
     }
 
+    /// SIGSTOP: Redis keeps its connections open and answers nothing (a server hung or cut off), until `resume()`.
+    public func pause() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGSTOP)
+    }
+
+    /// SIGCONT after `pause()`: Redis answers what it was sent meanwhile.
+    public func resume() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGCONT)
+    }
+
     /// Credentials for SHUTDOWN when the server requires them.
     public var authUser: String?
     public var authPassword: String?

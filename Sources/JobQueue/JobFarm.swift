@@ -45,6 +45,14 @@ public final class JobFarm: Sendable {
     /// The Redis server's clock as this process last measured it: server ms minus local wall-clock ms, and when.
     let serverClock = Mutex<(offset: Int64, measured: ContinuousClock.Instant)?>(nil)
 
+    /// Redis' clock from the last `TIME` when that is under a minute old and succeeded, else nil (no Redis call).
+    func knownServerMilliseconds() -> Int64? {
+        guard let known = serverClock.withLock({ $0 }), ContinuousClock.now - known.measured < .seconds(60), known.offset != .min else {
+            return nil
+        }
+        return WallClock.nowMilliseconds() + known.offset
+    }
+
     /// The Redis server's time in ms, estimated from a `TIME` taken at most a minute ago (one round trip when older),
     /// placed a millisecond early so that it is not ahead of the server; `nil` when `TIME` fails.
     func estimatedServerMilliseconds() async -> Int64? {

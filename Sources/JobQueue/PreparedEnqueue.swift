@@ -19,7 +19,11 @@ extension JobFarm {
     /// to run now, no idempotency key, at most 1,000 jobs. `nil` otherwise (use `enqueue(_:)`).
     /// Throws what `enqueue` throws for an invalid request. Ids are chosen here: sending the requests again after a
     /// connection error never makes a job twice.
-    public func prepareEnqueue(_ jobs: [EnqueueRequest]) async throws -> PreparedEnqueue? {
+    ///
+    /// The call stamps the jobs with Redis' clock as last measured (`TIME`, at most a minute old); with
+    /// `refreshingClock: false` it never asks Redis, and answers nil when the measure is older than that (a caller
+    /// that bounds its Redis calls in time can then bound the `TIME` too, through `enqueue(_:)` or a second call).
+    public func prepareEnqueue(_ jobs: [EnqueueRequest], refreshingClock: Bool = true) async throws -> PreparedEnqueue? {
         guard let first = jobs.first, jobs.count <= 1000 else { return nil }
         let tier = first.tier ?? configuration.defaultTier
         for job in jobs {
@@ -35,7 +39,7 @@ extension JobFarm {
             guard delayMs == 0 else { return nil }
             envelopes.append(env)
         }
-        guard let serverNow = await estimatedServerMilliseconds() else { return nil }
+        guard let serverNow = refreshingClock ? await estimatedServerMilliseconds() : knownServerMilliseconds() else { return nil }
         let queue = first.queue
         var lastPayload: JSONValue?
         var lastPayloadText = ""
