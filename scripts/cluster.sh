@@ -4,9 +4,14 @@
 # Starts six redis-server processes with cluster mode on, joins them (`redis-cli --cluster create … --cluster-replicas 1`)
 # and waits until every node reports cluster_state:ok. Sets JOBFARM_CLUSTER_PIDS, JOBFARM_CLUSTER_DIR and
 # JOBFARM_CLUSTER_URL (redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…). $1: the node timeout in ms (default 1000: a
-# failover test sees a replica promoted within a few seconds).
+# failover test sees a replica promoted within a few seconds). $2: the address the nodes announce and clients use
+# (default 127.0.0.1; scripts/cluster-demo gives a bridge's, reachable from network namespaces); they also listen on
+# 127.0.0.1.
 start_test_cluster() {
-    local timeout=${1:-1000} ports=() taken=() port node
+    local timeout=${1:-1000} address=${2:-127.0.0.1} ports=() taken=() port node
+    local bind=(127.0.0.1) announce=()
+    # Another address than loopback: reachable from other hosts (namespaces), so protected mode must be off.
+    if [ "$address" != 127.0.0.1 ]; then bind+=("$address"); announce=(--cluster-announce-ip "$address" --protected-mode no); fi
     JOBFARM_CLUSTER_DIR=$(mktemp -d -t jobfarm-test-cluster.XXXXXX)
     JOBFARM_CLUSTER_PIDS=()
     for _ in 1 2 3 4 5 6; do
@@ -23,7 +28,7 @@ start_test_cluster() {
         taken+=("$port" "$((port + 10000))")
         node="$JOBFARM_CLUSTER_DIR/$port"
         mkdir -p "$node"
-        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
+        redis-server --port "$port" --bind "${bind[@]}" ${announce[@]+"${announce[@]}"} --cluster-enabled yes --cluster-config-file "$node/nodes.conf" \
             --cluster-node-timeout "$timeout" --save "" --appendonly no --dir "$node" --maxmemory 64mb \
             --hash-max-listpack-value 1024 --logfile "$node/redis.log" --daemonize no &
         JOBFARM_CLUSTER_PIDS+=($!)
@@ -32,7 +37,7 @@ start_test_cluster() {
         ( wait_for_redis "$port" ) || { tail -n 20 "$JOBFARM_CLUSTER_DIR/$port/redis.log" >&2 2>/dev/null; die "the test cluster node on port $port did not start (its log above)"; }
     done
     local addresses=()
-    for port in "${ports[@]}"; do addresses+=("127.0.0.1:$port"); done
+    for port in "${ports[@]}"; do addresses+=("$address:$port"); done
     redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >"$JOBFARM_CLUSTER_DIR/create.log" 2>&1 \
         || { cat "$JOBFARM_CLUSTER_DIR/create.log" >&2; die "redis-cli --cluster create failed (log above)"; }
     for port in "${ports[@]}"; do
