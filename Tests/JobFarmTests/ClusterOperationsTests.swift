@@ -69,6 +69,8 @@ final class ThrowawayCluster: @unchecked Sendable {
             set -euo pipefail
             source scripts/lib.sh
             source scripts/cluster.sh
+            # A start that fails stops the nodes it started (the test never learns their pids).
+            trap '[ $? = 0 ] || stop_test_cluster' EXIT
             start_test_cluster \(nodeTimeout)
             { echo "$JOBFARM_CLUSTER_URL"; echo "$JOBFARM_CLUSTER_DIR"; echo "${JOBFARM_CLUSTER_PIDS[*]}"; } > "$1"
             """, arguments: [out])
