@@ -9,9 +9,9 @@ import Synchronization
 /// short waits does not open and close it each time): the scripts publish only while someone listens, so an idle
 /// subscription would make every job transition of the farm publish an event.
 ///
-/// On a Redis Cluster the scripts publish only while their own node counts a listener (`PUBSUB NUMPAT`, per node), so
-/// there is one such connection per master: every node counts one, and each gets every message (a cluster forwards a
-/// `PUBLISH` to every node): a waiter is woken once per master, and re-reads its job that many times.
+/// On a Redis Cluster the waiters use sharded pub/sub instead (`SSUBSCRIBE`, PROTOCOL.md §14): one subscription per
+/// waited queue, on the master that owns the queue's slot (`ShardedSubscriber` follows the slot when it moves and
+/// after a failover), and the scripts `SPUBLISH` on that node alone while it counts a sharded listener.
 final class JobEvents: Sendable {
     private struct State {
         /// One per node listened to (every master of a cluster); empty while closed.
@@ -28,6 +28,8 @@ final class JobEvents: Sendable {
         var streams: [String: [Int: (signal: AsyncSignal, progress: Bool)]] = [:]
         /// Bumped whenever the last waiter leaves: a pending close goes ahead only if no waiter came and went since.
         var idleMark = 0
+        /// On a cluster: one sharded subscription per waited queue, and whether it was live at least once.
+        var sharded: [String: (subscriber: ShardedSubscriber, live: Bool)] = [:]
     }
 
     private let configuration: JobFarmConfiguration
@@ -41,17 +43,13 @@ final class JobEvents: Sendable {
     }
 
     /// Whether the pub/sub subscription is open (or opening).
-    var isSubscribed: Bool { state.withLock { !$0.subscribers.isEmpty } }
+    var isSubscribed: Bool { state.withLock { !$0.subscribers.isEmpty || !$0.sharded.isEmpty } }
 
-    /// Starts the subscription if needed and waits (up to `limit`) until it is live.
+    /// Starts the subscription if needed and waits (up to `limit`) until it is live. On a cluster it starts nothing
+    /// (the subscription is per queue: `listen(queue:)`).
     func start(waitingUpTo limit: Duration = .seconds(3)) async {
-        var nodes = [configuration.redis]
-        if configuration.redis.isCluster, state.withLock({ $0.subscribers.isEmpty }) {
-            // One subscription per master (read from the slot map once; a failover later is a known gap).
-            let client = RedisClient(configuration: configuration.redis, name: "events-map")
-            if let masters = try? await client.masters() { nodes = masters.map(configuration.redis.clusterNode) }
-            client.close()
-        }
+        if configuration.redis.isCluster { return }
+        let nodes = [configuration.redis]
         let started: [RedisSubscriber] = state.withLock { state in
             if !state.subscribers.isEmpty { return [] }
             state.generation += 1
@@ -105,7 +103,7 @@ final class JobEvents: Sendable {
         let mark: Int? = state.withLock { state in
             state.streams[id]?.removeValue(forKey: token)
             if state.streams[id]?.isEmpty == true { state.streams[id] = nil }
-            guard state.streams.isEmpty, !state.subscribers.isEmpty else { return nil }
+            guard state.streams.isEmpty, !state.subscribers.isEmpty || !state.sharded.isEmpty else { return nil }
             state.idleMark += 1
             return state.idleMark
         }
@@ -118,18 +116,61 @@ final class JobEvents: Sendable {
     }
 
     private func closeIfIdle(mark: Int) {
-        let idle: [RedisSubscriber] = state.withLock { state in
-            guard state.streams.isEmpty, state.idleMark == mark else { return [] }
+        let (idle, idleSharded): ([RedisSubscriber], [ShardedSubscriber]) = state.withLock { state in
+            guard state.streams.isEmpty, state.idleMark == mark else { return ([], []) }
             let subscribers = state.subscribers
+            let sharded = state.sharded.values.map(\.subscriber)
             state.subscribers = []
+            state.sharded = [:]
             state.ready = false
-            return subscribers
+            return (subscribers, sharded)
         }
         for subscriber in idle { subscriber.stop() }
+        for subscriber in idleSharded { subscriber.stop() }
     }
 
     func stop() {
-        for subscriber in state.withLock({ $0.subscribers }) { subscriber.stop() }
+        let (subscribers, sharded) = state.withLock { ($0.subscribers, $0.sharded.values.map(\.subscriber)) }
+        for subscriber in subscribers { subscriber.stop() }
+        for subscriber in sharded { subscriber.stop() }
+    }
+
+    /// On a cluster: makes sure the sharded subscription to `queue`'s event channel is open, waiting (up to `limit`)
+    /// until it is live. Returns true when it had to open or wait for it, so that the caller reads its job again
+    /// (an event may have gone out before the subscription was live); false on one server and when it was live.
+    func listen(queue: String, waitingUpTo limit: Duration = .seconds(3)) async -> Bool {
+        guard configuration.redis.isCluster else { return false }
+        let channel = QueueKeys(namespace: configuration.namespace, queue: queue).events
+        // Only the waiter that opens it waits for it; one that finds it opening waits for events, re-reading every
+        // 5 s at worst, and is signalled when it goes live.
+        let subscriber: ShardedSubscriber? = state.withLock { state in
+            if state.sharded[queue] != nil { return nil }
+            let subscriber = ShardedSubscriber(
+                configuration: configuration.redis, channel: channel,
+                onReady: { [weak self] in self?.shardedConnected(queue: queue) },
+                onMessage: { [weak self] channel, body in self?.deliver(channel: channel, body: body) })
+            state.sharded[queue] = (subscriber, false)
+            return subscriber
+        }
+        guard let subscriber else { return false }
+        subscriber.start()
+        // Polled: this wait happens once per queue and process (until the linger closes it), and a subscription that
+        // cannot be made (the cluster down) must not hold the waiter past `limit`.
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline, !(state.withLock { $0.sharded[queue]?.live ?? true }) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return true
+    }
+
+    private func shardedConnected(queue: String) {
+        let all = state.withLock { state -> [AsyncSignal] in
+            guard state.sharded[queue] != nil else { return [] }
+            state.sharded[queue]?.live = true
+            return state.streams.values.flatMap(\.values).map(\.signal)
+        }
+        // Messages may have been missed while the subscription moved: every waiter re-reads its job.
+        for signal in all { signal.fire() }
     }
 
     private func connected(generation: Int, index: Int) {
@@ -184,6 +225,8 @@ extension JobFarm {
                 throw JobFarmError.notFound("no job \(id)\(queue.map { " in queue \($0)" } ?? ""): never enqueued, or removed after the retention period")
             }
             knownQueue = status.queue
+            // On a cluster the subscription is per queue, known from the first read: read again once it is live.
+            if await events.listen(queue: status.queue) { continue }
             onUpdate?(status)
             if status.state.isTerminal { return status }
             let remaining = deadline - clock.now

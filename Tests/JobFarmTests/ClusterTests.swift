@@ -247,6 +247,53 @@ struct ClusterTests {
         #expect(try await farm.stats(queues: ["durable"])[0].counters["enqueued"] == 2)
     }
 
+    /// A waiter whose client was given one master only is woken by the event of a job on a queue another master
+    /// owns: its sharded subscription (`SSUBSCRIBE`) is on the queue's own master, and the scripts `SPUBLISH` there.
+    @Test func aWaiterIsWokenByAJobOnAQueueOfAnotherMaster() async throws {
+        let farm = try TestRedis.farm(on: .cluster)
+        let client = try client()
+        defer { client.close() }
+        let masters = try await client.masters()
+        let ownerOfSlot = try await slotOwners(client)
+        var queue = "w0"
+        for n in 0..<200 where ownerOfSlot(ClusterSlot.of("w\(n)")) != masters[0] {
+            queue = "w\(n)"
+            break
+        }
+        let home = try #require(ownerOfSlot(ClusterSlot.of(queue)))
+        #expect(home != masters[0])
+        var throughOne = farm.configuration
+        throughOne.redis = try RedisConfiguration(url: "redis+cluster://\(masters[0])")
+        let waiter = try JobFarm(configuration: throughOne)
+        let channel = QueueKeys(namespace: farm.configuration.namespace, queue: queue).events
+        for _ in 0..<2 {
+            let id = try await farm.enqueue(EnqueueRequest(kind: "echo", queue: queue, payload: .object([:])))
+            let waiting = Task { try await waiter.wait(for: id, timeout: .seconds(20)) }
+            try await eventually(timeout: .seconds(5), "the waiter subscribed on the queue's master") {
+                let plain = try node(home)
+                defer { plain.close() }
+                return try await plain.send([RedisCommand("PUBSUB", "SHARDNUMSUB", channel)])[0].array?[1].int == 1
+            }
+            // Run the job now: the waiter has just read it (queued), so only the event can wake it before its 5 s
+            // re-read.
+            let started = ContinuousClock.now
+            let fetcher = try self.client("fetch")
+            defer { fetcher.close() }
+            let jobs = try await farm.awaitAndFetch(queues: [queue], count: 1, worker: "w", timeout: .seconds(2), on: fetcher)
+            let job = try #require(jobs.first)
+            #expect(try await farm.report([(job, .succeeded(result: "true"))], queue: queue, on: fetcher).isEmpty)
+            #expect(try await waiting.value.state == .succeeded)
+            #expect(ContinuousClock.now - started < .seconds(3), "woken \(ContinuousClock.now - started) after the job ran: by the 5 s re-read, not the event")
+        }
+        // No classic subscription anywhere: the waiter listens only where its queue lives.
+        for master in masters {
+            let plain = try node(master)
+            defer { plain.close() }
+            #expect(try await plain.send([RedisCommand("PUBSUB", "NUMPAT")])[0].int == 0)
+        }
+        #expect(waiter.listensForEvents)
+    }
+
     /// slot → master, from `CLUSTER SLOTS`.
     func slotOwners(_ client: RedisClient) async throws -> @Sendable (Int) -> String? {
         let reply = try await client.execute("CLUSTER", "SLOTS")

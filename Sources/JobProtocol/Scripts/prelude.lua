@@ -111,13 +111,18 @@ local function back_to_front(id, jk, tier)
   redis.call('RPUSH', P .. 't:' .. tier, id)
   wake(tier)
 end
--- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free.
+-- Events go out only while someone listens (a waiter, the dispatcher): a PUBLISH per job is not free. Classic
+-- subscribers (PSUBSCRIBE/SUBSCRIBE, one server) get PUBLISH; sharded ones (SSUBSCRIBE, a cluster's waiters on the
+-- queue's own master) get SPUBLISH, which a cluster delivers within the queue's shard only.
 local LISTENING = nil
+local SHARDED = nil
 local function publish(id, what)
   if LISTENING == nil then
     LISTENING = redis.call('PUBSUB', 'NUMPAT') > 0 or redis.call('PUBSUB', 'NUMSUB', P .. 'events')[2] > 0
+    SHARDED = redis.call('PUBSUB', 'SHARDNUMSUB', P .. 'events')[2] > 0
   end
   if LISTENING then redis.call('PUBLISH', P .. 'events', id .. ' ' .. what) end
+  if SHARDED then redis.call('SPUBLISH', P .. 'events', id .. ' ' .. what) end
 end
 local function add_history(jk, record)
   local h = redis.call('HGET', jk, 'history')
