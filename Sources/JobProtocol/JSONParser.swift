@@ -178,7 +178,15 @@ public struct JSONParser {
         mutating func string() throws(Failure) -> String {
             index += 1
             let start = index
-            // Fast path: no escapes.
+            // Fast path: no escapes. Eight bytes at a time while none of them is '"', '\\' or a control character
+            // (a base64 tensor is a string of ~100 KB), then byte by byte.
+            if let base = bytes.baseAddress {
+                while index + 8 <= bytes.count {
+                    let chunk = UInt64(littleEndian: UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self))
+                    guard !Self.hasSpecialStringByte(chunk) else { break }
+                    index += 8
+                }
+            }
             while index < bytes.count {
                 let byte = bytes[index]
                 if byte == UInt8(ascii: "\"") {
@@ -358,6 +366,16 @@ public struct JSONParser {
             let high: UInt64 = 0xF0F0_F0F0_F0F0_F0F0, threes: UInt64 = 0x3030_3030_3030_3030
             let notDigit = ((chunk & high) ^ threes) | (((chunk &+ 0x0606_0606_0606_0606) & high) ^ threes)
             return notDigit.trailingZeroBitCount >> 3
+        }
+
+        /// True when one of the eight bytes of `chunk` may be '"', '\\' or below 0x20 (never false when one is;
+        /// the byte loop after it decides).
+        @inline(__always)
+        static func hasSpecialStringByte(_ chunk: UInt64) -> Bool {
+            let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+            func hasZeroByte(_ x: UInt64) -> Bool { (x &- ones) & ~x & highs != 0 }
+            return hasZeroByte(chunk ^ 0x2222_2222_2222_2222) || hasZeroByte(chunk ^ 0x5C5C_5C5C_5C5C_5C5C)
+                || (chunk &- 0x2020_2020_2020_2020) & ~chunk & highs != 0
         }
 
         /// 10^0 … 10^8.

@@ -28,6 +28,26 @@ struct JSONParserTests {
         #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(text) }
     }
 
+    @Test func stringsAreReadTheSameWhereverTheirSpecialBytesFallInAnEightByteBlock() throws {
+        // The fast path scans eight bytes at a time: put each special byte at every offset of a block.
+        for length in 0..<20 {
+            let plain = String(repeating: "a", count: length)
+            #expect(try JSONParser.parse("\"\(plain)\"") == .string(plain))
+            for offset in 0...length {
+                let head = String(plain.prefix(offset)), tail = String(plain.dropFirst(offset))
+                for (escaped, meant) in [("\\\"", "\""), ("\\\\", "\\"), ("\\n", "\n"), ("\\u00e9", "é"), ("é", "é")] {
+                    #expect(try JSONParser.parse("\"\(head)\(escaped)\(tail)\"") == .string(head + meant + tail), "\(head)\(escaped)\(tail)")
+                }
+                #expect(throws: JSONParser.Failure.self) { try JSONParser.parse("\"\(head)\u{1}\(tail)\"") }
+                #expect(throws: JSONParser.Failure.self) { try JSONParser.parse("\"\(head)\u{1F}\(tail)\"") }
+                #expect(throws: JSONParser.Failure.self) { try JSONParser.parse("\"\(head)\(tail)") }
+            }
+        }
+        // Bytes 0x20 and 0x7F and multi-byte UTF-8 are plain string bytes.
+        let mixed = String(repeating: " ~\u{7F}€😀", count: 9)
+        #expect(try JSONParser.parse("\"\(mixed)\"") == .string(mixed))
+    }
+
     @Test func refusesDeepNesting() {
         let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
         #expect(throws: JSONParser.Failure.self) { try JSONParser.parse(deep) }
