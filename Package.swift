@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "JobQueue", targets: ["JobQueue"]),
         .library(name: "JobWorker", targets: ["JobWorker"]),
         .library(name: "Dispatcher", targets: ["Dispatcher"]),
+        // The Swift client of `jobfarm serve` for frontends (Sources/JobFarmClient).
+        .library(name: "JobFarmClient", targets: ["JobFarmClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -24,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         // Pipeline and schedule files (Sources/Pipelines), workers.yaml (Sources/WorkerPools); the dispatcher's tests read docs/openapi.yaml with it.
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        // JobFarmClient's HTTP (already in the graph through Hummingbird's testing target).
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // System libraries (Debian -dev packages). hiredis without pkg-config: its .pc file adds -D_FILE_OFFSET_BITS=64,
@@ -82,6 +86,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.embedInCode("openapi.yaml")]),
+        // The Swift client of the dispatcher's HTTP API (`JobFarmClient`): thin over AsyncHTTPClient, no Redis.
+        .target(name: "JobFarmClient", dependencies: [
+            "JobProtocol",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // Worker pools: workers.yaml (parsed with Yams, checked) and the supervisor that runs each pool's processes.
         .target(name: "WorkerPools", dependencies: [
             "JobQueue", "JobProtocol", "RedisClient",
@@ -142,7 +153,7 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "DispatcherTests", dependencies: [
-            "Dispatcher", "JobFarmTesting", "JobQueue", "JobProtocol", "JobPayloads", "JobWorker", "JobKinds", "MLJobs", "RedisClient",
+            "Dispatcher", "JobFarmClient", "JobFarmTesting", "JobQueue", "JobProtocol", "JobPayloads", "JobWorker", "JobKinds", "MLJobs", "RedisClient",
             "ModelStore", "Compute",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),

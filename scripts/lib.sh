@@ -116,6 +116,25 @@ ensure_numpy() {
     export JOBFARM_TEST_PYTHON
 }
 
+# Finds a python3 with `requests` for the Python example of the HTTP API (docs/examples/submit.py); installs it (PyPI)
+# into a virtualenv of the project's own when the system's python3 has none. Exports its path as JOBFARM_REQUESTS_PYTHON.
+ensure_requests() {
+    local venv=".build-tools/requests"
+    command -v python3 >/dev/null || die "python3 is needed for the Python example's test; install python3 (apt-get install python3 python3-venv)"
+    if python3 -c 'import requests' >/dev/null 2>&1; then
+        JOBFARM_REQUESTS_PYTHON=$(command -v python3)
+    else
+        if ! "$venv/bin/python" -c 'import requests' >/dev/null 2>&1; then
+            say "installing requests (PyPI) into $venv for the Python example's test"
+            make_venv "$venv" "for the Python example's test"
+            "$venv/bin/pip" install -q --disable-pip-version-check 'requests>=2.28' >/dev/null \
+                || die "pip install requests into $venv failed; run '$venv/bin/pip install requests' to see why"
+        fi
+        JOBFARM_REQUESTS_PYTHON="$PWD/$venv/bin/python"
+    fi
+    export JOBFARM_REQUESTS_PYTHON
+}
+
 # Finds promtool (Debian's `prometheus` package) for the alert-rule tests, installing the package when it is missing.
 # Exports its path as JOBFARM_PROMTOOL; when it cannot be installed, says so and the tests that need it skip.
 ensure_promtool() {

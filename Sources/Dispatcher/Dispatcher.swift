@@ -222,13 +222,14 @@ public struct Dispatcher: Sendable {
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
         if let spooled = try await spooledStatus(id: id) { return Self.json(.ok, spooled) }
         let farm = self.farm
-        guard let status = try await redisCall({ try await farm.status(id: id) }) else { throw Problem.notFound(job: id) }
+        let status = try Self.visible(try await redisCall({ try await farm.status(id: id) }), id: id)
         return Self.json(.ok, Self.statusJSON(status))
     }
 
     func cancel(id: String) async throws -> Response {
         guard JobID.isValid(id) else { throw Problem.notFound(job: id) }
         if let spooled = try await cancelSpooled(id: id) { return spooled }
+        try await requireVisible(id: id)
         let farm = self.farm
         let outcome: String
         switch try await redisCall({ try await farm.cancel(id: id) }) {
@@ -256,6 +257,7 @@ public struct Dispatcher: Sendable {
         let (spooled, spent) = try await waitWhileSpooled(id: id, upTo: timeout)
         if let spooled { return Self.json(.ok, spooled) }
         guard breaker.mayAllowCall else { throw redisUnavailable() }
+        try await requireVisible(id: id)
         let farm = self.farm
         let limit = max(.zero, timeout - spent)
         do {

@@ -26,7 +26,7 @@ extension Dispatcher {
         // The job must exist before the stream starts: an unknown id is a 404, not an empty stream.
         var first = try await spooledStatus(id: id)
         if first == nil {
-            guard let status = try await redisCall({ try await farm.status(id: id) }) else { throw Problem.notFound(job: id) }
+            let status = try Self.visible(try await redisCall({ try await farm.status(id: id) }), id: id)
             first = Self.statusJSON(status)
             if status.state.isTerminal, JobEventID.of(status) <= seen { return Response(status: .noContent) }
         }

@@ -37,7 +37,7 @@ extension Dispatcher: OutboxGaugeSource {
     /// otherwise (or when Redis does not answer in time) durably into the outbox (`spooled`).
     /// Ids are chosen before Redis is tried, so a job spooled after a call that may have landed is the same job.
     func place(_ submitted: [EnqueueRequest]) async throws -> Placement {
-        var jobs = submitted
+        var jobs = ownedByCaller(submitted)
         for index in jobs.indices where jobs[index].id == nil { jobs[index].id = makeJobID() }
         // While the outbox holds jobs, new ones go behind them: this replica's submissions reach Redis in order.
         if outbox.depth == 0, breaker.allowsCall() {
@@ -130,6 +130,7 @@ extension Dispatcher: OutboxGaugeSource {
     /// The status of job `id` when this replica's outbox holds it.
     func spooledStatus(id: String) async throws -> JSONValue? {
         guard let entry = try await outbox.entry(id: id) else { return nil }
+        guard Self.callerMaySee(trace: entry.request.trace) else { throw Problem.notFound(job: id) }
         let job = entry.request
         let state = entry.cancelled ? "cancelled" : (job.runAt.map { $0 > WallClock.nowMilliseconds() } ?? false) ? "scheduled" : "queued"
         var object: [String: JSONValue] = [
@@ -144,6 +145,7 @@ extension Dispatcher: OutboxGaugeSource {
 
     /// Cancels job `id` in the outbox; nil when the outbox does not hold it (cancel it in Redis then).
     func cancelSpooled(id: String) async throws -> Response? {
+        if let entry = try await outbox.entry(id: id), !Self.callerMaySee(trace: entry.request.trace) { throw Problem.notFound(job: id) }
         switch try await outbox.cancel(id: id) {
         case .absent: return nil
         case .cancelled:

@@ -37,6 +37,8 @@ public struct JobStatus: Sendable, Equatable {
     public var worker: String?
     public var history: [AttemptRecord]
     public var cancelRequested: Bool
+    /// The envelope's `trace` (propagation fields; the dispatcher records the submitting tenant there as `tenant`).
+    public var trace: [String: String] = [:]
 
     /// A JSON view for `jobfarm status --json` and the HTTP API.
     public var json: JSONValue {
@@ -146,7 +148,7 @@ extension JobFarm {
             progress: state == .succeeded ? 1 : fields["progress"].flatMap { Double($0) },
             result: fields["result"].flatMap { try? JSONValue(parsing: $0) },
             error: fields["error"], reason: fields["reason"], worker: fields["worker"], history: history,
-            cancelRequested: fields["cancel"] != nil)
+            cancelRequested: fields["cancel"] != nil, trace: envelope?.trace ?? [:])
     }
 
     /// Statistics of the given queues (all known queues when `nil`), one script call each, pipelined.

@@ -8,8 +8,8 @@ import Synchronization
 import Testing
 
 /// The routes are written by hand, so these tests hold them to docs/openapi.yaml: the same operations, every
-/// answer of the HTTP tests valid against it (`DispatcherClient`), schemathesis finding nothing, and the README's
-/// curl examples running as written.
+/// answer of the HTTP tests valid against it (`DispatcherClient`), and schemathesis finding nothing. The README's
+/// curl examples run in `APIExamplesTests`.
 @Suite("Dispatcher against docs/openapi.yaml")
 struct ContractTests {
     @Test func theRoutesAreExactlyTheDocumentsOperations() throws {
@@ -45,34 +45,6 @@ struct ContractTests {
                 }
             }
         }
-    }
-
-    @Test(.enabled(if: TestRedis.available, "needs JOBFARM_TEST_REDIS_URL"), .timeLimit(.minutes(1)))
-    func readmeCurlExamplesRun() async throws {
-        let readme = try String(contentsOf: PackagePaths.root.appendingPathComponent("README.md"), encoding: .utf8)
-        let block = try #require(codeBlock(readme, info: "sh http-examples"), "README.md has no ```sh http-examples block")
-        #expect(block.hasPrefix("api=http://127.0.0.1:8080"))
-        let farm = try TestRedis.farm()
-        let (key, _) = try await apiKeys(farm).create(tenant: "acme", tiers: farm.configuration.tiers, isOperator: true)
-        let configuration = DispatcherConfiguration(port: 0, authentication: .apiKeys)
-        let output = try await withTestWorker(farm: farm, registry: .builtins(), queues: nil, concurrency: 2) { _ in
-            try await waitUntilRegistered(farm)
-            return try await withDispatcher(farm: farm, configuration: configuration) { api in
-                try await shell("set -euo pipefail\nexport JOBFARM_API_KEY=\(key)\n"
-                                + block.replacingOccurrences(of: "api=http://127.0.0.1:8080", with: "api=\(api.base)"))
-            }
-        }
-        for expected in ["\"status\":\"ok\"", "\"status\":\"ready\"", "\"state\":\"succeeded\"", "\"result\":{\"hello\":1}",
-                         "\"outcome\":\"already_finished\"", "\"workersServing\":1", "\"pointer\":\"/kind\"", "\"pointer\":\"/tier\"",
-                         "\"name\":\"default\"", "openapi: 3.1.0", "\"status\":401", "jobfarm_jobs_submitted_total{", "event: final",
-                         "\"error\":\"disk full\"", "\"history\":[", "\"dryRun\":true,\"malformed\":[]",
-                         "\"count\":1,\"dryRun\":false"] {
-            #expect(output.contains(expected), "missing \(expected) in:\n\(output)")
-        }
-        // The retried submission: the same id twice, the second time replayed.
-        let ids = output.matches(of: /id ([0-9A-Z]{26}[.a-z0-9-]*)\n/).map { String($0.output.1) }
-        #expect(ids.count == 2 && ids[0] == ids[1], "\(output)")
-        #expect(output.lowercased().contains("idempotent-replayed: true"), "\(output)")
     }
 
     /// schemathesis (PyPI) against the running service: every operation, generated and boundary bodies including
