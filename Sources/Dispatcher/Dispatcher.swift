@@ -38,7 +38,7 @@ public struct Dispatcher: Sendable {
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"),
         ("GET", "/readyz"), ("GET", "/openapi.yaml"), ("GET", "/metrics"),
-    ] + inferenceProtocolOperations + deadLetterOperations
+    ] + inferenceProtocolOperations + deadLetterOperations + registryOperations
 
     /// The contract, embedded at build time from docs/openapi.yaml.
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
@@ -122,6 +122,7 @@ public struct Dispatcher: Sendable {
         }
         addInferenceProtocolRoutes(to: router)
         addDeadLetterRoutes(to: router)
+        addRegistryRoutes(to: router)
         return router
     }
 
@@ -132,6 +133,8 @@ public struct Dispatcher: Sendable {
         switch validator.single(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let job):
+            let missing = await missingReferences([("/payload", job.kind, body["payload"] ?? .null)])
+            if !missing.isEmpty { throw Self.invalid(Problems(missing)) }
             let admitted = try await admit([job], body: body, request: request, route: "/v1/jobs") { try await place($0) }
             return await acceptedResponse([job], admitted, bulk: false)
         }
@@ -142,6 +145,8 @@ public struct Dispatcher: Sendable {
         switch validator.bulk(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let jobs):
+            let missing = await missingReferences(Self.bulkPayloads(body, jobs))
+            if !missing.isEmpty { throw Self.invalid(Problems(missing)) }
             // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
             let admitted = try await admit(jobs, body: body, request: request, route: "/v1/jobs:bulk") { try await place($0) }
             return await acceptedResponse(jobs, admitted, bulk: true)
