@@ -11,8 +11,14 @@ extension ModelConfig {
     /// `net.` or `model.layers.`), `activation` between the layers. Throws when the names do not follow that
     /// pattern or the shapes do not chain, saying so (give a config then).
     public static func sequential(tensors: [String: Tensor], activation: Activation = .relu) throws -> ModelConfig {
+        try sequential(shapes: tensors.mapValues(\.shape), activation: activation)
+    }
+
+    /// The same rules as `sequential(tensors:activation:)` over the tensors' shapes alone (name → shape), so a
+    /// file's header is enough: the model registry checks a streamed upload with it before the weights arrive.
+    public static func sequential(shapes tensors: [String: [Int]], activation: Activation = .relu) throws -> ModelConfig {
         var layers: [(prefix: String, index: Int, weight: String)] = []
-        for (name, tensor) in tensors where name.hasSuffix(".weight") && tensor.shape.count == 2 {
+        for (name, shape) in tensors where name.hasSuffix(".weight") && shape.count == 2 {
             let stem = name.dropLast(".weight".count)
             let digits = stem.reversed().prefix { $0.isASCII && $0.isNumber }
             guard !digits.isEmpty, let index = Int(String(digits.reversed())) else { continue }
@@ -31,11 +37,11 @@ extension ModelConfig {
         var configs: [DenseLayerConfig] = []
         var previousOutputs: Int?
         for (position, layer) in layers.enumerated() {
-            let weight = tensors[layer.weight]!
-            if let previousOutputs, weight.shape[1] != previousOutputs {
-                throw ComputeError.shapeMismatch("\(layer.weight) is \(weight.shape) but the layer before it gives \(previousOutputs) outputs: the Linear layers do not chain; give a config (--config)")
+            let shape = tensors[layer.weight]!
+            if let previousOutputs, shape[1] != previousOutputs {
+                throw ComputeError.shapeMismatch("\(layer.weight) is \(shape) but the layer before it gives \(previousOutputs) outputs: the Linear layers do not chain; give a config (--config)")
             }
-            previousOutputs = weight.shape[0]
+            previousOutputs = shape[0]
             let biasName = layer.prefix + String(layer.index) + ".bias"
             let bias = tensors[biasName].map { _ in biasName }
             let isLast = position == layers.count - 1

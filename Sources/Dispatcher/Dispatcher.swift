@@ -40,7 +40,7 @@ public struct Dispatcher: Sendable {
         ("POST", "/v1/jobs"), ("POST", "/v1/jobs:bulk"), ("GET", "/v1/jobs/{id}"), ("DELETE", "/v1/jobs/{id}"),
         ("GET", "/v1/jobs/{id}/wait"), ("GET", "/v1/jobs/{id}/events"), ("GET", "/v1/queues"), ("GET", "/healthz"),
         ("GET", "/readyz"), ("GET", "/openapi.yaml"), ("GET", "/metrics"),
-    ] + inferenceProtocolOperations + deadLetterOperations
+    ] + inferenceProtocolOperations + deadLetterOperations + registryOperations
 
     /// The contract, embedded at build time from docs/openapi.yaml.
     public static var openAPIDocument: [UInt8] { PackageResources.openapi_yaml }
@@ -125,6 +125,7 @@ public struct Dispatcher: Sendable {
         }
         addInferenceProtocolRoutes(to: router)
         addDeadLetterRoutes(to: router)
+        addRegistryRoutes(to: router)
         return router
     }
 
@@ -135,6 +136,8 @@ public struct Dispatcher: Sendable {
         switch validator.single(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let job):
+            let missing = await missingReferences([("/payload", job.kind, body["payload"] ?? .null)])
+            if !missing.isEmpty { throw Self.invalid(Problems(missing)) }
             let admitted = try await admit([job], body: body, request: request, route: "/v1/jobs") { try await place($0) }
             return await acceptedResponse([job], admitted, bulk: false)
         }
@@ -145,6 +148,8 @@ public struct Dispatcher: Sendable {
         switch validator.bulk(body) {
         case .failure(let problems): throw Self.invalid(problems)
         case .success(let jobs):
+            let missing = await missingReferences(Self.bulkPayloads(body, jobs))
+            if !missing.isEmpty { throw Self.invalid(Problems(missing)) }
             // Every job was checked above; the library's bulk path enqueues them in one round trip per queue and chunk.
             let admitted = try await admit(jobs, body: body, request: request, route: "/v1/jobs:bulk") { try await place($0) }
             return await acceptedResponse(jobs, admitted, bulk: true)

@@ -1,5 +1,6 @@
 import JobProtocol
 import JobQueue
+import ModelStore
 
 /// Where each job kind goes. Frontends name a kind and a tier, never a queue; a kind missing here is refused
 /// at submission (422) instead of being dead-lettered later as `malformed` by a worker that does not know it.
@@ -75,6 +76,9 @@ public struct DispatcherConfiguration: Sendable {
     public var outbox = OutboxConfiguration()
     /// Interval of the comment lines that keep an idle `GET /v1/jobs/{id}/events` stream open.
     public var eventHeartbeat: Duration = .seconds(15)
+    /// Largest model or dataset upload (`POST /v1/models`, `POST /v1/datasets`; 413 above it). Uploads are streamed
+    /// into the registry, so this bounds Redis memory, not the dispatcher's.
+    public var uploadLimitBytes: Int = 256 << 20
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, bodyLimitBytes: Int = 4 << 20, bulkLimit: Int = 1000,
@@ -105,7 +109,7 @@ public struct DispatcherConfiguration: Sendable {
         ("JOBFARM_SERVE_ROUTES", "kind=queue,… (the ML kinds to ml, the rest to default)"),
         ("JOBFARM_SERVE_MAX_WAIT", "longest wait, e.g. 60s"),
         ("JOBFARM_SERVE_EVENT_HEARTBEAT", "interval of the event streams' heartbeat comments, e.g. 15s"),
-    ] + accessEnvironmentVariables + OutboxConfiguration.environmentVariables
+    ] + accessEnvironmentVariables + OutboxConfiguration.environmentVariables + registryEnvironmentVariables
 
     /// The defaults, overridden by whichever `JOBFARM_SERVE_*` variables are set; names the variable that is wrong.
     public init(environment: [String: String]) throws {
@@ -138,6 +142,7 @@ public struct DispatcherConfiguration: Sendable {
             eventHeartbeat = duration
         }
         try outbox.apply(environment: environment)
+        try applyRegistryEnvironment(environment)
         try validate()
     }
 
@@ -151,6 +156,9 @@ public struct DispatcherConfiguration: Sendable {
             throw JobFarmError.invalidArgument("the default wait \(defaultWait) is longer than the longest wait \(maxWait)")
         }
         guard !routing.queues.isEmpty else { throw JobFarmError.invalidArgument("the routing table is empty") }
+        guard (1024...BlobStore.maxBytes).contains(uploadLimitBytes) else {
+            throw JobFarmError.invalidArgument("the upload limit \(uploadLimitBytes) must be 1024…\(BlobStore.maxBytes) bytes")
+        }
         guard eventHeartbeat >= .milliseconds(100) else { throw JobFarmError.invalidArgument("the event heartbeat must be at least 100ms") }
         try outbox.validate()
     }

@@ -15,9 +15,15 @@ final class InferenceModels: Sendable {
     let ttl: Duration
     private let resolved = Mutex<[String: (version: ModelVersion, at: ContinuousClock.Instant)]>([:])
 
+    /// The dataset records, on the same connection (RegistryRoutes.swift, ReferenceCheck.swift).
+    let datasets: DatasetStore
+    /// Dataset names found, and when: a submission naming `farm:NAME` is checked at most once a second per name.
+    let foundDatasets = Mutex<[String: ContinuousClock.Instant]>([:])
+
     init(farm: JobFarm, ttl: Duration = .seconds(1)) {
-        self.registry = ModelRegistry(client: RedisClient(configuration: farm.configuration.redis, name: "dispatcher-models"),
-                                      namespace: farm.configuration.namespace)
+        let client = RedisClient(configuration: farm.configuration.redis, name: "dispatcher-models")
+        self.registry = ModelRegistry(client: client, namespace: farm.configuration.namespace)
+        self.datasets = DatasetStore(client: client, namespace: farm.configuration.namespace)
         self.ttl = ttl
     }
 

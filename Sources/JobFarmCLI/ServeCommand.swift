@@ -25,6 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on (default: $JOBFARM_SERVE_HOST, else 127.0.0.1).") var host: String?
     @Option(parsing: .unconditional, help: "Port to listen on; 0 picks a free one (default: $JOBFARM_SERVE_PORT, else 8080).") var port: Int?
     @Option(parsing: .unconditional, help: "Largest request body in bytes (default: $JOBFARM_SERVE_BODY_LIMIT, else 4194304).") var bodyLimit: Int?
+    @Option(parsing: .unconditional, help: "Largest model or dataset upload in bytes, streamed to the registry (default: $JOBFARM_SERVE_UPLOAD_LIMIT, else 268435456).") var uploadLimit: Int?
     @Option(parsing: .unconditional, help: "Most jobs per POST /v1/jobs:bulk (default: $JOBFARM_SERVE_BULK_LIMIT, else 1000).") var bulkLimit: Int?
     @Option(help: "Routing table kind=queue,… replacing the default (ML kinds to ml, the rest to default; $JOBFARM_SERVE_ROUTES).")
     var routes: String?
@@ -40,6 +41,7 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         if let port { try OptionCheck.integer(port, "--port", atLeast: 0, atMost: 65535) }
         if let bodyLimit { try OptionCheck.integer(bodyLimit, "--body-limit", atLeast: 1) }
+        if let uploadLimit { try OptionCheck.integer(uploadLimit, "--upload-limit", atLeast: 1024) }
         if let bulkLimit { try OptionCheck.integer(bulkLimit, "--bulk-limit", atLeast: 1) }
         try outbox.check()
     }
@@ -54,6 +56,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let host { configuration.host = host }
             if let port { configuration.port = port }
             if let bodyLimit { configuration.bodyLimitBytes = bodyLimit }
+            if let uploadLimit { configuration.uploadLimitBytes = uploadLimit }
             if let bulkLimit { configuration.bulkLimit = bulkLimit }
             if let routes { configuration.routing = try RoutingTable(parsing: routes) }
             if let maxWait {

@@ -15,6 +15,8 @@ public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible
     case invalidModel(String)
     /// A local file could not be written (spooling a blob to disk).
     case io(String)
+    /// An upload passed its size limit; nothing of it was kept.
+    case tooLarge(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible
         case .invalidArgument(let m): return "invalid argument: \(m)"
         case .invalidModel(let m): return "invalid model: \(m)"
         case .io(let m): return "i/o error: \(m)"
+        case .tooLarge(let m): return "too large: \(m)"
         }
     }
 }
@@ -63,41 +66,16 @@ public struct BlobStore: Sendable {
         try await client.execute(RedisCommand("HGET", key(sha256), "complete")).string == "1"
     }
 
-    /// Stores `bytes` (unless an identical blob is already there) and returns their SHA-256.
+    /// Stores `bytes` (unless an identical blob is already there) and returns their SHA-256: the streaming
+    /// `put(streaming:)` (BlobUpload.swift) over one piece.
     /// - Returns: the hash and whether new data was written.
     @discardableResult
     public func put(_ bytes: [UInt8]) async throws -> (sha256: String, written: Bool, storedBytes: Int) {
         guard bytes.count <= Self.maxBytes else {
             throw ModelStoreError.invalidArgument("blob of \(bytes.count) bytes is over the \(Self.maxBytes)-byte limit")
         }
-        let sha = sha256Hex(bytes)
-        if try await contains(sha) { return (sha, false, 0) }
-        let key = key(sha)
-        var commands: [RedisCommand] = [RedisCommand("DEL", key)]
-        var chunkCount = 0
-        var stored = 0
-        var offset = 0
-        repeat {
-            let end = min(bytes.count, offset + chunkSize)
-            let compressed = PayloadCompression.compress(Array(bytes[offset..<end]), level: 6)  // stored for long: the default level
-            var command = RedisCommand("HSET", key, "c:\(chunkCount)")
-            command.append(bytes: compressed)
-            commands.append(command)
-            stored += compressed.count
-            chunkCount += 1
-            offset = end
-        } while offset < bytes.count
-        commands.append(RedisCommand(
-            "HSET", key, "size", String(bytes.count), "chunks", String(chunkCount), "chunk_size", String(chunkSize),
-            "stored_bytes", String(stored), "complete", "1"))
-        // A few chunks per round trip keeps each pipeline bounded in memory.
-        for start in stride(from: 0, to: commands.count, by: 16) {
-            let replies = try await client.send(Array(commands[start..<min(commands.count, start + 16)]))
-            if let message = replies.compactMap(\.errorMessage).first {
-                throw RedisError(reply: message, context: "storing blob \(sha)")
-            }
-        }
-        return (sha, true, stored)
+        let result = try await put(streaming: SinglePiece(bytes: bytes))
+        return (result.sha256, result.written, result.storedBytes)
     }
 
     /// Loads and verifies a blob. Throws `ModelStoreError.notFound` or `.corrupt` (checksum mismatch,

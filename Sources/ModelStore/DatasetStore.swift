@@ -44,22 +44,11 @@ public struct DatasetStore: Sendable {
         bytes.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) ? "npy" : "csv"
     }
 
-    /// Stores `bytes` under `name` (format detected when nil).
+    /// Stores `bytes` under `name` (format detected when nil): `push(name:streaming:)` (ModelUpload.swift) over
+    /// one piece.
     @discardableResult
     public func push(name: String, bytes: [UInt8], format: String? = nil, metadata: [String: String] = [:]) async throws -> DatasetRecord {
-        guard isValidRegistryName(name), name != "names" else {
-            throw ModelStoreError.invalidArgument("dataset name '\(name)' must be 1–64 of A–Z a–z 0–9 _ - . (and not 'names')")
-        }
-        let format = format ?? Self.detectFormat(bytes)
-        guard format == "npy" || format == "csv" else {
-            throw ModelStoreError.invalidArgument("dataset format '\(format)' is not npy or csv")
-        }
-        let (sha, _, _) = try await blobs.put(bytes)
-        let record = DatasetRecord(name: name, format: format, sha256: sha, bytes: bytes.count, createdAt: nowMilliseconds(), metadata: metadata)
-        let json = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
-        let replies = try await client.send([RedisCommand("SET", recordKey(name), json), RedisCommand("SADD", namesKey, name)])
-        if let message = replies.compactMap(\.errorMessage).first { throw RedisError(reply: message, context: "dataset push") }
-        return record
+        try await push(name: name, streaming: SinglePiece(bytes: bytes), format: format, metadata: metadata)
     }
 
     /// The record of `name`.

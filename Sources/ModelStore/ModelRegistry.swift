@@ -128,36 +128,15 @@ public struct ModelRegistry: Sendable {
     func versionsKey(_ name: String) -> String { "\(namespace):models:\(name):versions" }
     func aliasesKey(_ name: String) -> String { "\(namespace):models:\(name):aliases" }
 
-    /// Pushes a safetensors file as the next version of `name`.
+    /// Pushes a safetensors file as the next version of `name`: `push(streaming:)` (ModelUpload.swift) over one
+    /// piece, so both paths check and store a file the same way.
     ///
-    /// The file is parsed first (bad header, unsupported dtype and config mismatches are refused before anything
+    /// The header is checked first (bad header, unsupported dtype and config mismatches are refused before anything
     /// is stored). `config` defaults to the config embedded in the file's metadata.
     public func push(
         safetensors bytes: [UInt8], config: ModelConfig?, name: String, metadata: [String: String] = [:]
     ) async throws -> ModelVersion {
-        guard isValidRegistryName(name) else {
-            throw ModelStoreError.invalidArgument("model name '\(name)' must be 1–64 of A–Z a–z 0–9 _ - .")
-        }
-        let model: MLPModel
-        do {
-            model = try MLPModel(file: SafetensorsFile(data: Data(bytes)), config: config)
-        } catch let error as ComputeError {
-            throw ModelStoreError.invalidModel("\(name): \(error)")
-        }
-        let configText = try (config ?? model.config).jsonString()
-        let (sha, _, _) = try await blobs.put(bytes)
-        let version = try await client.execute(RedisCommand("INCR", seqKey(name))).int ?? 1
-        let record = ModelVersion(
-            name: name, version: version, sha256: sha, bytes: bytes.count, tensorBytes: model.tensorByteCount,
-            precision: model.precision?.rawValue ?? "mixed", config: configText, inputs: model.inputSize,
-            outputs: model.outputSize, createdAt: nowMilliseconds(), metadata: metadata)
-        let json = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
-        let replies = try await client.send([
-            RedisCommand("HSET", versionsKey(name), String(version), json),
-            RedisCommand("SADD", namesKey, name),
-        ])
-        if let message = replies.compactMap(\.errorMessage).first { throw RedisError(reply: message, context: "model push") }
-        return record
+        try await push(streaming: SinglePiece(bytes: bytes), config: config, name: name, expectedBytes: bytes.count, metadata: metadata)
     }
 
     /// Pushes a model held in memory (its config embedded).

@@ -5,6 +5,8 @@ import JobKinds
 import JobProtocol
 import JobQueue
 import JobWorker
+import ModelStore
+import Compute
 import RedisClient
 import Testing
 
@@ -140,6 +142,10 @@ struct DispatcherHTTPTests {
             #expect(before.map(\.depth) == [0, 0], "not even the valid jobs were enqueued")
             #expect(try await farm.queues().isEmpty)
 
+            // The validate job's model and dataset exist (a job naming a missing one is refused at submission).
+            let client = RedisClient(configuration: farm.configuration.redis, name: "test-models")
+            _ = try await ModelRegistry(client: client, namespace: farm.configuration.namespace).push(model: try inferenceTestModel(), name: "m")
+            try await DatasetStore(client: client, namespace: farm.configuration.namespace).push(name: "d", bytes: Array("a,b\n1,2\n".utf8))
             let jobs = (0..<250).map { #"{"kind": "noop", "tier": "free", "payload": {"n": \#($0)}}"# } + [#"{"kind": "validate", "payload": {"candidate": "m", "dataset": "farm:d"}}"#]
             let accepted = try await api.post("/v1/jobs:bulk", #"{"jobs": [\#(jobs.joined(separator: ","))]}"#)
             #expect(accepted.status == 201)
@@ -168,6 +174,10 @@ struct DispatcherHTTPTests {
             #expect(unknown.pointers == ["/kind"])
             #expect(try await farm.queues().isEmpty)
 
+            // The model must exist (a job naming a missing one is refused at submission).
+            let registry = ModelRegistry(client: RedisClient(configuration: farm.configuration.redis, name: "test-models"), namespace: farm.configuration.namespace)
+            let pushed = try await registry.push(model: try inferenceTestModel(), name: "digits-mlp")
+            try await registry.setAlias("production", name: "digits-mlp", version: pushed.version)
             try await withTestWorker(farm: farm, registry: .builtins(), queues: ["default"], concurrency: 1) { _ in
                 try await waitUntilRegistered(farm)
                 let ml = try await api.post("/v1/jobs", #"{"kind": "inference", "payload": {"model": "digits-mlp:production", "inputs": [[0]]}}"#)

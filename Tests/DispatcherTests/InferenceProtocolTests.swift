@@ -50,7 +50,8 @@ func rawCall(_ api: DispatcherClient, _ method: String, _ path: String, body: Da
     } else if let length = fields["inference-header-content-length"].flatMap({ Int($0) }), length <= data.count {
         json = try? JSONValue(parsing: data.prefix(length))
     }
-    for issue in !checkContract ? [] : api.contract.check(method: method, path: path, status: http.statusCode, contentType: contentType,
+    let template = String(path.split(separator: "?", maxSplits: 1).first ?? "")  // the query is not part of the path
+    for issue in !checkContract ? [] : api.contract.check(method: method, path: template, status: http.statusCode, contentType: contentType,
                                     body: contentType.contains("json") ? json : nil) {
         Issue.record("\(method) \(path) → \(http.statusCode): \(issue)", sourceLocation: sourceLocation)
     }
