@@ -32,7 +32,7 @@ enum BenchServingPrecision {
         let source = try await environment.models.latest("bench-mlp", precision: "fp32")
         let quantized = try await QuantizeJob(environment: environment).run(
             try JSONValue(parsing: #"{"model": "\#(source.reference)", "precision": "\#(precision.rawValue)"}"#), context: context("quantize"))
-        let candidate = "\(quantized.model):\(quantized.version)"
+        let candidate = quantized.model  // `name:version`
         let validated = try await ValidateJob(environment: environment).run(try JSONValue(parsing: """
             {"candidate": "\(candidate)", "reference": "\(source.reference)", "dataset": "\(dataset)", "labelColumn": "label",
              "thresholds": {"minTop1Agreement": 0.95}}
