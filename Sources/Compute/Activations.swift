@@ -10,7 +10,9 @@ enum ActivationMath {
         case .none:
             return
         case .relu:
-            for i in 0..<n where p[i] < 0 { p[i] = 0 }
+            // A select, not a branch: the compiler vectorises it, and a branch on the sign of GEMM output
+            // mispredicts about every other element (NaN stays NaN, as before).
+            for i in 0..<n { p[i] = p[i] < 0 ? 0 : p[i] }
         case .tanh:
             for i in 0..<n { p[i] = Float(Foundation.tanh(Double(p[i]))) }
         case .sigmoid:
@@ -54,7 +56,7 @@ enum ActivationMath {
         case .none, .softmax:
             return
         case .relu:
-            for i in 0..<n where zp[i] <= 0 { g[i] = 0 }
+            for i in 0..<n { g[i] = zp[i] <= 0 ? 0 : g[i] }  // a select: vectorised, no mispredicted branch
         case .tanh:
             for i in 0..<n { g[i] *= 1 - ap[i] * ap[i] }
         case .sigmoid:

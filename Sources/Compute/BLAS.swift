@@ -54,39 +54,75 @@ public enum SmallBatchKernel {
 
     /// The largest batch the small kernel takes for a `rows × cols` weight matrix, run on `threads` threads.
     /// `openBLASThreads` is the OpenBLAS setting sgemm would run with.
-    public static func batchLimit(rows: Int, cols: Int, threads: Int = 1, openBLASThreads: Int = BLASThreads.current) -> Int {
+    ///
+    /// `precision` is the layer's weights': FP16 and int8 layers have limits of their own (`calibrate(precision:threads:)`),
+    /// since what the kernel competes with there is converting the weights to FP32 and then `sgemm`, not `sgemm`
+    /// alone. Until measured they fall back to FP32's.
+    public static func batchLimit(rows: Int, cols: Int, threads: Int = 1, openBLASThreads: Int = BLASThreads.current,
+                                  precision: Precision = .fp32) -> Int {
+        let sizeClass = SizeClass(rows: rows, cols: cols)
+        if threads > 1, let measured = splitLimit(sizeClass, threads: threads, precision: precision) { return measured }
+        if threads <= 1, precision != .fp32, let measured = measuredLimit(sizeClass, precision: precision) { return measured }
         // With more than one OpenBLAS thread, sgemm splits the work across cores while a one-thread kernel runs on
         // one: measured, sgemm wins from 16 rows there.
         if threads <= 1 && openBLASThreads > 1 { return min(8, limit(.small)) }
-        let sizeClass = SizeClass(rows: rows, cols: cols)
-        if threads > 1, let measured = splitLimit(sizeClass, threads: threads) { return measured }
         // Not measured for this thread count: split across `threads` threads, the kernel keeps its lead up to about
         // `threads` times the one-thread limit.
         return min(64, limit(sizeClass) * max(1, threads))
     }
 
-    /// The measured limit of a split pass on `threads` threads for a size class (`calibrate(splitThreads:)`): the
-    /// largest batch at which the split kernel beat `sgemm`/`sgemv` running on as many OpenBLAS threads. 0: the
-    /// split kernel lost even at one row. Nil: not measured for this thread count.
-    public static func splitLimit(_ sizeClass: SizeClass, threads: Int) -> Int? {
-        splitLimitTable.withLock { $0[threads]?[sizeClass.rawValue] }
+    /// The measured limit of a split pass on `threads` threads for a size class and weight precision
+    /// (`calibrateSplit`, `calibrate(precision:threads:)`): the largest batch at which the split kernel beat
+    /// OpenBLAS running on as many threads. 0: the split kernel lost even at two rows. Nil: not measured for this
+    /// thread count; an FP16 or int8 layer then takes FP32's.
+    public static func splitLimit(_ sizeClass: SizeClass, threads: Int, precision: Precision = .fp32) -> Int? {
+        splitLimitTable.withLock { table in
+            table[precision]?[threads]?[sizeClass.rawValue] ?? (precision == .fp32 ? nil : table[.fp32]?[threads]?[sizeClass.rawValue])
+        }
     }
 
-    /// Sets the split limits of a thread count, one per size class (`SizeClass` order), each clamped to 0…`maxSplitBatch`.
-    public static func setSplitLimits(_ limits: [Int], threads: Int) {
+    /// Sets the split limits of a thread count and weight precision, one per size class (`SizeClass` order), each
+    /// clamped to 0…`maxSplitBatch`.
+    public static func setSplitLimits(_ limits: [Int], threads: Int, precision: Precision = .fp32) {
         guard threads > 1, limits.count == SizeClass.allCases.count else { return }
-        splitLimitTable.withLock { $0[threads] = limits.map { min(maxSplitBatch, max(0, $0)) } }
+        splitLimitTable.withLock { $0[precision, default: [:]][threads] = limits.map { min(maxSplitBatch, max(0, $0)) } }
     }
 
-    /// Every measured split limit, by thread count.
-    public static var splitLimits: [Int: [Int]] { splitLimitTable.withLock { $0 } }
+    /// Every measured split limit of a weight precision, by thread count.
+    public static func splitLimits(precision: Precision) -> [Int: [Int]] { splitLimitTable.withLock { $0[precision] ?? [:] } }
 
-    /// Forgets the measured split limits (back to the scaled one-thread limits).
+    /// Every measured FP32 split limit, by thread count.
+    public static var splitLimits: [Int: [Int]] { splitLimits(precision: .fp32) }
+
+    /// Forgets the measured split limits of every precision (back to the scaled one-thread limits).
     public static func clearSplitLimits() { splitLimitTable.withLock { $0 = [:] } }
+
+    /// The measured one-thread limit of an FP16 or int8 layer's size class (nil: not measured, or FP32, whose
+    /// limits are `limit(_:)`).
+    public static func measuredLimit(_ sizeClass: SizeClass, precision: Precision) -> Int? {
+        precisionLimitTable.withLock { $0[precision]?[sizeClass.rawValue] }
+    }
+
+    /// The one-thread limits of a weight precision in force, per size class (FP32's where not measured).
+    public static func limits(precision: Precision) -> [Int] {
+        SizeClass.allCases.map { precision == .fp32 ? limit($0) : measuredLimit($0, precision: precision) ?? limit($0) }
+    }
+
+    /// Sets the one-thread limits of FP16 or int8 layers, one per size class, each clamped to 0…`maxSplitBatch`
+    /// (0 or 1: converting the weights and `sgemm` from two rows on). FP32 goes through `setLimits(_:)`.
+    public static func setLimits(_ limits: [Int], precision: Precision) {
+        guard limits.count == SizeClass.allCases.count else { return }
+        if precision == .fp32 { setLimits(limits); return }
+        precisionLimitTable.withLock { $0[precision] = limits.map { min(maxSplitBatch, max(0, $0)) } }
+    }
+
+    /// Forgets the measured one-thread limits of FP16 and int8 layers (back to FP32's).
+    public static func clearPrecisionLimits() { precisionLimitTable.withLock { $0 = [:] } }
 
     /// The largest split limit a calibration can find (the largest batch it times).
     public static let maxSplitBatch = 128
-    private static let splitLimitTable = Mutex<[Int: [Int]]>([:])
+    private static let splitLimitTable = Mutex<[Precision: [Int: [Int]]]>([:])
+    private static let precisionLimitTable = Mutex<[Precision: [Int]]>([:])
 
     /// Weight matrices by FP32 size: what sets where `sgemm`'s packing stops costing more than it saves.
     public enum SizeClass: Int, Sendable, CaseIterable, CustomStringConvertible {
@@ -264,7 +300,7 @@ public enum SmallBatchKernel {
     }
 
     /// The best of three rounds of `body`, each repeated for at least `minTime` seconds.
-    private static func bestTime(_ minTime: Double, _ body: () -> Void) -> Double {
+    static func bestTime(_ minTime: Double, _ body: () -> Void) -> Double {
         body()
         var best = Double.infinity
         for _ in 0..<3 {
@@ -291,19 +327,19 @@ public enum SmallBatchKernel {
     }
 
     /// True when a `batch`-row product with a `rows × cols` weight matrix should use the small kernel.
-    public static func preferred(batch: Int, rows: Int, cols: Int) -> Bool {
-        accelerated && batch >= 2 && batch <= batchLimit(rows: rows, cols: cols) && isEnabled
+    public static func preferred(batch: Int, rows: Int, cols: Int, precision: Precision = .fp32) -> Bool {
+        accelerated && batch >= 2 && batch <= batchLimit(rows: rows, cols: cols, precision: precision) && isEnabled
     }
 
-    /// As `preferred(batch:rows:cols:)` for a product split across `threads` threads; a single row qualifies too
-    /// (split, it streams the weights with several cores where `sgemv` uses one).
-    public static func preferred(batch: Int, rows: Int, cols: Int, threads: Int) -> Bool {
-        guard threads > 1 else { return preferred(batch: batch, rows: rows, cols: cols) }
-        // Measured limits start at two rows (one row is OpenBLAS's `sgemv` on as many threads); unmeasured, a single
-        // row splits too.
-        let fewest = splitLimit(SizeClass(rows: rows, cols: cols), threads: threads) == nil ? 1 : 2
-        return accelerated && batch >= fewest && batch <= batchLimit(rows: rows, cols: cols, threads: threads) && isEnabled
-            && splits(rows: rows, cols: cols)
+    /// As `preferred(batch:rows:cols:precision:)` for a product split across `threads` threads; a single row
+    /// qualifies too (split, it streams the weights with several cores where `sgemv` uses one).
+    public static func preferred(batch: Int, rows: Int, cols: Int, threads: Int, precision: Precision = .fp32) -> Bool {
+        guard threads > 1 else { return preferred(batch: batch, rows: rows, cols: cols, precision: precision) }
+        // Measured FP32 limits start at two rows (one row is OpenBLAS's `sgemv` on as many threads); unmeasured, a
+        // single row splits too. FP16 and int8 have no threaded single-row path but the split kernel: one row splits.
+        let fewest = precision == .fp32 && splitLimit(SizeClass(rows: rows, cols: cols), threads: threads) != nil ? 2 : 1
+        return accelerated && batch >= fewest && batch <= batchLimit(rows: rows, cols: cols, threads: threads, precision: precision)
+            && isEnabled && splits(rows: rows, cols: cols)
     }
 
     /// Whether a product of this weight matrix is worth spreading over threads at all: below 256 KiB of weights,

@@ -327,9 +327,15 @@ extension DenseLayer {
     }
 
     /// `activation(x · weightᵀ + bias)` for `batch` rows.
-    func evaluate(_ x: [Float], batch: Int, applyActivation: Bool, threads: Int = 1) throws -> [Float] {
+    ///
+    /// `path` forces the farm's kernel (`.kernel`) or OpenBLAS (`.openBLAS`) instead of the measured choice: the
+    /// calibration times both.
+    func evaluate(_ x: [Float], batch: Int, applyActivation: Bool, threads requestedThreads: Int = 1,
+                  path: KernelPath? = nil) throws -> [Float] {
         let out = outFeatures, inF = inFeatures
         try BLAS.checkInt32(batch, out, inF)
+        // A matrix too small to be worth spreading over threads runs as a one-thread pass would.
+        let threads = requestedThreads > 1 && SmallBatchKernel.splits(rows: out, cols: inF) ? requestedThreads : 1
         let biasF32: [Float]? = bias?.floats()
         var y = [Float](unsafeUninitializedCapacity: batch * out) { _, n in n = batch * out }
         x.withUnsafeBufferPointer { xp in
@@ -337,10 +343,12 @@ extension DenseLayer {
                 withOptionalPointer(biasF32) { bp in
                     // The small-batch kernels, on `threads` threads (one: the caller's). One-thread FP32 products go
                     // through `BLAS.linear`, which makes the same choice for its other callers.
-                    let small = SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads)
+                    // FP16 and int8 layers by their own limits: their OpenBLAS path converts the weights first.
+                    let small = path.map { $0 == .kernel }
+                        ?? SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads, precision: weightPrecision)
                     // Above the split limit a multi-thread pass runs OpenBLAS on its threads instead (measured faster
-                    // there: `SmallBatchKernel.calibrateSplit`).
-                    let openBLASThreads = !small && threads > 1 && SmallBatchKernel.splits(rows: out, cols: inF) ? threads : 1
+                    // there: `SmallBatchKernel.calibrateSplit`, `calibrate(precision:threads:)`).
+                    let openBLASThreads = !small && threads > 1 ? threads : 1
                     switch weight.storage {
                     case .float32(let w) where small && threads > 1:
                         preload(batch: batch, bias: bp, y: yp)
@@ -395,6 +403,18 @@ extension DenseLayer {
         return y
     }
 
+    /// Which code multiplies a layer (`evaluate(path:)`).
+    enum KernelPath { case kernel, openBLAS }
+
+    /// The precision of the weight tensor.
+    var weightPrecision: Precision {
+        switch weight.dtype {
+        case .float32: return .fp32
+        case .float16: return .fp16
+        case .int8: return .int8
+        }
+    }
+
     /// Each of the `batch` rows of y = bias (or 0), for the fused kernels that accumulate into y.
     private func preload(batch: Int = 1, bias: UnsafePointer<Float>?, y: UnsafeMutableBufferPointer<Float>) {
         guard let yp = y.baseAddress else { return }
@@ -411,17 +431,19 @@ extension DenseLayer {
         let rowsPerBlock = DenseLayer.blockRows(batch: batch, inFeatures: inF, outFeatures: out)
         let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, rowsPerBlock * inF))
         defer { scratch.deallocate() }
-        var r0 = 0
-        while r0 < out {
-            let nr = min(rowsPerBlock, out - r0)
-            let block = UnsafeMutableBufferPointer(rebasing: scratch[0..<(nr * inF)])
-            fill(r0, nr, block)
-            BLASThreads.raised(to: openBLASThreads) {
+        // One raise for the whole layer, not one per block: each change of OpenBLAS's setting wakes or parks its
+        // threads.
+        BLASThreads.raised(to: openBLASThreads) {
+            var r0 = 0
+            while r0 < out {
+                let nr = min(rowsPerBlock, out - r0)
+                let block = UnsafeMutableBufferPointer(rebasing: scratch[0..<(nr * inF)])
+                fill(r0, nr, block)
                 BLAS.linear(x: x.baseAddress, batch: batch, inFeatures: inF, w: UnsafePointer(block.baseAddress),
                             rows: nr, bias: bias.map { $0 + r0 }, y: y.baseAddress.map { $0 + r0 }, ldy: out,
                             smallKernel: openBLASThreads == 1)
+                r0 += nr
             }
-            r0 += nr
         }
     }
 }

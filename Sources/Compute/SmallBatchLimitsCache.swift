@@ -9,7 +9,9 @@ import Foundation
 public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
     /// Bump when the kernels (`Sources/CComputeKernels/gemm_small.c`) or what `calibrate()` times change: figures of
     /// another version are measured again.
-    public static let kernelVersion = 2
+    ///
+    /// 3: FP16 and int8 layers' own limits (`Entry.precisions`).
+    public static let kernelVersion = 3
     public static let fileName = "small-batch-limits.json"
     /// Beside the cache file: workers started together measure one at a time.
     public static let lockFileName = "small-batch-limits.lock"
@@ -25,22 +27,37 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
         /// The split limits per thread count (the key's `split=`), one per size class
         /// (`SmallBatchKernel.calibrateSplit`); nil or empty when no split thread count was asked for.
         public var splitLimits: [String: [Int]]?
+        /// FP16 and int8 layers' own limits (`SmallBatchKernel.calibrate(precision:threads:)`), by precision
+        /// (`fp16`, `int8`); nil in entries written before they were measured.
+        public var precisions: [String: PrecisionLimits]?
 
-        public init(measuredAt: String, limits: [Int], detail: String, splitLimits: [String: [Int]]? = nil) {
+        public init(measuredAt: String, limits: [Int], detail: String, splitLimits: [String: [Int]]? = nil,
+                    precisions: [String: PrecisionLimits]? = nil) {
             self.measuredAt = measuredAt
             self.limits = limits
             self.detail = detail
             self.splitLimits = splitLimits
+            self.precisions = precisions
         }
 
         /// A limit per size class, each one `SmallBatchKernel.setLimit` accepts, and split limits (if any) of
-        /// thread counts above 1, a limit per size class in 0…`SmallBatchKernel.maxSplitBatch`.
+        /// thread counts above 1, a limit per size class in 0…`SmallBatchKernel.maxSplitBatch`, and FP16/int8 limits (if any) of those two precisions only, each in 0…`SmallBatchKernel.maxSplitBatch`.
         public var isValid: Bool {
             let classes = SmallBatchKernel.SizeClass.allCases.count
             return limits.count == classes && limits.allSatisfy { (2...64).contains($0) }
-                && (splitLimits ?? [:]).allSatisfy { threads, values in
-                    (Int(threads) ?? 0) > 1 && values.count == classes && values.allSatisfy { (0...SmallBatchKernel.maxSplitBatch).contains($0) }
+                && Self.validSplit(splitLimits)
+                && (precisions ?? [:]).allSatisfy { name, entry in
+                    Precision(rawValue: name).map { $0 != .fp32 } == true
+                        && entry.limits.count == classes && entry.limits.allSatisfy { (0...SmallBatchKernel.maxSplitBatch).contains($0) }
+                        && Self.validSplit(entry.splitLimits)
                 }
+        }
+
+        static func validSplit(_ table: [String: [Int]]?) -> Bool {
+            let classes = SmallBatchKernel.SizeClass.allCases.count
+            return (table ?? [:]).allSatisfy { threads, values in
+                (Int(threads) ?? 0) > 1 && values.count == classes && values.allSatisfy { (0...SmallBatchKernel.maxSplitBatch).contains($0) }
+            }
         }
 
         /// Whether it holds split limits for every thread count in `threads`.
@@ -48,12 +65,33 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
             threads.filter { $0 > 1 }.allSatisfy { splitLimits?[String($0)] != nil }
         }
 
-        /// Sets the limits it holds (`SmallBatchKernel.setLimits`, `setSplitLimits`).
+        /// Sets the limits it holds (`SmallBatchKernel.setLimits`, `setSplitLimits`), FP16's and int8's under
+        /// their own precision.
         public func apply() {
             SmallBatchKernel.setLimits(limits)
             for (threads, values) in splitLimits ?? [:] {
                 if let count = Int(threads) { SmallBatchKernel.setSplitLimits(values, threads: count) }
             }
+            for (name, entry) in precisions ?? [:] {
+                guard let precision = Precision(rawValue: name), precision != .fp32 else { continue }
+                SmallBatchKernel.setLimits(entry.limits, precision: precision)
+                for (threads, values) in entry.splitLimits ?? [:] {
+                    if let count = Int(threads) { SmallBatchKernel.setSplitLimits(values, threads: count, precision: precision) }
+                }
+            }
+        }
+    }
+
+    /// The measured limits of one weight precision other than FP32.
+    public struct PrecisionLimits: Codable, Equatable, Sendable {
+        /// The one-thread limit per size class (0…`SmallBatchKernel.maxSplitBatch`).
+        public var limits: [Int]
+        /// The split limits per thread count, one per size class.
+        public var splitLimits: [String: [Int]]?
+
+        public init(limits: [Int], splitLimits: [String: [Int]]? = nil) {
+            self.limits = limits
+            self.splitLimits = splitLimits
         }
     }
 

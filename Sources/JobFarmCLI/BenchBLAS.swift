@@ -32,7 +32,8 @@ struct BenchBLASCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Seconds per queue run.") var queueSeconds: Double = 5
     @Option(parsing: .unconditional, help: "Worker concurrency in the queue runs.") var clients: Int = 64
     @Option(parsing: .unconditional, help: "Jobs per fetch in the queue runs.") var fetchBatch: Int = 100
-    @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1400,1600,2000"
+    @Option(help: "Offered loads (jobs/s) of the open-loop queue runs.") var rates: String = "100,200,300,400,600,800,1000,1200,1400,1600,2000,2400,2800,3200,4000,4800"
+    @Option(help: "Serving precisions of the queue runs: fp32 (the model as pushed), fp16 and int8 (quantized and validated against it, served as bench-mlp:latest@fp16 and @int8).") var precisions: String = "fp32,fp16,int8"
     @Option(parsing: .unconditional, help: "Inputs per row of the queue benchmark model.") var inputs: Int = 64
     @Option(help: "Hidden layer widths of the queue benchmark model (10 classes out).") var hidden: String = "4096,4096"
     @Option(parsing: .unconditional, help: "Dynamic batching: most rows per pass.") var maxBatch: Int = 32
@@ -55,6 +56,9 @@ struct BenchBLASCommand: AsyncParsableCommand {
         try OptionCheck.integer(passes, "--passes", atLeast: 0)
         try OptionCheck.integer(computeNice, "--compute-nice", atLeast: -20, atMost: 19)
         _ = try OptionCheck.positiveNumbers(rates, "--rates")
+        for name in precisions.split(separator: ",") where Precision(rawValue: String(name)) == nil {
+            throw ValidationError("--precisions: \(name) is not a precision; use fp32, fp16 or int8 separated by commas")
+        }
         _ = try OptionCheck.integers(hidden, "--hidden", atLeast: 1)
     }
 
@@ -168,13 +172,23 @@ struct BenchBLASCommand: AsyncParsableCommand {
     // MARK: Queue
 
     func queue() async throws {
+        for name in precisions.split(separator: ",") {
+            try await queue(precision: Precision(rawValue: String(name)) ?? .fp32)
+        }
+    }
+
+    /// The open-loop runs of one serving precision: FP32 serves the model as pushed (`bench-mlp`); FP16 and int8
+    /// quantize it (`quantize` job), validate the result against it (`validate` job: the registry records the
+    /// validation) and serve it only through `bench-mlp:latest@fp16` / `@int8`, as a client asking for that precision does.
+    func queue(precision: Precision) async throws {
         let sizes = [inputs] + hidden.split(separator: ",").compactMap { Int($0) } + [10]
         let model = try queueModel()
         var rng = SeededRandom(seed: 4)
         let input = (0..<inputs).map { _ in Double(rng.nextUnitFloat()) }
-        let payload = try JSONValue(encoding: BenchInferencePayload(model: "bench-mlp", inputs: [input], returnLogits: false))
+        let reference = precision == .fp32 ? "bench-mlp" : "bench-mlp:latest@\(precision.rawValue)"
+        let payload = try JSONValue(encoding: BenchInferencePayload(model: reference, inputs: [input], returnLogits: false))
         let offered = rates.split(separator: ",").compactMap { Double($0) }.sorted()
-        print("Single-row inference through the queue: model \(sizes.map(String.init).joined(separator: "→")) fp32; open loop: jobs enqueued at a fixed rate for \(queueSeconds) s, latency = server time from enqueue to finish; worker concurrency \(clients), fetch batch \(fetchBatch)")
+        print("Single-row inference through the queue: model \(sizes.map(String.init).joined(separator: "→")) \(precision.rawValue), served as \"\(reference)\"; open loop: jobs enqueued at a fixed rate for \(queueSeconds) s, latency = server time from enqueue to finish; worker concurrency \(clients), fetch batch \(fetchBatch)")
         var best: [Double] = [], kept: [Double] = []
         let modes = batching.split(separator: ",").map { $0 == "on" }
         for batching in modes {
@@ -191,6 +205,10 @@ struct BenchBLASCommand: AsyncParsableCommand {
             logger.logLevel = .warning
             let environment = registerMLJobs(into: &registry, farm: farm, options: options, logger: logger)
             _ = try await environment.models.push(model: model, name: "bench-mlp")
+            if precision != .fp32 {
+                let note = try await BenchServingPrecision.quantizeAndValidate(environment: environment, model: model, precision: precision)
+                if batching == modes.first { print("  \(note)") }
+            }
             let worker = Worker(farm: farm, registry: registry,
                                 configuration: WorkerConfiguration(queues: ["bench-inference"], concurrency: clients, fetchBatch: fetchBatch, shutdownGrace: .seconds(5)),
                                 logger: logger)
@@ -231,8 +249,10 @@ struct BenchBLASCommand: AsyncParsableCommand {
             _ = try? await workerTask.value
             try await BenchCleanup.removeNamespace(farm: farm)
         }
-        let perRow = try singleRowMilliseconds(model)
+        let perRow = try singleRowMilliseconds(precision == .fp32 ? model : try Quantization.convert(model, to: precision).model)
         if modes == [false, true] {
+            print(String(format: "  %@: unbatched %.0f/s kept up with, %.0f/s at p99 < 20 ms; batched %.0f/s kept up with, %.0f/s at p99 < 20 ms",
+                         precision.rawValue, kept[0], best[0], kept[1], best[1]))
             print(String(format: "  speed-up with batching: %.2f× in requests/s kept up with, %.2f× at p99 < 20 ms (goal ≥ 5× at p99 < 20 ms)", kept[1] / max(1, kept[0]), best[1] / max(1, best[0])))
         }
         print(String(format: "  ceiling: an unbatched forward pass costs %.3f ms per row → %.0f rows/s per core",
@@ -261,6 +281,13 @@ struct BenchBLASCommand: AsyncParsableCommand {
             print("split limits on \(t) threads (measured as a worker whose batched passes use \(t) threads does at start; OpenBLAS on \(t) threads above):")
             for result in SmallBatchKernel.calibrateSplit(threads: t) { print("  \(result)") }
         }
+        print("FP16 and int8 layers' own limits (measured as a worker does at start: the kernel against converting the weights and OpenBLAS):")
+        for precision in [Precision.fp16, .int8] {
+            for t in threadCounts {
+                for result in SmallBatchKernel.calibrate(precision: precision, threads: t) { print("  \(result)") }
+            }
+        }
+        BLASThreads.set(1)
         print("""
             columns: farm = model.logits(threads:) as the batcher runs it; raw = the best of two raw OpenBLAS paths on as \
             many OpenBLAS threads, every layer through cblas_sgemm (cblas_sgemv at one row) or one cblas_sgemv per row \

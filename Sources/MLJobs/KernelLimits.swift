@@ -131,9 +131,26 @@ final class KernelLimitsSetup: Sendable {
             details += split.map(\.description)
             if !split.isEmpty { splitLimits[String(threads)] = split.map(\.limit) }
         }
+        // FP16 and int8 layers' own limits: their OpenBLAS path converts the weights first.
+        var precisions: [String: SmallBatchLimitsCache.PrecisionLimits] = [:]
+        for precision in [Precision.fp16, .int8] {
+            let one = SmallBatchKernel.calibrate(precision: precision, threads: 1)
+            details += one.map(\.description)
+            guard one.count == SmallBatchKernel.SizeClass.allCases.count else { continue }
+            var entry = SmallBatchLimitsCache.PrecisionLimits(limits: one.map(\.limit))
+            for threads in splitThreads where threads > 1 {
+                let split = SmallBatchKernel.calibrate(precision: precision, threads: threads)
+                details += split.map(\.description)
+                if split.count == SmallBatchKernel.SizeClass.allCases.count {
+                    entry.splitLimits = (entry.splitLimits ?? [:]).merging([String(threads): split.map(\.limit)]) { $1 }
+                }
+            }
+            precisions[precision.rawValue] = entry
+        }
         let detail = details.joined(separator: "; ")
         let entry = SmallBatchLimitsCache.Entry(measuredAt: ISO8601DateFormatter().string(from: Date()), limits: limits,
-                                                detail: detail, splitLimits: splitLimits.isEmpty ? nil : splitLimits)
+                                                detail: detail, splitLimits: splitLimits.isEmpty ? nil : splitLimits,
+                                                precisions: precisions.isEmpty ? nil : precisions)
         var cacheNote = "not cached: no cache directory (set JOBFARM_CACHE_DIR or HOME)"
         if let path = cachePath {
             var cache = SmallBatchLimitsCache.load(path: path)
@@ -154,9 +171,13 @@ final class KernelLimitsSetup: Sendable {
 
     static func format(_ limits: [Int]) -> String { limits.map(String.init).joined(separator: "/") }
 
-    /// `16/16/32`, then each thread count's split limits: `16/16/32, split on 2 threads 24/32/48`.
+    /// `16/16/32`, then each thread count's split limits: `16/16/32, split on 2 threads 24/32/48`, then FP16's and
+    /// int8's the same way: `; fp16 64/96/128, split on 2 threads 128/128/128`.
     static func format(_ entry: SmallBatchLimitsCache.Entry) -> String {
-        format(entry.limits) + (entry.splitLimits ?? [:]).sorted { $0.key < $1.key }
-            .map { ", split on \($0.key) threads \(format($0.value))" }.joined()
+        func split(_ table: [String: [Int]]?) -> String {
+            (table ?? [:]).sorted { $0.key < $1.key }.map { ", split on \($0.key) threads \(format($0.value))" }.joined()
+        }
+        return format(entry.limits) + split(entry.splitLimits)
+            + (entry.precisions ?? [:]).sorted { $0.key < $1.key }.map { "; \($0.key) \(format($0.value.limits))\(split($0.value.splitLimits))" }.joined()
     }
 }

@@ -106,6 +106,26 @@ import Testing
         }
     }
 
+    @Test func precisionLimitsRoundTripAndAreChecked() throws {
+        let (directory, path) = try temporaryFile()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let measured = SmallBatchLimitsCache.Entry(
+            measuredAt: "2026-12-01T07:00:00Z", limits: [16, 24, 32], detail: "injected", splitLimits: ["2": [8, 16, 8]],
+            precisions: ["fp16": .init(limits: [64, 96, 128], splitLimits: ["2": [128, 128, 96]]), "int8": .init(limits: [0, 48, 64])])
+        #expect(measured.isValid)
+        var cache = SmallBatchLimitsCache()
+        cache.entries[key] = measured
+        try cache.store(path: path)
+        #expect(SmallBatchLimitsCache.load(path: path).entry(for: key) == measured)
+        for bad: [String: SmallBatchLimitsCache.PrecisionLimits] in [
+            ["fp32": .init(limits: [8, 8, 8])], ["fp8": .init(limits: [8, 8, 8])], ["fp16": .init(limits: [8, 8])],
+            ["fp16": .init(limits: [8, 8, SmallBatchKernel.maxSplitBatch + 1])], ["int8": .init(limits: [8, 8, 8], splitLimits: ["1": [8, 8, 8]])],
+        ] {
+            cache.entries[key] = .init(measuredAt: "x", limits: [16, 24, 32], detail: "edited by hand", precisions: bad)
+            #expect(cache.entry(for: key) == nil, "\(bad)")
+        }
+    }
+
     @Test func cachedSplitLimitsAreApplied() {
         // 11 threads: a count no other test uses, so no other pass sees these limits.
         defer {
