@@ -5,6 +5,7 @@ import JobFarmTesting
 import JobKinds
 import JobQueue
 import JobWorker
+import ModelStore
 import NIOCore
 import RedisClient
 import Testing
@@ -57,6 +58,10 @@ struct ClientTests {
                 for try await _ in client.events(sleeper.id, lastEventID: events.last?.id) { after += 1 }
                 #expect(after == 0)
 
+                // The validate job's model and dataset exist (a job naming a missing one is refused at submission).
+                let redis = RedisClient(configuration: farm.configuration.redis, name: "test-models")
+                _ = try await ModelRegistry(client: redis, namespace: farm.configuration.namespace).push(model: try inferenceTestModel(), name: "m")
+                try await DatasetStore(client: redis, namespace: farm.configuration.namespace).push(name: "d", bytes: Array("a,b\n1,2\n".utf8))
                 let bulk = try await client.submitBulk([
                     JobSubmission(kind: "noop", tier: "free"),
                     JobSubmission(kind: "sleep", payload: .object(["seconds": .number(1)]), delay: .seconds(60)),

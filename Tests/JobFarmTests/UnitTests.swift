@@ -55,7 +55,7 @@ struct EnvelopeTests {
     }
 
     @Test func largePayloadIsCompressedWithChecksum() throws {
-        let big = JSONValue.object(["rows": .array((0..<500).map { .number(Double($0 % 10)) })])
+        let big = JSONValue.object(["rows": .array((0..<1000).map { .number(Double($0 % 10)) })])
         let envelope = JobEnvelope(kind: "inference", payload: big)
         let text = envelope.encoded()
         #expect(text.contains("\"payload_z\""))
