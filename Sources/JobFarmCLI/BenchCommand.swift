@@ -33,10 +33,13 @@ struct BenchQueueCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Items of the for_each fan-out (and jobs of the batch) whose fan-in is measured (0: skip).") var fanOut: Int = 10_000
     @Option(help: "Worker settings for the end-to-end runs, comma-separated: 'bench' (--concurrency/--fetch-batch above), 'defaults' (the worker's own defaults, what a user gets).")
     var settings: String = "bench,defaults"
+    @Option(help: "Queue counts of the end-to-end runs, comma-separated: N queues whose hash slots land on distinct masters of a Redis Cluster (on the masters in turn when N exceeds them), the jobs split evenly, every worker serving all N.")
+    var queues: String = "1"
 
     func validate() throws {
         try OptionCheck.integer(jobs, "--jobs", atLeast: 1)
         _ = try OptionCheck.integers(workers, "--workers", atLeast: 1)
+        _ = try OptionCheck.integers(queues, "--queues", atLeast: 1)
         try OptionCheck.integer(concurrency, "--concurrency", atLeast: 1)
         try OptionCheck.integer(fetchBatch, "--fetch-batch", atLeast: 1)
         try OptionCheck.integer(samples, "--samples", atLeast: 1)
@@ -94,15 +97,18 @@ struct BenchQueueCommand: AsyncParsableCommand {
                       "(a client blocked in BLPOP woken by another's LPUSH, 2 ms idle between samples, as in the pickup run)"))
 
             // 2. Bulk enqueue and memory per queued job.
+            //    Into the first end-to-end run's queues, which that run drains.
+            let queueCounts = queues.split(separator: ",").compactMap { Int($0) }
+            var queued = try await raw.queuesSpreadOverMasters(queueCounts[0], prefix: "bench")
             let memoryBefore = try await usedMemory(raw)
-            let cpuBefore = try await redisCPUSeconds(raw)
+            let cpuBefore = try await redisCPUSeconds(raw).masters
             let ownCPUBefore = processCPUSeconds(getpid()) ?? 0
-            let enqueueTime = try await enqueueAll(farm, count: jobs)
+            let enqueueTime = try await enqueueAll(farm, count: jobs, queues: queued)
             let ownCPU = (processCPUSeconds(getpid()) ?? 0) - ownCPUBefore
-            let enqueueCPU = try await redisCPUSeconds(raw) - cpuBefore
+            let enqueueCPU = try await redisCPUSeconds(raw).masters - cpuBefore
             let memoryAfter = try await usedMemory(raw)
             let enqueueRate = Double(jobs) / enqueueTime.seconds
-            print("\nbulk enqueue (\(jobs) no-op jobs, \(bulk) per call, 1 connection)")
+            print("\nbulk enqueue (\(jobs) no-op jobs, \(bulk) per call, 1 connection\(queued.count == 1 ? "" : ", split over \(queued.count) queues"))")
             print(row("enqueue", rate(enqueueRate), ratio(enqueueRate, pendingRate, "of raw HSET fields + LPUSH") + ", " + ratio(enqueueRate, hset, "of raw HSET of a new hash")
                       + "; " + perThousand(redis: enqueueCPU, jobs: jobs)
                       + String(format: ", the enqueuing process's CPU %.1f ms", ownCPU / Double(jobs) * 1_000_000)))
@@ -110,19 +116,30 @@ struct BenchQueueCommand: AsyncParsableCommand {
 
             // 3. End to end: every job leased, state recorded, acknowledged; with the bench's settings and with the
             //    worker's own defaults (no flags: whatever `jobfarm worker` does when a user starts it).
-            var first = true
-            for setting in settingList {
-                let flags = setting == "bench" ? ["--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch)] : []
-                print("\nend to end (\(jobs) no-op jobs; workers: \(setting == "bench" ? flags.joined(separator: " ") : "the worker's defaults, no flags"))")
-                for count in workers.split(separator: ",").compactMap({ Int($0) }) {
-                    if !first { _ = try await enqueueAll(farm, count: jobs) }
-                    first = false
-                    let cpuBefore = try await redisCPUSeconds(raw)
-                    let run = try await drain(farm, binary: binary, processes: count, flags: flags, configuration: configuration)
-                    let redisCPU = try await redisCPUSeconds(raw) - cpuBefore
-                    let throughput = Double(jobs) / run.time.seconds
-                    print(row("\(count) worker process\(count == 1 ? "" : "es")", rate(throughput),
-                              ratio(throughput, evalsha, "of raw EVALSHA") + "; " + perThousand(redis: redisCPU, workers: run.workerCPU, jobs: jobs)))
+            //    With --queues N: N queues spread over the masters of a cluster, every worker serving all of them.
+            for queueCount in queueCounts {
+                let names = try await raw.queuesSpreadOverMasters(queueCount, prefix: "bench")
+                var owners: [String] = []
+                for name in names { owners.append(try await raw.owner(ofSlot: ClusterSlot.of(name)) ?? "?") }
+                let onMasters = Set(owners).count
+                let spread = queueCount == 1 && queues == "1" ? ""
+                    : "; \(queueCount) queue\(queueCount == 1 ? "" : "s") on \(onMasters) master\(onMasters == 1 ? "" : "s"): " + zip(names, owners).map { "\($0) on \($1)" }.joined(separator: ", ")
+                for setting in settingList {
+                    let flags = setting == "bench" ? ["--concurrency", String(concurrency), "--fetch-batch", String(fetchBatch)] : []
+                    print("\nend to end (\(jobs) no-op jobs; workers: \(setting == "bench" ? flags.joined(separator: " ") : "the worker's defaults, no flags")\(spread))")
+                    for count in workers.split(separator: ",").compactMap({ Int($0) }) {
+                        if queued != names { _ = try await enqueueAll(farm, count: jobs, queues: names) }
+                        queued = []
+                        let cpuBefore = try await redisCPUSeconds(raw)
+                        let run = try await drain(farm, binary: binary, processes: count, flags: flags, queues: names, configuration: configuration)
+                        let cpuAfter = try await redisCPUSeconds(raw)
+                        let throughput = Double(jobs) / run.time.seconds
+                        var cost = perThousand(redis: cpuAfter.masters - cpuBefore.masters, workers: run.workerCPU, jobs: jobs)
+                        if configuration.redis.isCluster {
+                            cost = "masters' " + cost + String(format: ", replicas' CPU %.1f ms", (cpuAfter.replicas - cpuBefore.replicas) / Double(jobs) * 1_000_000)
+                        }
+                        print(row("\(count) worker process\(count == 1 ? "" : "es")", rate(throughput), ratio(throughput, evalsha, "of raw EVALSHA") + "; " + cost))
+                    }
                 }
             }
 
@@ -196,7 +213,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
             _ = try await client.pipeline(batch)
         }
         let elapsed = (clock.now - start).seconds
-        _ = try await client.execute("DEL", "\(namespace):rawpending", "\(namespace):rawlist")
+        _ = try await client.send([RedisCommand("DEL", "\(namespace):rawpending"), RedisCommand("DEL", "\(namespace):rawlist")])  // two slots on a cluster
         return Double(done) / elapsed
     }
 
@@ -237,38 +254,48 @@ struct BenchQueueCommand: AsyncParsableCommand {
         return (.nanoseconds(Int64(histogram.valueAtPercentile(50))), .nanoseconds(Int64(histogram.valueAtPercentile(99))))
     }
 
+    /// `used_memory` of the one server, or summed over every master of a cluster.
     private func usedMemory(_ client: RedisClient) async throws -> Int {
-        let info = try await client.execute("INFO", "memory").string ?? ""
-        for line in info.split(separator: "\r\n") where line.hasPrefix("used_memory:") {
-            return Int(line.dropFirst("used_memory:".count)) ?? 0
+        var total = 0
+        for (_, reply) in try await client.everyMaster(RedisCommand("INFO", "memory")) {
+            for line in (reply.string ?? "").split(separator: "\r\n") where line.hasPrefix("used_memory:") {
+                total += Int(line.dropFirst("used_memory:".count)) ?? 0
+            }
         }
-        return 0
+        return total
     }
 
-    private func enqueueAll(_ farm: JobFarm, count: Int) async throws -> Duration {
-        let request = EnqueueRequest(kind: "noop", queue: "bench")
+    /// Enqueues `count` no-op jobs, split evenly over `queues`, `--bulk` per call.
+    private func enqueueAll(_ farm: JobFarm, count: Int, queues: [String] = ["bench"]) async throws -> Duration {
         let clock = ContinuousClock()
         let start = clock.now
-        var done = 0
-        while done < count {
-            let n = min(bulk, count - done)
-            _ = try await farm.enqueue(Array(repeating: request, count: n))
-            done += n
+        for (index, queue) in queues.enumerated() {
+            let request = EnqueueRequest(kind: "noop", queue: queue)
+            let share = count / queues.count + (index < count % queues.count ? 1 : 0)
+            var done = 0
+            while done < share {
+                let n = min(bulk, share - done)
+                _ = try await farm.enqueue(Array(repeating: request, count: n))
+                done += n
+            }
         }
         return clock.now - start
     }
 
-    /// Redis's own CPU time (user + system, `INFO cpu`), in seconds: summed over every master on a Redis Cluster
-    /// (replicas not counted).
-    private func redisCPUSeconds(_ client: RedisClient) async throws -> Double {
-        var total = 0.0
-        for (node, reply) in try await client.everyMaster(RedisCommand("INFO", "cpu")) {
-            guard let info = reply.string else { throw CLIError(RedisError.unexpectedReply("INFO cpu on \(node): \(reply)")) }
-            for line in info.split(separator: "\r\n") where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
-                total += Double(line.split(separator: ":").last ?? "") ?? 0
+    /// Redis's own CPU time (user + system, `INFO cpu`), in seconds: summed over every master on a Redis Cluster,
+    /// and apart over every replica (0 on one server).
+    private func redisCPUSeconds(_ client: RedisClient) async throws -> (masters: Double, replicas: Double) {
+        func sum(_ replies: [(node: String, reply: RESPValue)]) throws -> Double {
+            var total = 0.0
+            for (node, reply) in replies {
+                guard let info = reply.string else { throw CLIError(RedisError.unexpectedReply("INFO cpu on \(node): \(reply)")) }
+                for line in info.split(separator: "\r\n") where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
+                    total += Double(line.split(separator: ":").last ?? "") ?? 0
+                }
             }
+            return total
         }
-        return total
+        return (try sum(try await client.everyMaster(RedisCommand("INFO", "cpu"))), try sum(try await client.everyReplica(RedisCommand("INFO", "cpu"))))
     }
 
     /// "Redis CPU 0.123 ms/1,000 jobs" (and the workers' when known): what a Redis Cluster divides, and the cost
@@ -282,8 +309,9 @@ struct BenchQueueCommand: AsyncParsableCommand {
     /// Starts `processes` workers on the bench queue and waits until they have run `jobs` jobs; returns the time from
     /// starting them to the last job done, and the CPU seconds the workers used (user + system, read from their
     /// /proc entries just before they exit).
-    private func drain(_ farm: JobFarm, binary: String, processes: Int, flags: [String], configuration: JobFarmConfiguration) async throws -> (time: Duration, workerCPU: Double) {
-        let before = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
+    private func drain(_ farm: JobFarm, binary: String, processes: Int, flags: [String], queues: [String], configuration: JobFarmConfiguration) async throws -> (time: Duration, workerCPU: Double) {
+        func succeededCount() async throws -> Int { try await farm.stats(queues: queues).reduce(0) { $0 + ($1.counters["succeeded"] ?? 0) } }
+        let before = try await succeededCount()
         let target = before + jobs
         let clock = ContinuousClock()
         let start = clock.now
@@ -292,7 +320,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = [
-                "worker", "--redis-url", global.resolvedRedisURL, "--namespace", configuration.namespace, "--queues", "bench",
+                "worker", "--redis-url", global.resolvedRedisURL, "--namespace", configuration.namespace, "--queues", queues.joined(separator: ","),
                 "--exit-when-empty", "--log-level", "error",
             ] + flags
             // No-op jobs never call OpenBLAS: keep a first-ever kernel measurement (~1 s) and the small-batch
@@ -308,7 +336,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
         var cpu: [Int32: Double] = [:]
         while succeeded < target {
             try await Task.sleep(for: .milliseconds(10))
-            succeeded = try await farm.stats(queues: ["bench"])[0].counters["succeeded"] ?? 0
+            succeeded = try await succeededCount()
             for child in children where child.isRunning { cpu[child.processIdentifier] = processCPUSeconds(child.processIdentifier) ?? cpu[child.processIdentifier] }
             if children.allSatisfy({ !$0.isRunning }) && succeeded < target {
                 throw CLIError(message: "workers exited with \(target - succeeded) jobs not done; run one by hand to see why")
@@ -364,7 +392,7 @@ struct BenchQueueCommand: AsyncParsableCommand {
             else { return }
             cursor = parts[0].string ?? "0"
             let keys = (parts[1].array ?? []).compactMap(\.string)
-            if !keys.isEmpty { _ = try? await client.execute(RedisCommand(["UNLINK"] + keys)) }
+            if !keys.isEmpty { _ = try? await client.send(keys.map { RedisCommand("UNLINK", $0) }) }  // one slot each on a cluster
         } while cursor != "0"
     }
 

@@ -65,6 +65,7 @@ struct CLIOptionCheckTests {
             (["dlq", "requeue", "--all", "--rate", "-5"], "--rate must be more than 0 letters per second, got -5"),
             (["bench", "queue", "--jobs", "-1"], "--jobs must be at least 1, got -1"),
             (["bench", "queue", "--workers", "1,-2"], "--workers: each value must be at least 1, got -2"),
+            (["bench", "queue", "--queues", "2,0"], "--queues: each value must be at least 1, got 0"),
             (["bench", "blas", "--compute-nice", "40"], "--compute-nice must be at most 19, got 40"),
             (["blas-probe", "--rounds", "0"], "--rounds must be at least 1, got 0"),
         ]
