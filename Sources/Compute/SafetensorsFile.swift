@@ -112,30 +112,23 @@ public struct SafetensorsFile: Sendable, Equatable {
 
     // MARK: - Parsing
 
-    private struct Entry {
-        var name: String
-        var dtype: String
-        var shape: [Int]
-        var begin: Int
-        var end: Int
+    /// One tensor as a header declares it.
+    public struct HeaderEntry: Sendable, Equatable {
+        public var name: String
+        /// `F32`, `F16`, `I8`, `F64` or `BF16`.
+        public var dtype: String
+        public var shape: [Int]
+        /// Byte range within the data section.
+        public var begin: Int
+        public var end: Int
     }
+    private typealias Entry = HeaderEntry
 
-    private static func parse(_ raw: UnsafeRawBufferPointer) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        guard raw.count >= 8 else {
-            throw ComputeError.invalidFormat("safetensors buffer is \(raw.count) bytes, too short for the 8-byte header length")
-        }
-        let headerLength = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
-        guard headerLength <= UInt64(maxHeaderBytes) else {
-            throw ComputeError.invalidFormat("safetensors header length \(headerLength) exceeds the \(maxHeaderBytes)-byte limit")
-        }
-        guard headerLength <= UInt64(raw.count - 8) else {
-            throw ComputeError.invalidFormat("safetensors header length \(headerLength) runs past the end of the \(raw.count)-byte file")
-        }
-        guard headerLength >= 2 else {
-            throw ComputeError.invalidFormat("safetensors header length \(headerLength) is too small for a JSON object")
-        }
-        let n = Int(headerLength)
-        let headerBytes = Data(UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]))
+    /// Parses and checks a header's JSON (the `n` bytes after the length): a JSON object, string metadata, every
+    /// tensor's dtype, shape and `data_offsets` (the byte count its dtype and shape need), no two tensors
+    /// overlapping, and, when `dataSize` is given, every tensor inside a data section of that many bytes. The
+    /// entries come in the header's order of keys as read.
+    public static func parseHeader(json headerBytes: Data, dataSize: Int?) throws -> (entries: [HeaderEntry], metadata: [String: String]) {
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: headerBytes, options: [])
@@ -145,9 +138,6 @@ public struct SafetensorsFile: Sendable, Equatable {
         guard let header = object as? [String: Any] else {
             throw ComputeError.invalidFormat("safetensors header is not a JSON object")
         }
-        let dataStart = 8 + n
-        let dataSize = raw.count - dataStart
-
         var metadata: [String: String] = [:]
         var entries: [Entry] = []
         for (name, value) in header {
@@ -185,7 +175,7 @@ public struct SafetensorsFile: Sendable, Equatable {
             guard begin <= end else {
                 throw ComputeError.invalidFormat("tensor \"\(name)\" has data_offsets [\(begin), \(end)] with begin after end")
             }
-            guard end <= dataSize else {
+            if let dataSize, end > dataSize {
                 throw ComputeError.invalidFormat("tensor \"\(name)\" data_offsets [\(begin), \(end)] run past the end of the \(dataSize)-byte data section")
             }
             guard let width = elementWidth(dtype) else {
@@ -201,11 +191,31 @@ public struct SafetensorsFile: Sendable, Equatable {
             }
             entries.append(Entry(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
         }
-
         let sorted = entries.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
         for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
             throw ComputeError.invalidFormat("tensors \"\(a.name)\" [\(a.begin), \(a.end)] and \"\(b.name)\" [\(b.begin), \(b.end)] overlap")
         }
+        return (entries, metadata)
+    }
+
+    private static func parse(_ raw: UnsafeRawBufferPointer) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
+        guard raw.count >= 8 else {
+            throw ComputeError.invalidFormat("safetensors buffer is \(raw.count) bytes, too short for the 8-byte header length")
+        }
+        let headerLength = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
+        guard headerLength <= UInt64(maxHeaderBytes) else {
+            throw ComputeError.invalidFormat("safetensors header length \(headerLength) exceeds the \(maxHeaderBytes)-byte limit")
+        }
+        guard headerLength <= UInt64(raw.count - 8) else {
+            throw ComputeError.invalidFormat("safetensors header length \(headerLength) runs past the end of the \(raw.count)-byte file")
+        }
+        guard headerLength >= 2 else {
+            throw ComputeError.invalidFormat("safetensors header length \(headerLength) is too small for a JSON object")
+        }
+        let n = Int(headerLength)
+        let headerBytes = Data(UnsafeRawBufferPointer(rebasing: raw[8..<(8 + n)]))
+        let dataStart = 8 + n
+        let (entries, metadata) = try parseHeader(json: headerBytes, dataSize: raw.count - dataStart)
 
         var tensors: [String: Tensor] = [:]
         for e in entries {

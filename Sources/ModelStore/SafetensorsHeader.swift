@@ -10,15 +10,7 @@ import Foundation
 /// shapes alone. What needs the values (a standardisation tensor's numbers) is checked when a worker loads the model.
 public struct SafetensorsHeader: Sendable {
     /// One tensor as the header declares it.
-    public struct Entry: Sendable, Equatable {
-        public var name: String
-        /// `F32`, `F16`, `I8`, `F64` or `BF16`.
-        public var dtype: String
-        public var shape: [Int]
-        /// Byte range within the data section.
-        public var begin: Int
-        public var end: Int
-    }
+    public typealias Entry = SafetensorsFile.HeaderEntry
 
     /// Tensors by name.
     public var entries: [String: Entry]
@@ -50,91 +42,25 @@ public struct SafetensorsHeader: Sendable {
         guard let needed = try Self.neededBytes(prefix), prefix.count >= needed else {
             throw ModelStoreError.invalidModel("the file ends before its safetensors header does (\(prefix.count) bytes)")
         }
-        let object: Any
+        // The checks `SafetensorsFile` applies to a whole file's header; the data section's size is not known yet.
+        let parsed: (entries: [Entry], metadata: [String: String])
         do {
-            object = try JSONSerialization.jsonObject(with: Data(prefix[8..<needed]), options: [])
-        } catch {
-            throw ModelStoreError.invalidModel("safetensors header is not valid JSON: \(error.localizedDescription)")
+            parsed = try SafetensorsFile.parseHeader(json: Data(prefix[8..<needed]), dataSize: nil)
+        } catch let error as ComputeError {
+            throw ModelStoreError.invalidModel(error.message)
         }
-        guard let header = object as? [String: Any] else {
-            throw ModelStoreError.invalidModel("safetensors header is not a JSON object")
-        }
-        func integer(_ value: Any) -> Int? {
-            if type(of: value) == Bool.self { return nil }
-            if let i = value as? Int { return i >= 0 ? i : nil }
-            if let d = value as? Double, d >= 0, d <= 9.0e15, d == d.rounded() { return Int(d) }
-            return nil
-        }
-        var metadata: [String: String] = [:]
-        var entries: [String: Entry] = [:]
-        for (name, value) in header {
-            if name == "__metadata__" {
-                guard let object = value as? [String: Any] else {
-                    throw ModelStoreError.invalidModel("safetensors __metadata__ is not a JSON object")
-                }
-                for (key, item) in object {
-                    guard let text = item as? String else {
-                        throw ModelStoreError.invalidModel("safetensors __metadata__ value for \"\(key)\" is not a string")
-                    }
-                    metadata[key] = text
-                }
-                continue
-            }
-            guard let info = value as? [String: Any] else {
-                throw ModelStoreError.invalidModel("safetensors entry \"\(name)\" is not a JSON object")
-            }
-            guard let dtype = info["dtype"] as? String else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" has no string \"dtype\"")
-            }
-            guard let shapeItems = info["shape"] as? [Any] else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" has no \"shape\" array")
-            }
-            let shape = try shapeItems.map { item -> Int in
-                guard let value = integer(item) else {
-                    throw ModelStoreError.invalidModel("tensor \"\(name)\" has an invalid dimension \(item) in its shape")
-                }
-                return value
-            }
-            guard let offsets = info["data_offsets"] as? [Any], offsets.count == 2,
-                  let begin = integer(offsets[0]), let end = integer(offsets[1]), begin <= end else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" needs \"data_offsets\": [begin, end] of non-negative integers, begin first")
-            }
-            guard let width = Self.elementWidth(dtype) else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" has dtype \"\(dtype)\"; supported: F32, F16, I8 (read-only: F64, BF16)")
-            }
-            guard let count = try? Tensor.elementCount(of: shape) else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" has an invalid shape \(shape)")
-            }
-            let (bytes, overflow) = count.multipliedReportingOverflow(by: width)
-            guard !overflow, bytes == end - begin else {
-                throw ModelStoreError.invalidModel("tensor \"\(name)\" is \(dtype) \(shape) = \(count) × \(width) bytes, but data_offsets [\(begin), \(end)] span \(end - begin) bytes")
-            }
-            entries[name] = Entry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
-        }
-        let sorted = entries.values.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
-            throw ModelStoreError.invalidModel("tensors \"\(a.name)\" [\(a.begin), \(a.end)] and \"\(b.name)\" [\(b.begin), \(b.end)] overlap")
-        }
+        let entries = Dictionary(parsed.entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let metadata = parsed.metadata
         self.entries = entries
         self.metadata = metadata
         self.dataStart = needed
-        self.dataEnd = sorted.last?.end ?? 0
+        self.dataEnd = parsed.entries.map(\.end).max() ?? 0
     }
 
     /// Throws `ModelStoreError.invalidModel` when a file of `bytes` is too short for the tensors the header declares.
     public func checkLength(_ bytes: Int) throws {
         guard dataStart + dataEnd <= bytes else {
             throw ModelStoreError.invalidModel("tensor data_offsets run to byte \(dataEnd) of the data section, past the end of the \(bytes)-byte file (\(max(0, bytes - dataStart)) bytes of data)")
-        }
-    }
-
-    static func elementWidth(_ dtype: String) -> Int? {
-        switch dtype {
-        case "F32": return 4
-        case "F16", "BF16": return 2
-        case "I8": return 1
-        case "F64": return 8
-        default: return nil
         }
     }
 
