@@ -43,21 +43,16 @@ public final class RedisCoalescer: RedisPipelining {
         let requests: [RedisRequest]
         let deadline: ContinuousClock.Instant?
         let limit: Duration
-        private let continuation: Mutex<CheckedContinuation<[RESPValue], any Error>?>
+        private let replies: OnceContinuation<[RESPValue]>
 
         init(_ requests: [RedisRequest], limit: Duration?, continuation: CheckedContinuation<[RESPValue], any Error>) {
             self.requests = requests
             self.limit = limit ?? .zero
             self.deadline = limit.map { ContinuousClock.now + $0 }
-            self.continuation = Mutex(continuation)
+            self.replies = OnceContinuation(continuation)
         }
 
-        func resume(_ result: Result<[RESPValue], any Error>) {
-            continuation.withLock { taken in
-                defer { taken = nil }
-                return taken
-            }?.resume(with: result)
-        }
+        func resume(_ result: Result<[RESPValue], any Error>) { replies.resume(result) }
     }
 
     private struct State {

@@ -47,7 +47,7 @@ extension Dispatcher: OutboxGaugeSource {
                 let results = if let lane = merger.lane(of: batch, defaultTier: farm.configuration.defaultTier) {
                     try await merger.enqueue(batch, lane: lane, within: limit)
                 } else {
-                    try await enqueueShared(batch, within: limit)
+                    try await SubmissionMerger.enqueueUnmerged(batch, farm: farm, redis: redis, within: limit)
                 }
                 breaker.recordSuccess()
                 return Placement(ids: results.map(\.id), spooled: false, duplicates: results.map(\.duplicate))
@@ -61,37 +61,6 @@ extension Dispatcher: OutboxGaugeSource {
         }
         try await spool(jobs, attempted: false)
         return Placement(ids: jobs.map { $0.id ?? "" }, spooled: true)
-    }
-
-    /// Enqueues through the shared round trips (`redis`) when the jobs take the library's one-call path (one queue
-    /// and tier, to run now, no idempotency key: every single submission of the hot path), else through
-    /// `JobFarm.enqueueReporting`. Says per job whether it was a duplicate, with the original id. Throws
-    /// `RedisCallTimedOut` when Redis has not answered within `limit`.
-    func enqueueShared(_ jobs: [EnqueueRequest], within limit: Duration) async throws -> [EnqueueResult] {
-        // The hot path: Redis' clock known, the coalescer keeps the deadline (no task or timer per call).
-        if let prepared = try await farm.prepareEnqueue(jobs, refreshingClock: false) {
-            let replies: [RESPValue]
-            do {
-                replies = try await redis.pipeline(prepared.requests, within: limit)
-            } catch let error as RedisError {
-                throw JobFarmError(error, operation: "enqueue")
-            }
-            // An error reply leads to a further look-up here (rare); it is bounded like the rest.
-            if replies.contains(where: { $0.errorMessage != nil }) {
-                return try await withDeadline(limit) { [farm] in try await farm.results(of: prepared, replies: replies) }
-            }
-            return try await farm.results(of: prepared, replies: replies)
-        }
-        return try await withDeadline(limit) { [self] in
-            guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueueReporting(jobs) }
-            let replies: [RESPValue]
-            do {
-                replies = try await redis.pipeline(prepared.requests)
-            } catch let error as RedisError {
-                throw JobFarmError(error, operation: "enqueue")
-            }
-            return try await farm.results(of: prepared, replies: replies)
-        }
     }
 
     private func spool(_ jobs: [EnqueueRequest], attempted: Bool) async throws {

@@ -23,20 +23,15 @@ public final class SubmissionMerger: Sendable {
     private final class Entry: Sendable {
         let jobs: [EnqueueRequest]
         let deadline: ContinuousClock.Instant
-        private let continuation: Mutex<CheckedContinuation<[EnqueueResult], any Error>?>
+        private let results: OnceContinuation<[EnqueueResult]>
 
         init(_ jobs: [EnqueueRequest], deadline: ContinuousClock.Instant, continuation: CheckedContinuation<[EnqueueResult], any Error>) {
             self.jobs = jobs
             self.deadline = deadline
-            self.continuation = Mutex(continuation)
+            self.results = OnceContinuation(continuation)
         }
 
-        func resume(_ result: Result<[EnqueueResult], any Error>) {
-            continuation.withLock { taken in
-                defer { taken = nil }
-                return taken
-            }?.resume(with: result)
-        }
+        func resume(_ result: Result<[EnqueueResult], any Error>) { results.resume(result) }
     }
 
     private struct LaneState {
@@ -84,6 +79,21 @@ public final class SubmissionMerger: Sendable {
                 return Self.take(&lanes[lane]!, upTo: maxJobs)
             }
             if let batch { Task { await self.serve(lane: lane, first: batch) } }
+        }
+    }
+
+    /// Enqueues `jobs` on their own within `limit`: through `JobFarm.prepareEnqueue` and the shared round trips when
+    /// they take its one-call path (asking Redis' clock when it is due), else `JobFarm.enqueueReporting`.
+    static func enqueueUnmerged(_ jobs: [EnqueueRequest], farm: JobFarm, redis: RedisCoalescer, within limit: Duration) async throws -> [EnqueueResult] {
+        try await withDeadline(limit) {
+            guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueueReporting(jobs) }
+            let replies: [RESPValue]
+            do {
+                replies = try await redis.pipeline(prepared.requests)
+            } catch let error as RedisError {
+                throw JobFarmError(error, operation: "enqueue")
+            }
+            return try await farm.results(of: prepared, replies: replies)
         }
     }
 
@@ -148,16 +158,7 @@ public final class SubmissionMerger: Sendable {
                 }
             } else {
                 // Redis' clock not known this minute (one `TIME`), or not the one-call path: the library's way.
-                results = try await withDeadline(limit) { [farm, redis] in
-                    guard let prepared = try await farm.prepareEnqueue(jobs) else { return try await farm.enqueueReporting(jobs) }
-                    let replies: [RESPValue]
-                    do {
-                        replies = try await redis.pipeline(prepared.requests)
-                    } catch let error as RedisError {
-                        throw JobFarmError(error, operation: "enqueue")
-                    }
-                    return try await farm.results(of: prepared, replies: replies)
-                }
+                results = try await Self.enqueueUnmerged(jobs, farm: farm, redis: redis, within: limit)
             }
             var offset = 0
             for entry in batch {
