@@ -16,3 +16,18 @@ final class OnceContinuation<Value: Sendable>: Sendable {
         }?.resume(with: result)
     }
 }
+
+/// Takes the oldest waiters off the front of `waiting` for the next round trip or call: at least one, then as many as
+/// keep the sum of their `size` within `limit`.
+func takeOldest<Waiter>(_ waiting: inout [Waiter], upTo limit: Int, size: (Waiter) -> Int) -> [Waiter] {
+    var count = 0
+    var taken = 0
+    for waiter in waiting {
+        if taken > 0 && count + size(waiter) > limit { break }
+        count += size(waiter)
+        taken += 1
+    }
+    let batch = Array(waiting.prefix(taken))
+    waiting.removeFirst(taken)
+    return batch
+}

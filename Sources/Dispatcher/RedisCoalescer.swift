@@ -57,7 +57,6 @@ public final class RedisCoalescer: RedisPipelining {
 
     private struct State {
         var waiting: [Call] = []
-        var waitingRequests = 0
         /// Indices into `clients` with no round trip in flight.
         var idle: [Int]
         /// The calls of the round trip in flight on each connection.
@@ -103,7 +102,6 @@ public final class RedisCoalescer: RedisPipelining {
                 box.withLock { $0 = call }
                 let (start, sweep): ((client: Int, batch: [Call])?, Bool) = state.withLock { state in
                     state.waiting.append(call)
-                    state.waitingRequests += requests.count
                     var sweep = false
                     if call.deadline != nil && !state.sweeping {
                         state.sweeping = true
@@ -130,17 +128,7 @@ public final class RedisCoalescer: RedisPipelining {
 
     /// The calls of the next round trip: the oldest first, at least one, up to `limit` requests.
     private static func take(_ state: inout State, upTo limit: Int) -> [Call] {
-        var count = 0
-        var taken = 0
-        for call in state.waiting {
-            if taken > 0 && count + call.requests.count > limit { break }
-            count += call.requests.count
-            taken += 1
-        }
-        let batch = Array(state.waiting.prefix(taken))
-        state.waiting.removeFirst(taken)
-        state.waitingRequests -= count
-        return batch
+        takeOldest(&state.waiting, upTo: limit) { $0.requests.count }
     }
 
     private func launch(client index: Int, batch: [Call]) {
@@ -199,7 +187,6 @@ public final class RedisCoalescer: RedisPipelining {
                 state.waiting.removeAll { call in
                     guard check(call) else { return false }
                     expired.append(call)
-                    state.waitingRequests -= call.requests.count
                     return true
                 }
                 for batch in state.inFlight.values {

@@ -99,16 +99,7 @@ public final class SubmissionMerger: Sendable {
 
     /// The oldest waiting entries, at least one, up to `limit` jobs.
     private static func take(_ state: inout LaneState, upTo limit: Int) -> [Entry] {
-        var count = 0
-        var taken = 0
-        for entry in state.waiting {
-            if taken > 0 && count + entry.jobs.count > limit { break }
-            count += entry.jobs.count
-            taken += 1
-        }
-        let batch = Array(state.waiting.prefix(taken))
-        state.waiting.removeFirst(taken)
-        return batch
+        takeOldest(&state.waiting, upTo: limit) { $0.jobs.count }
     }
 
     /// Sends the lane's batches one call at a time until nobody waits.
