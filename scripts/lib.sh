@@ -96,43 +96,35 @@ ensure_schemathesis() {
     export JOBFARM_SCHEMATHESIS
 }
 
-# Finds a python3 with NumPy for the binary-tensor and number-printing tests (a client building tensors with
-# `ndarray.tobytes()`); installs NumPy (PyPI) into a virtualenv of the project's own when the system's python3 has
-# none. Exports its path as JOBFARM_TEST_PYTHON.
-ensure_numpy() {
-    local venv=".build-tools/numpy"
-    command -v python3 >/dev/null || die "python3 is needed for the NumPy tests; install python3 (apt-get install python3 python3-venv)"
-    if python3 -c 'import numpy' >/dev/null 2>&1; then
-        JOBFARM_TEST_PYTHON=$(command -v python3)
+# Finds a python3 that imports module $1, installing pip requirement $2 (PyPI) into the project's own virtualenv
+# .build-tools/$1 when the system's python3 lacks it; $3 says what for; exports the interpreter's path as $4.
+ensure_python_module() {
+    local module="$1" requirement="$2" purpose="$3" variable="$4" venv=".build-tools/$1" python
+    command -v python3 >/dev/null || die "python3 is needed $purpose; install python3 (apt-get install python3 python3-venv)"
+    if python3 -c "import $module" >/dev/null 2>&1; then
+        python=$(command -v python3)
     else
-        if ! "$venv/bin/python" -c 'import numpy' >/dev/null 2>&1; then
-            say "installing numpy (PyPI) into $venv for the binary-tensor tests"
-            make_venv "$venv" "for the NumPy tests"
-            "$venv/bin/pip" install -q --disable-pip-version-check 'numpy>=1.24' >/dev/null \
-                || die "pip install numpy into $venv failed; run '$venv/bin/pip install numpy' to see why"
+        if ! "$venv/bin/python" -c "import $module" >/dev/null 2>&1; then
+            say "installing $module (PyPI) into $venv $purpose"
+            make_venv "$venv" "$purpose"
+            "$venv/bin/pip" install -q --disable-pip-version-check "$requirement" >/dev/null \
+                || die "pip install $module into $venv failed; run '$venv/bin/pip install $module' to see why"
         fi
-        JOBFARM_TEST_PYTHON="$PWD/$venv/bin/python"
+        python="$PWD/$venv/bin/python"
     fi
-    export JOBFARM_TEST_PYTHON
+    printf -v "$variable" '%s' "$python"
+    export "${variable?}"
 }
 
-# Finds a python3 with `requests` for the Python example of the HTTP API (docs/examples/submit.py); installs it (PyPI)
-# into a virtualenv of the project's own when the system's python3 has none. Exports its path as JOBFARM_REQUESTS_PYTHON.
+# A python3 with NumPy for the binary-tensor and number-printing tests (a client building tensors with
+# `ndarray.tobytes()`): JOBFARM_TEST_PYTHON.
+ensure_numpy() {
+    ensure_python_module numpy 'numpy>=1.24' "for the NumPy tests" JOBFARM_TEST_PYTHON
+}
+
+# A python3 with `requests` for the Python example of the HTTP API (docs/examples/submit.py): JOBFARM_REQUESTS_PYTHON.
 ensure_requests() {
-    local venv=".build-tools/requests"
-    command -v python3 >/dev/null || die "python3 is needed for the Python example's test; install python3 (apt-get install python3 python3-venv)"
-    if python3 -c 'import requests' >/dev/null 2>&1; then
-        JOBFARM_REQUESTS_PYTHON=$(command -v python3)
-    else
-        if ! "$venv/bin/python" -c 'import requests' >/dev/null 2>&1; then
-            say "installing requests (PyPI) into $venv for the Python example's test"
-            make_venv "$venv" "for the Python example's test"
-            "$venv/bin/pip" install -q --disable-pip-version-check 'requests>=2.28' >/dev/null \
-                || die "pip install requests into $venv failed; run '$venv/bin/pip install requests' to see why"
-        fi
-        JOBFARM_REQUESTS_PYTHON="$PWD/$venv/bin/python"
-    fi
-    export JOBFARM_REQUESTS_PYTHON
+    ensure_python_module requests 'requests>=2.28' "for the Python example's test" JOBFARM_REQUESTS_PYTHON
 }
 
 # Finds promtool (Debian's `prometheus` package) for the alert-rule tests, installing the package when it is missing.
