@@ -1,4 +1,5 @@
 #include "ComputeKernels.h"
+#include <stdlib.h>
 #include <string.h>
 
 /*
@@ -148,26 +149,182 @@ static void ck_small_avx2(enum ck_weight_kind kind, const void *w, const float *
     }
 }
 
+
+/* ---------- AVX-512 version ---------- */
+
+/*
+ * Twice the lanes of the AVX2 kernel, and every operand of the inner loop 64-byte aligned (an unaligned 64-byte load
+ * crosses a cache line each time, which measured up to a third slower): the input rows are copied once per call into
+ * an aligned scratch, zero-padded to a multiple of 16 columns, and each block of 8 weight rows x 512 columns is
+ * converted (FP16, int8) or copied (FP32) into an aligned, zero-padded buffer, so no column or row tail needs a
+ * scalar loop. 8 weight rows x 3 input rows, 24 accumulators in registers. For a few input rows an FP32 pass is bound
+ * by memory and the copy only costs: the weights are then read in place.
+ */
+#define CK5_WR 8          /* weight rows per block */
+#define CK5_XR 3          /* input rows per micro-kernel call */
+#define CK5_COLS 512      /* columns per block: 8 rows x 512 x 4 B = 16 KiB, L1-resident */
+#define CK5_BATCH 64      /* input rows per sweep over the weights */
+#define CK5_DIRECT 8      /* FP32 weights are read in place up to this many input rows (memory-bound) */
+
+/* acc[j*CK5_WR + k] += w row k (stride ldw) . x row j (stride ldx) over n columns (n % 16 == 0), for j < nx. */
+__attribute__((target("avx512f"), always_inline))
+static inline void ck5_micro(const int nx, const float *w, size_t ldw, const float *x, size_t ldx, size_t n, __m512 *acc) {
+    __m512 a[CK5_XR][CK5_WR];
+#pragma GCC unroll 8
+    for (int j = 0; j < CK5_XR; j++)
+#pragma GCC unroll 8
+        for (int k = 0; k < CK5_WR; k++) if (j < nx) a[j][k] = acc[j * CK5_WR + k];
+    for (size_t c = 0; c < n; c += 16) {
+        __m512 xv[CK5_XR];
+#pragma GCC unroll 8
+        for (int j = 0; j < CK5_XR; j++) if (j < nx) xv[j] = _mm512_loadu_ps(x + j * ldx + c);
+#pragma GCC unroll 8
+        for (int k = 0; k < CK5_WR; k++) {
+            __m512 v = _mm512_loadu_ps(w + k * ldw + c);
+#pragma GCC unroll 8
+            for (int j = 0; j < CK5_XR; j++) if (j < nx) a[j][k] = _mm512_fmadd_ps(v, xv[j], a[j][k]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < CK5_XR; j++)
+#pragma GCC unroll 8
+        for (int k = 0; k < CK5_WR; k++) if (j < nx) acc[j * CK5_WR + k] = a[j][k];
+}
+
+/* n weights of one row (of the given kind) as FP32 at the aligned `dst`, zero-filled up to `padded`. */
+__attribute__((target("avx512f")))
+static void ck5_load(enum ck_weight_kind kind, const void *src, float *dst, size_t n, size_t padded) {
+    size_t c = 0;
+    if (kind == CK_W_F32) {
+        const float *f = (const float *)src;
+        for (; c + 16 <= n; c += 16) _mm512_store_ps(dst + c, _mm512_loadu_ps(f + c));
+        for (; c < n; c++) dst[c] = f[c];
+    } else if (kind == CK_W_F16) {
+        const uint16_t *h = (const uint16_t *)src;
+        for (; c + 16 <= n; c += 16) _mm512_store_ps(dst + c, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + c))));
+        if (c < n) { ck_f16_to_f32_scalar(h + c, dst + c, n - c); c = n; }
+    } else {
+        const int8_t *q = (const int8_t *)src;
+        for (; c + 16 <= n; c += 16)
+            _mm512_store_ps(dst + c, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + c)))));
+        for (; c < n; c++) dst[c] = (float)q[c];
+    }
+    for (; c < padded; c++) dst[c] = 0;
+}
+
+/* Per-thread scratch of the AVX-512 kernel: the accumulators, the weight block and the packed input rows (grown as
+ * needed, kept for the thread's life: a worker's compute threads live as long as the process). */
+static _Thread_local float *ck5_scratch;
+static _Thread_local size_t ck5_scratch_floats;
+
+__attribute__((target("avx512f")))
+static void ck_small_avx512(enum ck_weight_kind kind, const void *w, const float *scales, size_t rows, size_t cols,
+                            const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
+    const size_t elem = kind == CK_W_F32 ? 4 : kind == CK_W_F16 ? 2 : 1;
+    const char *base = (const char *)w;
+    const size_t lds = (cols + 15) & ~(size_t)15;
+    const size_t accFloats = CK5_WR * CK5_BATCH * 16, wFloats = CK5_WR * CK5_COLS;
+    const size_t need = accFloats + wFloats + (batch < CK5_BATCH ? batch : CK5_BATCH) * lds;
+    if (ck5_scratch_floats < need) {
+        float *grown = aligned_alloc(64, need * sizeof(float));
+        if (!grown) { ck_small_avx2(kind, w, scales, rows, cols, x, ldx, batch, y, ldy); return; }
+        free(ck5_scratch);
+        ck5_scratch = grown;
+        ck5_scratch_floats = need;
+    }
+    __m512 *acc = (__m512 *)ck5_scratch;
+    float *wbuf = ck5_scratch + accFloats, *xs = wbuf + wFloats;
+    for (size_t i0 = 0; i0 < batch; i0 += CK5_BATCH) {
+        const size_t nb = batch - i0 < CK5_BATCH ? batch - i0 : CK5_BATCH;
+        for (size_t i = 0; i < nb; i++) {
+            memcpy(xs + i * lds, x + (i0 + i) * ldx, cols * sizeof(float));
+            memset(xs + i * lds + cols, 0, (lds - cols) * sizeof(float));
+        }
+        const int direct = kind == CK_W_F32 && nb <= CK5_DIRECT && cols % 16 == 0;
+        for (size_t r = 0; r < rows; r += CK5_WR) {
+            const size_t nr = rows - r < CK5_WR ? rows - r : CK5_WR;
+            for (size_t k = 0; k < CK5_WR * nb; k++) acc[k] = _mm512_setzero_ps();
+            for (size_t c0 = 0; c0 < lds; c0 += CK5_COLS) {
+                const size_t n = lds - c0 < CK5_COLS ? lds - c0 : CK5_COLS;
+                const size_t valid = cols - c0 < n ? cols - c0 : n;
+                const float *wp = wbuf;
+                size_t ldw = CK5_COLS;
+                if (direct && nr == CK5_WR) {
+                    wp = (const float *)base + r * cols + c0;
+                    ldw = cols;
+                } else {
+                    for (size_t k = 0; k < nr; k++) ck5_load(kind, base + ((r + k) * cols + c0) * elem, wbuf + k * CK5_COLS, valid, n);
+                    for (size_t k = nr; k < CK5_WR; k++) memset(wbuf + k * CK5_COLS, 0, n * sizeof(float));
+                }
+                const float *xb = xs + c0;
+                size_t i = 0;
+                for (; i + CK5_XR <= nb; i += CK5_XR) ck5_micro(CK5_XR, wp, ldw, xb + i * lds, lds, n, acc + i * CK5_WR);
+                if (nb - i == 2) ck5_micro(2, wp, ldw, xb + i * lds, lds, n, acc + i * CK5_WR);
+                else if (nb - i == 1) ck5_micro(1, wp, ldw, xb + i * lds, lds, n, acc + i * CK5_WR);
+            }
+            float *yb = y + i0 * ldy;
+            for (size_t i = 0; i < nb; i++) {
+                for (size_t k = 0; k < nr; k++) {
+                    float s = _mm512_reduce_add_ps(acc[i * CK5_WR + k]);
+                    yb[i * ldy + r + k] += scales ? s * scales[r + k] : s;
+                }
+            }
+        }
+    }
+}
+
 #endif
 
-int ck_gemm_small_accelerated(void) {
+/* The instruction set the kernels use: the best the CPU has, capped by ck_gemm_small_limit_isa (tests and the bench
+ * compare the paths on one machine). 0 scalar, 1 AVX2 + FMA + F16C, 2 AVX-512F. */
+static int ck_isa_cap = CK_ISA_AVX512;
+static int ck_avx512_state = -1; /* racy init is benign (idempotent) */
+
+static int ck_isa_supported(void) {
 #ifdef CK_X86
-    return ck_cpu_has_avx2_fma();
+    if (!ck_cpu_has_avx2_fma()) return CK_ISA_SCALAR;
+    int s = __atomic_load_n(&ck_avx512_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        __builtin_cpu_init();
+        s = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        __atomic_store_n(&ck_avx512_state, s, __ATOMIC_RELAXED);
+    }
+    return s ? CK_ISA_AVX512 : CK_ISA_AVX2;
 #else
-    return 0;
+    return CK_ISA_SCALAR;
 #endif
 }
 
+int ck_gemm_small_isa(void) {
+    int supported = ck_isa_supported(), cap = __atomic_load_n(&ck_isa_cap, __ATOMIC_RELAXED);
+    return supported < cap ? supported : cap;
+}
+
+int ck_gemm_small_limit_isa(int isa) {
+    __atomic_store_n(&ck_isa_cap, isa < CK_ISA_SCALAR ? CK_ISA_SCALAR : isa, __ATOMIC_RELAXED);
+    return ck_gemm_small_isa();
+}
+
+int ck_gemm_small_accelerated(void) { return ck_gemm_small_isa() > CK_ISA_SCALAR; }
+
 void ck_gemm_small_f32(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
+    switch (ck_gemm_small_isa()) {
+    case CK_ISA_AVX512: ck_small_avx512(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
+    case CK_ISA_AVX2: ck_small_avx2(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
+    default: break;
+    }
 #endif
     ck_small_scalar_block(w, cols, rows, cols, x, ldx, batch, y, ldy, NULL);
 }
 
 void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return; }
+    switch (ck_gemm_small_isa()) {
+    case CK_ISA_AVX512: ck_small_avx512(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
+    case CK_ISA_AVX2: ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
+    default: break;
+    }
 #endif
     float row[256];
     for (size_t r = 0; r < rows; r++) {
@@ -182,7 +339,11 @@ void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float 
 void ck_gemm_small_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
                       float *y, size_t ldy) {
 #ifdef CK_X86
-    if (ck_cpu_has_avx2_fma()) { ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return; }
+    switch (ck_gemm_small_isa()) {
+    case CK_ISA_AVX512: ck_small_avx512(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
+    case CK_ISA_AVX2: ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
+    default: break;
+    }
 #endif
     for (size_t r = 0; r < rows; r++) {
         for (size_t i = 0; i < batch; i++) {

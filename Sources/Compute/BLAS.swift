@@ -52,6 +52,30 @@ public enum SmallBatchKernel {
     /// Whether the vectorised kernels run on this CPU (AVX2 + FMA + F16C); without them `sgemm` is always used.
     public static let accelerated = ck_gemm_small_accelerated() != 0
 
+    /// The instruction sets the kernels are written for.
+    public enum InstructionSet: Int, Sendable, CaseIterable, Comparable, CustomStringConvertible {
+        /// Portable C.
+        case scalar = 0
+        /// AVX2 + FMA + F16C: 4 weight rows × 3 input rows of 8 lanes.
+        case avx2 = 1
+        /// AVX-512F: 8 weight rows × 3 input rows of 16 lanes, every operand of the inner loop 64-byte aligned.
+        case avx512 = 2
+
+        public var description: String { ["scalar", "AVX2", "AVX-512"][rawValue] }
+        public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// The instruction set the kernels use now: the best this CPU has, unless capped by `limitInstructionSet`.
+    public static var instructionSet: InstructionSet { InstructionSet(rawValue: Int(ck_gemm_small_isa())) ?? .scalar }
+
+    /// Caps the kernels' instruction set (process-wide; `.avx512` lifts the cap) and returns the one now in use. For
+    /// comparing the paths on one machine: their results agree to rounding. Measured limits belong to the instruction
+    /// set they were measured with (`SmallBatchLimitsCache.key`): calibrate again after a change.
+    @discardableResult
+    public static func limitInstructionSet(_ isa: InstructionSet) -> InstructionSet {
+        InstructionSet(rawValue: Int(ck_gemm_small_limit_isa(Int32(isa.rawValue)))) ?? .scalar
+    }
+
     /// The largest batch the small kernel takes for a `rows × cols` weight matrix, run on `threads` threads.
     /// `openBLASThreads` is the OpenBLAS setting sgemm would run with.
     ///
@@ -166,9 +190,9 @@ public enum SmallBatchKernel {
         }
     }
 
-    /// Sets the one-thread batch limit of a size class (2…64).
+    /// Sets the one-thread batch limit of a size class (2…`maxSplitBatch`).
     public static func setLimit(_ value: Int, for sizeClass: SizeClass) {
-        let v = min(64, max(2, value))
+        let v = min(maxSplitBatch, max(2, value))
         switch sizeClass {
         case .small: smallLimit.store(v, ordering: .relaxed)
         case .medium: mediumLimit.store(v, ordering: .relaxed)
@@ -190,18 +214,20 @@ public enum SmallBatchKernel {
     }
 
     /// Times the small kernel against `sgemm` (with the OpenBLAS thread setting in force: set 1 first, as workers
-    /// do) for batches 2…64 on one matrix per size class, and sets each class's limit to the largest batch up to
-    /// which the kernel never lost. About 0.3 s of one core. Without the vectorised kernels it changes nothing.
+    /// do) for batches 2…128 on one matrix per size class until the kernel first loses, and sets each class's limit
+    /// to the largest batch up to which the kernel never lost. About 0.3 s of one core. Without the vectorised
+    /// kernels it changes nothing.
     @discardableResult
-    public static func calibrate(batches: [Int] = [2, 4, 8, 12, 16, 24, 32, 48, 64], minTime: Double = 0.004) -> [Calibration] {
+    public static func calibrate(batches: [Int] = [2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128], minTime: Double = 0.004) -> [Calibration] {
         guard accelerated else { return [] }
         var results: [Calibration] = []
         var rng = SeededRandom(seed: 11)
         for sizeClass in SizeClass.allCases {
             let (rows, cols) = sizeClass.calibrationShape
             let w = (0..<(rows * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
-            let xMax = (0..<(64 * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
-            var y = [Float](repeating: 0, count: 64 * rows)
+            let maxBatch = batches.max() ?? 1
+            let xMax = (0..<(maxBatch * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+            var y = [Float](repeating: 0, count: maxBatch * rows)
             var timings: [(batch: Int, small: Double, sgemm: Double)] = []
             w.withUnsafeBufferPointer { wp in
                 xMax.withUnsafeBufferPointer { xp in
@@ -215,6 +241,8 @@ public enum SmallBatchKernel {
                                             1, xp.baseAddress, Int32(cols), wp.baseAddress, Int32(cols), 1, yp.baseAddress, Int32(rows))
                             }
                             timings.append((batch, small, gemm))
+                            // The limit is the end of the leading run of wins: bigger batches need not be timed.
+                            if small > gemm { break }
                         }
                     }
                 }

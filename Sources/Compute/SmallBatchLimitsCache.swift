@@ -10,8 +10,9 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
     /// Bump when the kernels (`Sources/CComputeKernels/gemm_small.c`) or what `calibrate()` times change: figures of
     /// another version are measured again.
     ///
-    /// 3: FP16 and int8 layers' own limits (`Entry.precisions`).
-    public static let kernelVersion = 3
+    /// 3: FP16 and int8 layers' own limits (`Entry.precisions`). 4: the AVX-512 kernels, one-thread FP32 limits up
+    /// to 128 rows; the key names the instruction set in use.
+    public static let kernelVersion = 4
     public static let fileName = "small-batch-limits.json"
     /// Beside the cache file: workers started together measure one at a time.
     public static let lockFileName = "small-batch-limits.lock"
@@ -44,7 +45,7 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
         /// thread counts above 1, a limit per size class in 0…`SmallBatchKernel.maxSplitBatch`, and FP16/int8 limits (if any) of those two precisions only, each in 0…`SmallBatchKernel.maxSplitBatch`.
         public var isValid: Bool {
             let classes = SmallBatchKernel.SizeClass.allCases.count
-            return limits.count == classes && limits.allSatisfy { (2...64).contains($0) }
+            return limits.count == classes && limits.allSatisfy { (2...SmallBatchKernel.maxSplitBatch).contains($0) }
                 && Self.validSplit(splitLimits)
                 && (precisions ?? [:]).allSatisfy { name, entry in
                     Precision(rawValue: name).map { $0 != .fp32 } == true
@@ -101,14 +102,15 @@ public struct SmallBatchLimitsCache: Codable, Equatable, Sendable {
     public init(entries: [String: Entry] = [:]) { self.entries = entries }
 
     /// The cache key: what the limits depend on. Another CPU or flag set, OpenBLAS build, kernel family running
-    /// (`OPENBLAS_CORETYPE` after the kernel choice), kernel version, OpenBLAS thread count or split thread counts
-    /// (the threads of the dynamic batcher's passes) measures again.
+    /// (`OPENBLAS_CORETYPE` after the kernel choice), kernel version or instruction set, OpenBLAS thread count or
+    /// split thread counts (the threads of the dynamic batcher's passes) measures again.
     public static func key(cpu: String, flags: Set<String>, openBLASConfig: String, core: String, threads: Int,
-                           splitThreads: [Int] = [], kernelVersion: Int = kernelVersion) -> String {
+                           splitThreads: [Int] = [], kernelVersion: Int = kernelVersion,
+                           instructionSet: SmallBatchKernel.InstructionSet = SmallBatchKernel.instructionSet) -> String {
         let relevant = BLASKernelChooser.relevantFlags.filter(flags.contains).joined(separator: ",")
         let split = Set(splitThreads.filter { $0 > 1 }).sorted().map(String.init).joined(separator: ",")
         return "cpu=\(cpu); flags=\(relevant); openblas=\(openBLASConfig); core=\(core); threads=\(threads); "
-            + (split.isEmpty ? "" : "split=\(split); ") + "kernels=\(kernelVersion)"
+            + (split.isEmpty ? "" : "split=\(split); ") + "kernels=\(kernelVersion)-\(instructionSet)"
     }
 
     /// The key of this process: /proc/cpuinfo, the OpenBLAS build and kernels loaded, the thread count in force,

@@ -3,12 +3,14 @@ import Testing
 @testable import Compute
 
 /// The C entry points of the small-batch kernels, called directly (the model-level tests only reach the shapes the
-/// batch limits let through): every tail — rows not a multiple of 4, columns not a multiple of 8 or of the 512-column
-/// block, batches around the 3-row tile and the 64-row sweep — for FP32, FP16 and int8 weights, on 1 to 5 threads.
-@Suite struct SmallBatchKernelCTests {
+/// batch limits let through): every tail — rows not a multiple of 4 or 8, columns not a multiple of 8 or 16 or of the
+/// 512-column block, batches around the 3-row tile, the 8-row limit of reading FP32 weights in place and the 64-row
+/// sweep — for FP32, FP16 and int8 weights, on 1 to 5 threads, with every instruction set this CPU has (capped one
+/// after the other: the scalar, AVX2 and AVX-512 paths are each checked wherever the CPU runs them).
+@Suite(.serialized) struct SmallBatchKernelCTests {
     static let shapes: [(rows: Int, cols: Int, batch: Int)] = [
         (1, 7, 1), (3, 8, 2), (4, 520, 3), (5, 1029, 47), (130, 7, 64), (130, 520, 65), (67, 1029, 97), (9, 8, 49),
-        (130, 1029, 5), (256, 64, 1),
+        (130, 1029, 5), (256, 64, 1), (13, 48, 8), (16, 1040, 4), (24, 1040, 9),
     ]
 
     /// y += W·x in Double for `rows × cols` weights `w` (already expanded to FP32), `batch` rows of x.
@@ -39,32 +41,37 @@ import Testing
             ("f16", Self.reference(w16.map(Float.init), scales: nil, rows: rows, cols: cols, x: x, batch: batch, y0: y0)),
             ("i8", Self.reference(q.map(Float.init), scales: scales, rows: rows, cols: cols, x: x, batch: batch, y0: y0)),
         ]
-        for threads in [1, 2, 3, 5] {
-            for (kind, want) in expected {
-                var y = y0
-                x.withUnsafeBufferPointer { xp in
-                    y.withUnsafeMutableBufferPointer { yp in
-                        switch kind {
-                        case "f32":
-                            w32.withUnsafeBufferPointer {
-                                ck_gemm_small_f32_mt($0.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
-                            }
-                        case "f16":
-                            w16.withUnsafeBufferPointer { wp in
-                                wp.withMemoryRebound(to: UInt16.self) {
-                                    ck_gemm_small_f16_mt($0.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
+        let best = SmallBatchKernel.limitInstructionSet(.avx512)
+        defer { SmallBatchKernel.limitInstructionSet(.avx512) }
+        for isa in SmallBatchKernel.InstructionSet.allCases where isa <= best {
+            #expect(SmallBatchKernel.limitInstructionSet(isa) == isa)
+            for threads in [1, 2, 3, 5] {
+                for (kind, want) in expected {
+                    var y = y0
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            switch kind {
+                            case "f32":
+                                w32.withUnsafeBufferPointer {
+                                    ck_gemm_small_f32_mt($0.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
                                 }
-                            }
-                        default:
-                            q.withUnsafeBufferPointer { qp in
-                                scales.withUnsafeBufferPointer { sp in
-                                    ck_gemm_small_i8_mt(qp.baseAddress, sp.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
+                            case "f16":
+                                w16.withUnsafeBufferPointer { wp in
+                                    wp.withMemoryRebound(to: UInt16.self) {
+                                        ck_gemm_small_f16_mt($0.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
+                                    }
+                                }
+                            default:
+                                q.withUnsafeBufferPointer { qp in
+                                    scales.withUnsafeBufferPointer { sp in
+                                        ck_gemm_small_i8_mt(qp.baseAddress, sp.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
+                                    }
                                 }
                             }
                         }
                     }
+                    #expect(maxNormRelativeError(y.map(Double.init), want) < 1e-5, "\(kind) \(rows)×\(cols) batch \(batch) threads \(threads) \(isa)")
                 }
-                #expect(maxNormRelativeError(y.map(Double.init), want) < 1e-5, "\(kind) \(rows)×\(cols) batch \(batch) threads \(threads)")
             }
         }
     }

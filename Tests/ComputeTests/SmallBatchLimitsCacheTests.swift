@@ -37,6 +37,9 @@ import Testing
             SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 2),
             SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1,
                                       kernelVersion: SmallBatchLimitsCache.kernelVersion + 1),
+            // Limits measured with the kernels capped to another instruction set are not this process's.
+            SmallBatchLimitsCache.key(cpu: "Some CPU (family 6, model 1, stepping 1)", flags: ["avx2", "fma", "f16c", "sse4_2"], openBLASConfig: "OpenBLAS 0.3.21 DYNAMIC_ARCH", core: "Haswell", threads: 1,
+                                      instructionSet: SmallBatchKernel.instructionSet == .scalar ? .avx2 : .scalar),
         ]
         #expect(Set(others).count == others.count)
         for other in others { #expect(cache.entry(for: other) == nil, "\(other)") }
@@ -60,7 +63,7 @@ import Testing
 
     @Test func entriesWithImpossibleLimitsAreMisses() {
         var cache = SmallBatchLimitsCache()
-        for limits in [[16, 24], [16, 24, 32, 8], [1, 8, 8], [8, 8, 65], []] {
+        for limits in [[16, 24], [16, 24, 32, 8], [1, 8, 8], [8, 8, SmallBatchKernel.maxSplitBatch + 1], []] {
             cache.entries[key] = .init(measuredAt: "x", limits: limits, detail: "edited by hand")
             #expect(cache.entry(for: key) == nil, "\(limits)")
         }

@@ -57,6 +57,16 @@ void ck_compute_thread_nice(int nice);
 /// 1 when the small-batch kernels run vectorised on this CPU.
 int ck_gemm_small_accelerated(void);
 
+/// The instruction sets of the small-batch kernels, in order.
+#define CK_ISA_SCALAR 0
+#define CK_ISA_AVX2 1      /* AVX2 + FMA + F16C */
+#define CK_ISA_AVX512 2    /* AVX-512F */
+/// The instruction set the small-batch kernels use now: the best this CPU has, capped by ck_gemm_small_limit_isa.
+int ck_gemm_small_isa(void);
+/// Caps the instruction set of the small-batch kernels (process-wide; CK_ISA_AVX512 lifts the cap) and returns the
+/// one now in use. For comparing the paths on one machine: results agree to rounding, speeds differ.
+int ck_gemm_small_limit_isa(int isa);
+
 #ifdef __cplusplus
 }
 #endif
