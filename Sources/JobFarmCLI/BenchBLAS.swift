@@ -27,7 +27,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Option(parsing: .unconditional, help: "OpenBLAS threads for the GEMM figures.") var threads: Int = 1
-    @Option(help: "Sections to run: gemm,fp16,passes,queue,inference,train.") var only: String = "gemm,fp16,passes,queue,inference,train"
+    @Option(help: "Sections to run: gemm,fp16,kernels,passes,queue,inference,train.") var only: String = "gemm,fp16,kernels,passes,queue,inference,train"
     @Option(parsing: .unconditional, help: "Worker processes in the end-to-end inference runs.") var inferenceWorkers: Int = 2
     @Option(parsing: .unconditional, help: "Seconds per queue run.") var queueSeconds: Double = 5
     @Option(parsing: .unconditional, help: "Worker concurrency in the queue runs.") var clients: Int = 64
@@ -75,6 +75,7 @@ struct BenchBLASCommand: AsyncParsableCommand {
         print("FP32 peak: \(peak.description)\n")
         if sections.contains("gemm") { try gemm(peak: peak) }
         if sections.contains("fp16") { try fp16() }
+        if sections.contains("kernels") { try kernels() }
         if sections.contains("passes") { try passes(model: try queueModel()) }
         if sections.contains("queue") { try await queue() }
         if sections.contains("inference") { try await inference() }

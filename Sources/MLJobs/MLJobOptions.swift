@@ -136,7 +136,7 @@ public func registerMLJobs(
         "blas_core": "\(BLASInfo.coreName)", "blas_threads": "\(BLASThreads.current)",
         "blas_choice": "\"\(options.blasChoice ?? "not measured (no kernel chooser in this process)")\"",
         "compute_threads": "\(options.resolvedComputeThreads())", "compute_nice": "\(options.computeNice)",
-        "small_batch_kernels": "\(SmallBatchKernel.accelerated ? "avx2" : "off (no AVX2/FMA/F16C)")",
+        "small_batch_kernels": "\(SmallBatchKernel.accelerated ? SmallBatchKernel.instructionSet == .avx512 ? "avx512" : "avx2" : "off (no AVX2/FMA/F16C)")",
         "small_batch_limits": "\"\(limits)\"",
         "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",
         "f16c": "\(FP16Conversion.hardwareAccelerated)",
