@@ -320,6 +320,9 @@ void ck_gemm_small_f32(const float *w, size_t rows, size_t cols, const float *x,
 
 void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
+    /* One row: the fused matrix-vector kernel reads the weights in place, converting in registers (the block
+     * kernels convert into a buffer first, which only pays when several rows share it). */
+    if (batch == 1 && ck_gemm_small_isa() >= CK_ISA_AVX2) { ck_gemv_f16(w, rows, cols, x, y); return; }
     switch (ck_gemm_small_isa()) {
     case CK_ISA_AVX512: ck_small_avx512(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
     case CK_ISA_AVX2: ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
@@ -339,6 +342,7 @@ void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float 
 void ck_gemm_small_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
                       float *y, size_t ldy) {
 #ifdef CK_X86
+    if (batch == 1 && ck_gemm_small_isa() >= CK_ISA_AVX2) { ck_gemv_i8(w, scales, rows, cols, x, y); return; }
     switch (ck_gemm_small_isa()) {
     case CK_ISA_AVX512: ck_small_avx512(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
     case CK_ISA_AVX2: ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
