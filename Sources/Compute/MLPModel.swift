@@ -252,11 +252,17 @@ public struct MLPModel: Sendable {
         if let mean = inputMean, let std = inputStd {
             current = standardized(rows, batch: batch, mean: mean, std: std)
         }
-        for (i, layer) in layers.enumerated() {
-            let skipSoftmax = !finalSoftmax && i == layers.count - 1 && layer.activation == .softmax
-            current = try layer.evaluate(current, batch: batch, applyActivation: !skipSoftmax, threads: threads)
+        // A layer above its split limit runs OpenBLAS on `threads` threads. Changing OpenBLAS's thread count costs
+        // about 0.1 ms each way (its helpers park and wake), so a pass with such a layer raises it once for all its
+        // layers instead of around each; the split kernel's own pool runs the other layers as before.
+        let raise = threads > 1 && layers.contains { $0.usesOpenBLASThreads(batch: batch, threads: threads) } ? threads : 1
+        return try BLASThreads.raised(to: raise) {
+            for (i, layer) in layers.enumerated() {
+                let skipSoftmax = !finalSoftmax && i == layers.count - 1 && layer.activation == .softmax
+                current = try layer.evaluate(current, batch: batch, applyActivation: !skipSoftmax, threads: threads)
+            }
+            return current
         }
-        return current
     }
 
     /// Index of the first NaN/±Inf. The common all-finite case is a branch-free
@@ -401,6 +407,12 @@ extension DenseLayer {
             }
         }
         return y
+    }
+
+    /// Whether `evaluate(batch:threads:)` runs this layer on OpenBLAS's threads (above the split limit).
+    func usesOpenBLASThreads(batch: Int, threads: Int) -> Bool {
+        threads > 1 && SmallBatchKernel.splits(rows: outFeatures, cols: inFeatures)
+            && !SmallBatchKernel.preferred(batch: batch, rows: outFeatures, cols: inFeatures, threads: threads, precision: weightPrecision)
     }
 
     /// Which code multiplies a layer (`evaluate(path:)`).
