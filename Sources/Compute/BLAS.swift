@@ -275,7 +275,7 @@ public enum SmallBatchKernel {
     }
 
     /// Times a pass split across `threads` threads by the farm's kernel (OpenBLAS on one thread) against the same
-    /// product by OpenBLAS on `threads` threads (`sgemv` for one row, `sgemm` above), for batches 1…128 on one
+    /// product by OpenBLAS raised to `threads` threads for the call (`sgemv` for one row, `sgemm` above), for batches 1…128 on one
     /// matrix per size class until the kernel first loses, and sets each class's split limit to the largest batch
     /// up to which the split kernel never lost. Restores the OpenBLAS thread setting. Under 1 s of `threads` cores.
     @discardableResult
@@ -301,14 +301,17 @@ public enum SmallBatchKernel {
                             let split = bestTime(minTime) {
                                 ck_gemm_small_f32_mt(wp.baseAddress, rows, cols, xp.baseAddress, cols, batch, yp.baseAddress, rows, threads)
                             }
-                            BLASThreads.set(threads)
+                            // As a pass pays for it: OpenBLAS's threads raised for the call and put back after
+                            // (waking its parked helpers is part of the price of choosing them).
                             let openBLAS = bestTime(minTime) {
-                                if batch == 1 {
-                                    cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, wp.baseAddress, Int32(cols),
-                                                xp.baseAddress, 1, 1, yp.baseAddress, 1)
-                                } else {
-                                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(cols),
-                                                1, xp.baseAddress, Int32(cols), wp.baseAddress, Int32(cols), 1, yp.baseAddress, Int32(rows))
+                                BLASThreads.raised(to: threads) {
+                                    if batch == 1 {
+                                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(cols), 1, wp.baseAddress, Int32(cols),
+                                                    xp.baseAddress, 1, 1, yp.baseAddress, 1)
+                                    } else {
+                                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(rows), Int32(cols),
+                                                    1, xp.baseAddress, Int32(cols), wp.baseAddress, Int32(cols), 1, yp.baseAddress, Int32(rows))
+                                    }
                                 }
                             }
                             timings.append((batch, split, openBLAS))
