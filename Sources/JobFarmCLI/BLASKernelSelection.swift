@@ -23,7 +23,7 @@ enum BLASKernelSelection {
         let libraryCore = BLASInfo.coreName
         switch BLASKernelChooser.plan(environment: environment, flags: flags, libraryCore: libraryCore) {
         case .keep(let reason):
-            return reason
+            return withThreadTimeout(reason, environment: environment, logger: logger)
         case .chosen(let summary):
             let forced = environment[BLASKernelChooser.coreTypeVariable] ?? ""
             if libraryCore.caseInsensitiveCompare(forced) != .orderedSame {
@@ -86,7 +86,13 @@ enum BLASKernelSelection {
             }
         }
         let summary = decision.summary + (cached ? "; cached" : "")
-        guard let coreType = decision.coreType else { return summary }
+        guard let coreType = decision.coreType else {
+            if lock >= 0 {
+                close(lock)
+                lock = -1
+            }
+            return withThreadTimeout(summary, environment: environment, logger: logger)
+        }
         if lock >= 0 {
             close(lock)
             lock = -1
@@ -112,18 +118,40 @@ enum BLASKernelSelection {
         return BLASCandidateResult.from(coreType: coreType, libraryCore: libraryCore, output: run.output, failure: run.failure)
     }
 
-    /// `execv` of /proc/self/exe with the same arguments and `OPENBLAS_CORETYPE` + `JOBFARM_BLAS_CHOSEN` added to
-    /// the environment. Returns only on failure, with errno (the environment is restored).
-    static func reexecute(coreType: String, summary: String) -> Int32 {
-        setenv(BLASKernelChooser.coreTypeVariable, coreType, 1)
-        setenv(BLASKernelChooser.chosenVariable, summary, 1)
+    /// After a threaded call OpenBLAS's helper threads spin for 2^28 cycles (about 0.1 s) before they sleep; in a
+    /// worker that is a core taken from the split kernels' own threads, Redis and the coordination for every pass
+    /// that used OpenBLAS's threads (a 2-thread 16-row FP32 pass of the bench model: 7.6 ms beside the spinning,
+    /// 4.7 ms without). 2^20 cycles (under half a millisecond) keeps a pass's consecutive layers from waking them
+    /// and lets them sleep between passes. A value in the environment is kept.
+    static let threadTimeout = (variable: "OPENBLAS_THREAD_TIMEOUT", log2Cycles: "20")
+
+    /// `summary` when OpenBLAS already runs with a thread timeout from the environment; otherwise the process is
+    /// re-executed with `OPENBLAS_THREAD_TIMEOUT` set (OpenBLAS reads it once, at load) and this returns only if
+    /// that fails.
+    static func withThreadTimeout(_ summary: String, environment: [String: String], logger: Logger) -> String {
+        guard environment[threadTimeout.variable] == nil else { return summary }
+        let error = reexecute(coreType: nil, summary: nil)
+        logger.warning("re-exec failed; OpenBLAS's threads spin 0.1 s after each threaded call", metadata: [
+            "error": "\(String(cString: strerror(error)))"])
+        return summary
+    }
+
+    /// `execv` of /proc/self/exe with the same arguments and, added to the environment, `OPENBLAS_CORETYPE` +
+    /// `JOBFARM_BLAS_CHOSEN` when a kernel family was chosen and `OPENBLAS_THREAD_TIMEOUT` when not set. Returns
+    /// only on failure, with errno (the environment is restored).
+    static func reexecute(coreType: String?, summary: String?) -> Int32 {
+        if let coreType { setenv(BLASKernelChooser.coreTypeVariable, coreType, 1) }
+        if let summary { setenv(BLASKernelChooser.chosenVariable, summary, 1) }
+        let setTimeout = getenv(threadTimeout.variable) == nil
+        if setTimeout { setenv(threadTimeout.variable, threadTimeout.log2Cycles, 1) }
         fflush(nil)  // every stdio stream: buffered output would be lost with the old image
         var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
         execv("/proc/self/exe", &argv)
         let error = errno
         for p in argv { free(p) }
-        unsetenv(BLASKernelChooser.coreTypeVariable)
-        unsetenv(BLASKernelChooser.chosenVariable)
+        if coreType != nil { unsetenv(BLASKernelChooser.coreTypeVariable) }
+        if summary != nil { unsetenv(BLASKernelChooser.chosenVariable) }
+        if setTimeout { unsetenv(threadTimeout.variable) }
         return error
     }
 }

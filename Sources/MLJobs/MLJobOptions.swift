@@ -139,6 +139,7 @@ public func registerMLJobs(
         "small_batch_kernels": "\(SmallBatchKernel.accelerated ? SmallBatchKernel.instructionSet == .avx512 ? "avx512" : "avx2" : "off (no AVX2/FMA/F16C)")",
         "small_batch_limits": "\"\(limits)\"",
         "openblas_coretype": "\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "(auto)")",
+        "openblas_thread_timeout": "\(ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] ?? "(OpenBLAS default)")",
         "f16c": "\(FP16Conversion.hardwareAccelerated)",
         "batching": "\(options.batching.enabled ? "maxBatch=\(options.batching.maxBatch) maxDelay=\(options.batching.maxDelay) passThreads=\(environment.batcher.passThreads)" : "off")",
     ])

@@ -157,4 +157,22 @@ struct BLASKernelChoiceProcessTests {
         #expect(!forced.contains("measuring") && !off.contains("measuring") && !only.contains("measuring"))
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("blas-kernels.json").path))
     }
+
+    /// OpenBLAS's helpers would spin 0.1 s after each threaded call: a worker started without
+    /// `OPENBLAS_THREAD_TIMEOUT` re-executes itself once with 20 (whichever way the kernel family was chosen), and
+    /// keeps a value from the environment.
+    @Test func workersRunWithAShortOpenBLASThreadTimeout() async throws {
+        let farm = try TestRedis.farm()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let base = ["JOBFARM_BLAS_AUTOTUNE": "0", "JOBFARM_CACHE_DIR": directory.path]
+        let unset = ["OPENBLAS_CORETYPE", "JOBFARM_BLAS_CHOSEN", "OPENBLAS_THREAD_TIMEOUT"]
+        let started = try await runWorker(farm, environment: base, unset: unset)
+        #expect(try readyLine(started).line.contains("openblas_thread_timeout=20"), "\(started)")
+        let kept = try await runWorker(farm, environment: base.merging(["OPENBLAS_THREAD_TIMEOUT": "25"]) { $1 }, unset: Array(unset.dropLast()))
+        #expect(try readyLine(kept).line.contains("openblas_thread_timeout=25"), "\(kept)")
+        let forced = try await runWorker(farm, environment: base.merging(["OPENBLAS_CORETYPE": "Haswell"]) { $1 }, unset: ["JOBFARM_BLAS_CHOSEN", "OPENBLAS_THREAD_TIMEOUT"])
+        let (line, core) = try readyLine(forced)
+        #expect(core == "Haswell" && line.contains("openblas_thread_timeout=20"), "\(line)")
+    }
 }
