@@ -39,10 +39,10 @@ extension JSONTextWritable {
 /// (one comparison per piece, not per byte): a writer whose capacity was too small stops the process instead of
 /// writing past the buffer.
 public struct JSONTextCursor {
-    let start: UnsafeMutablePointer<UInt8>
-    let end: UnsafeMutablePointer<UInt8>
+    @usableFromInline let start: UnsafeMutablePointer<UInt8>
+    @usableFromInline let end: UnsafeMutablePointer<UInt8>
     /// Where the next byte goes.
-    public private(set) var position: UnsafeMutablePointer<UInt8>
+    @usableFromInline var position: UnsafeMutablePointer<UInt8>
 
     /// A cursor at the start of `buffer`.
     public init(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
@@ -52,29 +52,29 @@ public struct JSONTextCursor {
     }
 
     /// Bytes written.
-    public var count: Int { position - start }
+    @inlinable public var count: Int { position - start }
 
-    /// Stops the process when `n` more bytes do not fit.
-    @inline(__always) func room(_ n: Int) {
+    /// Stops the process when `n` more bytes do not fit (the message is built only then).
+    @usableFromInline @inline(__always) func room(_ n: Int) {
         precondition(end - position >= n, "JSON text overflows its buffer of \(end - start) bytes: the writer's jsonTextCapacity is too small")
     }
 
     /// One byte (ASCII punctuation: `[`, `,`, …).
-    @inline(__always) public mutating func byte(_ value: UInt8) {
+    @inlinable public mutating func byte(_ value: UInt8) {
         room(1)
         position.pointee = value
         position += 1
     }
 
     /// Text known to need no escaping (member names with their quotes and colon, `null`, …).
-    @inline(__always) public mutating func raw(_ text: StaticString) {
+    @inlinable public mutating func raw(_ text: StaticString) {
         room(text.utf8CodeUnitCount)
         position.update(from: text.utf8Start, count: text.utf8CodeUnitCount)
         position += text.utf8CodeUnitCount
     }
 
     /// Bytes copied as they are (text written beforehand).
-    @inline(__always) public mutating func raw(_ bytes: UnsafeBufferPointer<UInt8>) {
+    @inlinable public mutating func raw(_ bytes: UnsafeBufferPointer<UInt8>) {
         guard let base = bytes.baseAddress else { return }
         room(bytes.count)
         position.update(from: base, count: bytes.count)
@@ -82,7 +82,7 @@ public struct JSONTextCursor {
     }
 
     /// Bytes copied as they are (text written beforehand).
-    @inline(__always) public mutating func raw(_ bytes: [UInt8]) {
+    @inlinable public mutating func raw(_ bytes: [UInt8]) {
         bytes.withUnsafeBufferPointer { raw($0) }
     }
 
@@ -90,7 +90,7 @@ public struct JSONTextCursor {
     public static let maxIntegerLength = 20
 
     /// A whole number, exactly.
-    @inline(__always) public mutating func integer(_ value: Int) {
+    @inlinable public mutating func integer(_ value: Int) {
         room(Self.maxIntegerLength)
         var p = position
         if value < 0 {
@@ -113,7 +113,7 @@ public struct JSONTextCursor {
     }
 
     /// A float32 with its shortest text (`FloatText.write`); `null` when not finite.
-    @inline(__always) public mutating func float(_ value: Float) {
+    @inlinable public mutating func float(_ value: Float) {
         room(FloatText.maxFloatLength)
         position += FloatText.write(value, to: position)
     }

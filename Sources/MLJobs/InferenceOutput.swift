@@ -7,6 +7,7 @@ extension InferenceJob {
         public var label: String?
         public var probability: Float
 
+        /// A class's score: its index among the model's outputs, its label if the model has labels, its probability.
         public init(index: Int, label: String?, probability: Float) {
             self.index = index
             self.label = label
@@ -148,6 +149,7 @@ extension InferenceJob {
         public var batchRows: Int
         public var batchRequests: Int
 
+        /// An answer from rows of scores (each row may have its own length, each score its own label).
         public init(model: String, sha256: String, precision: String, rows: Int, predictions: [Int], topK: [[Score]],
                     logits: FloatMatrix?, probabilities: FloatMatrix?, batchRows: Int, batchRequests: Int) {
             self.init(model: model, sha256: sha256, precision: precision, rows: rows, predictions: predictions, scores: TopScores(topK),
