@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "RedisClient", dependencies: ["CHiredis"]),
         // The job envelope, key layout and Lua scripts: the protocol any language can speak. The scripts are the
         // files in Sources/JobProtocol/Scripts, embedded into the binary at build time by the EmbedLuaScripts plugin.
-        .target(name: "JobProtocol", dependencies: ["CZlib"], plugins: ["EmbedLuaScripts"]),
+        .target(name: "JobProtocol", dependencies: ["CZlib", "CComputeKernels"], plugins: ["EmbedLuaScripts"]),
         .executableTarget(name: "LuaEmbedder"),
         .plugin(name: "EmbedLuaScripts", capability: .buildTool(), dependencies: ["LuaEmbedder"]),
         // The queue engine: enqueue, fetch with leases, ack/fail/retry, reaper, scheduler, dead letters, stats.
@@ -61,7 +61,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // The ML kinds' payloads, read and checked by the same code in the dispatcher and the worker. No Redis, no BLAS.
-        .target(name: "JobPayloads", dependencies: ["JobProtocol"]),
+        .target(name: "JobPayloads", dependencies: ["JobProtocol", "CComputeKernels"]),
         // Job handlers: built-in kinds (noop, sleep, echo, fail).
         .target(name: "JobKinds", dependencies: ["JobWorker", "JobProtocol"]),
         // The model and dataset registry in Redis: content-addressed (SHA-256), chunked, compressed, versioned.

@@ -65,20 +65,28 @@ extension BenchBLASCommand {
              "config":"{}","inputs":64,"outputs":10,"createdAt":0,"metadata":{}}
             """.utf8))
         BLASThreads.set(1)
-        print("in the worker (envelope text → result text, one thread, no batching; best of 30 runs per phase), ms per job:")
-        print(" rows | form   | decode  forward  encode   total | NumPy forward (its threads / 1 thread) | total ÷ NumPy (its threads / 1 thread)")
+        print("in the worker (envelope text → result text, one thread, no batching; best of 30 runs per phase), ms per job;")
+        print("ack copy = the result text copied into the `complete` call's Redis command, as the worker's reporter does after the")
+        print("handler (not in encode nor in total; hiredis formats the command once more when it sends it):")
+        print(" rows | form   | decode  forward  encode   total | ack copy | NumPy forward (its threads / 1 thread) | total ÷ NumPy (its threads / 1 thread)")
         for rows in Self.inferenceRows {
             for binary in [true, false] {
                 let envelope = JobEnvelope(kind: "inference", queue: "ml", payload: try JSONValue(parsing: Self.inferencePayload(model: "bench-mlp", rows: rows, binary: binary))).encoded()
-                var decode = Double.infinity, forward = Double.infinity, encode = Double.infinity
+                var decode = Double.infinity, forward = Double.infinity, encode = Double.infinity, ack = Double.infinity
+                let clock = ContinuousClock()
                 for _ in 0..<30 {
                     let t = try InferenceJob.timePhases(envelope: envelope, model: model, version: version)
                     decode = min(decode, t.decode)
                     forward = min(forward, t.forward)
                     encode = min(encode, t.encode)
+                    let start = clock.now
+                    let command = RedisCommand(["EVALSHA", String(repeating: "0", count: 40), "1", "jf:{ml}", "ml", "86400000", "0123456789abcdef", "1", t.result])
+                    ack = min(ack, (clock.now - start).seconds)
+                    withExtendedLifetime(command) {}
                 }
                 let total = decode + forward + encode
-                var line = String(format: "%5d | %@ | %7.3f %8.3f %7.3f %7.3f", rows, binary ? "binary" : "JSON  ", decode * 1e3, forward * 1e3, encode * 1e3, total * 1e3)
+                var line = String(format: "%5d | %@ | %7.3f %8.3f %7.3f %7.3f | %8.3f", rows, binary ? "binary" : "JSON  ", decode * 1e3, forward * 1e3, encode * 1e3,
+                                  total * 1e3, ack * 1e3)
                 if case .success(let figures) = numpy, let seconds = figures.seconds[rows] {
                     let one = (try? numpyOne.get())?.seconds[rows]
                     line += String(format: " | %13.3f / %6.3f | %6.1f× / %5.1f×", seconds * 1e3, (one ?? .nan) * 1e3,

@@ -233,9 +233,26 @@ public struct InferencePayload: KindPayload {
 
     /// The first value of a decoded tensor that is NaN or infinite, as a problem naming its row and feature.
     public static func nonFinite(in values: UnsafeBufferPointer<Float>, width: Int, pointer: String) -> PayloadProblem? {
-        guard let index = values.firstIndex(where: { !$0.isFinite }) else { return nil }
+        guard let index = firstNonFinite(values) else { return nil }
         return PayloadProblem(PayloadPointer.appending(pointer, "data"),
                               "row \(index / width) feature \(index % width) is \(values[index]); inputs must be finite")
+    }
+
+    /// The index of the first NaN or infinity. Blocks of 64 values are checked with integer operations the compiler
+    /// vectorises (an exponent of all ones carries into the sign bit when 2^23 is added to it); only a block with
+    /// such a value is scanned one by one.
+    static func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
+        values.withMemoryRebound(to: UInt32.self) { bits in
+            var start = 0
+            while start < bits.count {
+                let end = min(start + 64, bits.count)
+                var carried: UInt32 = 0
+                for i in start..<end { carried |= (bits[i] & 0x7F80_0000) &+ 0x0080_0000 }
+                if carried & 0x8000_0000 != 0 { return (start..<end).first { !values[$0].isFinite } }
+                start = end
+            }
+            return nil
+        }
     }
 
     /// `[[number]]` → float32 row-major, every problem with its pointer (`/inputs/3`, `/inputs/3/7`).

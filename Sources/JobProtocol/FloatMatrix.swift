@@ -6,7 +6,7 @@ import Foundation
 ///
 /// `JSONValueEncoder` writes it in one pass into a byte buffer (shortest float32 text, `FloatText`), not one
 /// node and one `String` per number.
-public struct FloatMatrix: Encodable, Sendable, Equatable {
+public struct FloatMatrix: JSONTextWritable, Sendable, Equatable {
     /// How the values are written.
     public enum Encoding: Sendable, Equatable {
         /// Rows of JSON numbers.
@@ -31,39 +31,47 @@ public struct FloatMatrix: Encodable, Sendable, Equatable {
 
     /// The compact JSON text of the matrix, appended to `out`.
     public func write(to out: inout [UInt8]) {
+        appendJSONText(to: &out)
+    }
+
+    /// At most how many bytes the matrix's text takes.
+    public var jsonTextCapacity: Int {
+        switch encoding {
+        case .numbers: return 2 + rows * 3 + values.count * (FloatText.maxFloatLength + 1)
+        case .float32Base64: return 64 + 2 * JSONTextCursor.maxIntegerLength + JSONTextCursor.base64Length(values.count * 4)
+        }
+    }
+
+    /// Writes the matrix's compact JSON text: rows of shortest float32 texts, or the tensor object with its base64
+    /// written in one pass (vectorised where the CPU allows).
+    public func writeJSONText(to cursor: inout JSONTextCursor) {
         switch encoding {
         case .numbers:
-            out.reserveCapacity(out.count + values.count * 12 + rows * 3 + 2)
-            out.append(UInt8(ascii: "["))
+            cursor.byte(UInt8(ascii: "["))
             values.withUnsafeBufferPointer { values in
-                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: FloatText.maxFloatLength + 4) { scratch in
-                    let buffer = scratch.baseAddress!
-                    for r in 0..<rows {
-                        out.append(r == 0 ? UInt8(ascii: "[") : UInt8(ascii: ","))
-                        if r > 0 { out.append(UInt8(ascii: "[")) }
-                        for c in 0..<columns {
-                            var count = 0
-                            if c > 0 {
-                                buffer[0] = UInt8(ascii: ",")
-                                count = 1
-                            }
-                            count += FloatText.write(values[r * columns + c], to: buffer + count)
-                            out.append(contentsOf: UnsafeBufferPointer(start: buffer, count: count))
-                        }
-                        out.append(UInt8(ascii: "]"))
+                for r in 0..<rows {
+                    cursor.raw(r == 0 ? "[" : ",[")
+                    for c in 0..<columns {
+                        if c > 0 { cursor.byte(UInt8(ascii: ",")) }
+                        cursor.float(values[r * columns + c])
                     }
+                    cursor.byte(UInt8(ascii: "]"))
                 }
             }
-            out.append(UInt8(ascii: "]"))
+            cursor.byte(UInt8(ascii: "]"))
         case .float32Base64:
-            out.append(contentsOf: #"{"dtype":"float32","shape":["#.utf8)
-            out.append(contentsOf: "\(rows),\(columns)],\"data\":\"".utf8)
-            var littleEndian = values
+            cursor.raw(#"{"dtype":"float32","shape":["#)
+            cursor.integer(rows)
+            cursor.byte(UInt8(ascii: ","))
+            cursor.integer(columns)
+            cursor.raw(#"],"data":""#)
             #if _endian(big)
-            for i in littleEndian.indices { littleEndian[i] = Float(bitPattern: littleEndian[i].bitPattern.littleEndian) }
+            let littleEndian = values.map { Float(bitPattern: $0.bitPattern.littleEndian) }
+            littleEndian.withUnsafeBytes { cursor.base64($0) }
+            #else
+            values.withUnsafeBytes { cursor.base64($0) }
             #endif
-            littleEndian.withUnsafeBytes { FloatMatrix.base64(of: $0, into: &out) }
-            out.append(contentsOf: "\"}".utf8)
+            cursor.raw(#""}"#)
         }
     }
 
@@ -100,29 +108,11 @@ public struct FloatMatrix: Encodable, Sendable, Equatable {
 
     /// Appends the base64 text (padded, standard alphabet) of `bytes` to `out`.
     public static func base64(of bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
-        let symbols: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-        let table = symbols.utf8Start
-        let input = bytes.bindMemory(to: UInt8.self)
-        let start = out.count
-        out.append(contentsOf: repeatElement(UInt8(ascii: "="), count: (input.count + 2) / 3 * 4))
+        let start = out.count, length = JSONTextCursor.base64Length(bytes.count)
+        out.append(contentsOf: repeatElement(UInt8(ascii: "="), count: length))
         out.withUnsafeMutableBufferPointer { buffer in
-            var o = start, i = 0
-            while i + 3 <= input.count {
-                let word = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
-                buffer[o] = table[Int(word >> 18)]
-                buffer[o + 1] = table[Int((word >> 12) & 63)]
-                buffer[o + 2] = table[Int((word >> 6) & 63)]
-                buffer[o + 3] = table[Int(word & 63)]
-                i += 3
-                o += 4
-            }
-            let rest = input.count - i
-            if rest > 0 {
-                let word = UInt32(input[i]) << 16 | (rest == 2 ? UInt32(input[i + 1]) << 8 : 0)
-                buffer[o] = table[Int(word >> 18)]
-                buffer[o + 1] = table[Int((word >> 12) & 63)]
-                if rest == 2 { buffer[o + 2] = table[Int((word >> 6) & 63)] }
-            }
+            var cursor = JSONTextCursor(UnsafeMutableBufferPointer(rebasing: buffer[start...]))
+            cursor.base64(bytes)
         }
     }
 }

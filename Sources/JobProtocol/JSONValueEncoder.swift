@@ -19,7 +19,10 @@ public struct JSONValueEncoder: Sendable {
     }
 
     /// `value` as compact JSON text: members in the order the value encoded them, integers and floats exact.
+    /// A value that writes its own text (`JSONTextWritable`: an inference answer, a `FloatMatrix`, `JSONText`) is
+    /// written in one pass straight into the string, without a tree.
     public func encodeText<T: Encodable>(_ value: T) throws -> String {
+        if let writable = value as? any JSONTextWritable { return writable.writtenJSONText }
         let node = try encodeNode(value)
         var out = ""
         out.reserveCapacity(256)
@@ -76,10 +79,7 @@ enum EncodedNode {
         case .value(let value): value.write(to: &out)
         case .exact(_, let text): out += text
         case .float(let value): out += FloatText.string(value)
-        case .floatMatrix(let matrix):
-            var bytes: [UInt8] = []
-            matrix.write(to: &bytes)
-            out += String(decoding: bytes, as: UTF8.self)
+        case .floatMatrix(let matrix): out += matrix.writtenJSONText
         case .text(let text):
             out += String(decoding: text.bytes, as: UTF8.self)
         case .array(let array):
@@ -368,11 +368,15 @@ struct JSONValueSingleEncodingContainer: SingleValueEncodingContainer {
 /// A value whose JSON text was written beforehand, in one pass, by code that knows its shape (an inference result's
 /// top-k table): `JSONValueEncoder` copies the text as it is instead of building a node per number. Any other
 /// encoder gets the parsed value.
-public struct JSONText: Encodable, Sendable, Equatable {
+public struct JSONText: JSONTextWritable, Sendable, Equatable {
     /// UTF-8 JSON text of one value; the writer guarantees it is valid.
     public let bytes: [UInt8]
 
     public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    public var jsonTextCapacity: Int { bytes.count }
+
+    public func writeJSONText(to cursor: inout JSONTextCursor) { cursor.raw(bytes) }
 
     public func encode(to encoder: any Encoder) throws {
         try JSONValue(parsing: bytes).encode(to: encoder)

@@ -13,89 +13,6 @@ public struct InferenceJob: JobHandler {
     /// check the dispatcher runs too.
     public typealias Parameters = JSONValue
 
-    /// One class in a row's top-k.
-    public struct Score: Encodable, Sendable {
-        public var index: Int
-        public var label: String?
-        public var probability: Float
-    }
-
-    /// Result.
-    public struct Output: Encodable, Sendable {
-        public var model: String
-        public var sha256: String
-        public var precision: String
-        public var rows: Int
-        public var predictions: [Int]
-        public var topK: [[Score]]
-        /// Rows of numbers, or a float32 tensor object with `outputFormat: "binary"`.
-        public var logits: FloatMatrix?
-        public var probabilities: FloatMatrix?
-        /// Rows and requests in the forward pass this job joined (dynamic batching).
-        public var batchRows: Int
-        public var batchRequests: Int
-
-        enum CodingKeys: String, CodingKey {
-            case model, sha256, precision, rows, predictions, topK, logits, probabilities, batchRows, batchRequests
-        }
-
-        /// As the synthesized encoding, with `predictions` and `topK` written as text in one pass (`JSONText`):
-        /// a node per score made encoding a 512-row answer cost more than its forward pass.
-        public func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(model, forKey: .model)
-            try container.encode(sha256, forKey: .sha256)
-            try container.encode(precision, forKey: .precision)
-            try container.encode(rows, forKey: .rows)
-            try container.encode(Self.text(predictions), forKey: .predictions)
-            try container.encode(Self.text(topK), forKey: .topK)
-            try container.encodeIfPresent(logits, forKey: .logits)
-            try container.encodeIfPresent(probabilities, forKey: .probabilities)
-            try container.encode(batchRows, forKey: .batchRows)
-            try container.encode(batchRequests, forKey: .batchRequests)
-        }
-
-        static func text(_ predictions: [Int]) -> JSONText {
-            var out: [UInt8] = []
-            out.reserveCapacity(2 + predictions.count * 3)
-            out.append(UInt8(ascii: "["))
-            for (i, p) in predictions.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: String(p).utf8)
-            }
-            out.append(UInt8(ascii: "]"))
-            return JSONText(bytes: out)
-        }
-
-        /// `[[{"index":2,"label":"cat","probability":0.91},…],…]`; a score's probability is always finite (softmax).
-        static func text(_ topK: [[Score]]) -> JSONText {
-            var out: [UInt8] = []
-            out.reserveCapacity(2 + topK.count * (topK.first?.count ?? 0) * 40)
-            out.append(UInt8(ascii: "["))
-            for (r, row) in topK.enumerated() {
-                if r > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(UInt8(ascii: "["))
-                for (i, score) in row.enumerated() {
-                    if i > 0 { out.append(UInt8(ascii: ",")) }
-                    out.append(contentsOf: #"{"index":"#.utf8)
-                    out.append(contentsOf: String(score.index).utf8)
-                    if let label = score.label {
-                        var quoted = ""
-                        JSONValue.writeString(label, to: &quoted)
-                        out.append(contentsOf: #","label":"#.utf8)
-                        out.append(contentsOf: quoted.utf8)
-                    }
-                    out.append(contentsOf: #","probability":"#.utf8)
-                    if score.probability.isFinite { FloatText.append(score.probability, to: &out) } else { out.append(contentsOf: "null".utf8) }
-                    out.append(UInt8(ascii: "}"))
-                }
-                out.append(UInt8(ascii: "]"))
-            }
-            out.append(UInt8(ascii: "]"))
-            return JSONText(bytes: out)
-        }
-    }
-
     let environment: MLEnvironment
 
     public init(environment: MLEnvironment) { self.environment = environment }
@@ -133,33 +50,24 @@ public struct InferenceJob: JobHandler {
         batchRows: Int, batchRequests: Int
     ) -> Output {
         let rowCount = parameters.rows
-        let k = parameters.topK ?? 3
         let classes = model.outputSize
-        let labels = model.config.classLabels
         let wantLogits = parameters.returnLogits ?? true, wantProbabilities = parameters.returnProbabilities ?? false
-        var predictions: [Int] = []
-        predictions.reserveCapacity(rowCount)
-        var top: [[Score]] = []
-        top.reserveCapacity(rowCount)
-        var probabilities = [Float](repeating: 0, count: rowCount * classes)
-        var order = [Int](repeating: 0, count: classes)
-        logits.withUnsafeBufferPointer { logits in
-            probabilities.withUnsafeMutableBufferPointer { p in
-                for r in 0..<rowCount {
-                    let z = UnsafeBufferPointer(rebasing: logits[(r * classes)..<((r + 1) * classes)])
-                    let row = UnsafeMutableBufferPointer(rebasing: p[(r * classes)..<((r + 1) * classes)])
-                    softmax(z, into: row)
-                    for c in 0..<classes { order[c] = c }
-                    order.sort { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
-                    predictions.append(order[0])
-                    top.append(order.prefix(k).map { Score(index: $0, label: labels?[$0], probability: row[$0]) })
-                }
+        // Every row's probabilities only when the answer carries them; otherwise one row's scratch.
+        var probabilities = wantProbabilities ? [Float](repeating: 0, count: rowCount * classes) : []
+        let (predictions, scores) = logits.withUnsafeBufferPointer { logits in
+            guard wantProbabilities else {
+                return topScores(logits: logits, rows: rowCount, classes: classes, k: parameters.topK ?? 3,
+                                 labels: model.config.classLabels, probabilities: nil)
+            }
+            return probabilities.withUnsafeMutableBufferPointer {
+                topScores(logits: logits, rows: rowCount, classes: classes, k: parameters.topK ?? 3, labels: model.config.classLabels,
+                          probabilities: $0)
             }
         }
         let encoding: FloatMatrix.Encoding = parameters.outputFormat == .binary ? .float32Base64 : .numbers
         return Output(
             model: version.reference, sha256: version.sha256, precision: (precision ?? model.precision ?? .fp32).rawValue,
-            rows: rowCount, predictions: predictions, topK: top,
+            rows: rowCount, predictions: predictions, scores: scores,
             logits: wantLogits ? FloatMatrix(rows: rowCount, columns: classes, values: logits, encoding: encoding) : nil,
             probabilities: wantProbabilities ? FloatMatrix(rows: rowCount, columns: classes, values: probabilities, encoding: encoding) : nil,
             batchRows: batchRows, batchRequests: batchRequests)
@@ -175,6 +83,8 @@ public struct InferenceJob: JobHandler {
         public var encode: Double
         /// Bytes of the result's JSON text.
         public var resultBytes: Int
+        /// The result's JSON text, as the worker hands it to the `complete` call.
+        public var result: String
     }
 
     /// Runs the worker's path for one envelope on `model` without Redis or batching — decode, forward pass, encode —
@@ -194,7 +104,7 @@ public struct InferenceJob: JobHandler {
         let text = try JSONValueEncoder().encodeText(output)
         let t3 = clock.now
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
-        return PhaseTimes(decode: seconds(t1 - t0), forward: seconds(t2 - t1), encode: seconds(t3 - t2), resultBytes: text.utf8.count)
+        return PhaseTimes(decode: seconds(t1 - t0), forward: seconds(t2 - t1), encode: seconds(t3 - t2), resultBytes: text.utf8.count, result: text)
     }
 
     /// The rows as float32, row-major: JSON numbers as read, a float32 tensor decoded straight into the buffer the

@@ -67,6 +67,20 @@ int ck_gemm_small_isa(void);
 /// one now in use. For comparing the paths on one machine: results agree to rounding, speeds differ.
 int ck_gemm_small_limit_isa(int isa);
 
+/// Base64 (RFC 4648, standard alphabet) of whole groups, no padding: the caller handles a padded last group.
+/// Decodes the 4-character groups of `src` (`len` characters; a partial group at the end is ignored) into `dst`
+/// (3 bytes a group) and stops before the first group holding a character outside the alphabet (`=` included).
+/// Returns the characters decoded: `len - len % 4` when all were clean. AVX2 when the CPU has it, portable otherwise.
+size_t ck_base64_decode_groups(const uint8_t *src, size_t len, uint8_t *dst);
+/// Encodes the whole 3-byte groups of `src` (`len` bytes; a partial group at the end is ignored) into `dst`
+/// (4 characters a group).
+void ck_base64_encode_groups(const uint8_t *src, size_t len, uint8_t *dst);
+/// The portable versions of the two above, whatever the CPU (for tests comparing both paths).
+size_t ck_base64_decode_groups_portable(const uint8_t *src, size_t len, uint8_t *dst);
+void ck_base64_encode_groups_portable(const uint8_t *src, size_t len, uint8_t *dst);
+/// 1 when the base64 kernels run vectorised on this CPU.
+int ck_base64_accelerated(void);
+
 #ifdef __cplusplus
 }
 #endif
