@@ -25,7 +25,7 @@ struct JobFarmCommand: AsyncParsableCommand {
     )
 
     /// Runs the command; a `CLIError` exits with its own status (`EX_CONFIG` for a Redis URL, password or database
-    /// that must change), everything else as ArgumentParser does.
+    /// that must change), everything else with ArgumentParser's message and status.
     static func main() async {
         do {
             var command = try parseAsRoot()
@@ -36,10 +36,29 @@ struct JobFarmCommand: AsyncParsableCommand {
             }
         } catch let error as CLIError {
             FileHandle.standardError.write(Data("Error: \(error.message)\n".utf8))
-            Foundation.exit(error.exitCode)
+            finish(error.exitCode)
         } catch {
-            exit(withError: error)
+            let message = fullMessage(for: error)
+            let code = exitCode(for: error)
+            if !message.isEmpty {
+                if code == .success {
+                    print(message)
+                } else {
+                    FileHandle.standardError.write(Data((message + "\n").utf8))
+                }
+            }
+            finish(code.rawValue)
         }
+        finish(0)
+    }
+
+    /// Ends the process without running the libraries' destructors, once stdio is flushed. OpenBLAS 0.3.21's
+    /// destructor joins its helper threads and can wait forever for one that a signal did not wake (seen as a worker
+    /// that logged its shutdown and never exited, its main thread in `blas_thread_shutdown_`); nothing of this
+    /// program needs a destructor at exit: connections are closed, files synced and logs written by then.
+    static func finish(_ status: Int32) -> Never {
+        fflush(nil)
+        _exit(status)
     }
 }
 
