@@ -149,7 +149,6 @@ static void ck_small_avx2(enum ck_weight_kind kind, const void *w, const float *
     }
 }
 
-
 /* ---------- AVX-512 version ---------- */
 
 /*
@@ -307,27 +306,32 @@ int ck_gemm_small_limit_isa(int isa) {
 
 int ck_gemm_small_accelerated(void) { return ck_gemm_small_isa() > CK_ISA_SCALAR; }
 
+#ifdef CK_X86
+/* The vectorised kernel of the instruction set in force; 0 when there is none (the caller runs its portable loop).
+ * One FP16 or int8 row goes to the fused matrix-vector kernels, which read the weights in place and convert in
+ * registers (the block kernels convert into a buffer first, which only pays when several rows share it). */
+static int ck_small_vectorised(enum ck_weight_kind kind, const void *w, const float *scales, size_t rows, size_t cols,
+                               const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
+    const int isa = ck_gemm_small_isa();
+    if (isa < CK_ISA_AVX2) return 0;
+    if (batch == 1 && kind == CK_W_F16) ck_gemv_f16((const uint16_t *)w, rows, cols, x, y);
+    else if (batch == 1 && kind == CK_W_I8) ck_gemv_i8((const int8_t *)w, scales, rows, cols, x, y);
+    else if (isa >= CK_ISA_AVX512) ck_small_avx512(kind, w, scales, rows, cols, x, ldx, batch, y, ldy);
+    else ck_small_avx2(kind, w, scales, rows, cols, x, ldx, batch, y, ldy);
+    return 1;
+}
+#endif
+
 void ck_gemm_small_f32(const float *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    switch (ck_gemm_small_isa()) {
-    case CK_ISA_AVX512: ck_small_avx512(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
-    case CK_ISA_AVX2: ck_small_avx2(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
-    default: break;
-    }
+    if (ck_small_vectorised(CK_W_F32, w, NULL, rows, cols, x, ldx, batch, y, ldy)) return;
 #endif
     ck_small_scalar_block(w, cols, rows, cols, x, ldx, batch, y, ldy, NULL);
 }
 
 void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch, float *y, size_t ldy) {
 #ifdef CK_X86
-    /* One row: the fused matrix-vector kernel reads the weights in place, converting in registers (the block
-     * kernels convert into a buffer first, which only pays when several rows share it). */
-    if (batch == 1 && ck_gemm_small_isa() >= CK_ISA_AVX2) { ck_gemv_f16(w, rows, cols, x, y); return; }
-    switch (ck_gemm_small_isa()) {
-    case CK_ISA_AVX512: ck_small_avx512(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
-    case CK_ISA_AVX2: ck_small_avx2(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy); return;
-    default: break;
-    }
+    if (ck_small_vectorised(CK_W_F16, w, NULL, rows, cols, x, ldx, batch, y, ldy)) return;
 #endif
     float row[256];
     for (size_t r = 0; r < rows; r++) {
@@ -342,12 +346,7 @@ void ck_gemm_small_f16(const uint16_t *w, size_t rows, size_t cols, const float 
 void ck_gemm_small_i8(const int8_t *w, const float *scales, size_t rows, size_t cols, const float *x, size_t ldx, size_t batch,
                       float *y, size_t ldy) {
 #ifdef CK_X86
-    if (batch == 1 && ck_gemm_small_isa() >= CK_ISA_AVX2) { ck_gemv_i8(w, scales, rows, cols, x, y); return; }
-    switch (ck_gemm_small_isa()) {
-    case CK_ISA_AVX512: ck_small_avx512(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
-    case CK_ISA_AVX2: ck_small_avx2(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy); return;
-    default: break;
-    }
+    if (ck_small_vectorised(CK_W_I8, w, scales, rows, cols, x, ldx, batch, y, ldy)) return;
 #endif
     for (size_t r = 0; r < rows; r++) {
         for (size_t i = 0; i < batch; i++) {
