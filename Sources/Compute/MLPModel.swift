@@ -1,4 +1,3 @@
-import CComputeKernels
 import Foundation
 
 /// Numeric precision of a model's layer tensors.
@@ -340,65 +339,47 @@ extension DenseLayer {
                   path: KernelPath? = nil) throws -> [Float] {
         let out = outFeatures, inF = inFeatures
         try BLAS.checkInt32(batch, out, inF)
-        // A matrix too small to be worth spreading over threads runs as a one-thread pass would.
-        let threads = requestedThreads > 1 && SmallBatchKernel.splits(rows: out, cols: inF) ? requestedThreads : 1
+        let (threads, small) = kernelChoice(batch: batch, threads: requestedThreads, path: path)
         let biasF32: [Float]? = bias?.floats()
         var y = [Float](unsafeUninitializedCapacity: batch * out) { _, n in n = batch * out }
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 withOptionalPointer(biasF32) { bp in
-                    // The small-batch kernels, on `threads` threads (one: the caller's). One-thread FP32 products go
-                    // through `BLAS.linear`, which makes the same choice for its other callers.
-                    // FP16 and int8 layers by their own limits: their OpenBLAS path converts the weights first.
-                    let small = path.map { $0 == .kernel }
-                        ?? SmallBatchKernel.preferred(batch: batch, rows: out, cols: inF, threads: threads, precision: weightPrecision)
                     // Above the split limit a multi-thread pass runs OpenBLAS on its threads instead (measured faster
                     // there: `SmallBatchKernel.calibrateSplit`, `calibrate(precision:threads:)`).
                     let openBLASThreads = !small && threads > 1 ? threads : 1
-                    switch weight.storage {
-                    case .float32(let w) where small && threads > 1:
+                    // The small-batch kernels, on `threads` threads (one: the caller's). One-thread FP32 products go
+                    // through `BLAS.linear`, which makes the same choice for its other callers.
+                    if small && (threads > 1 || weightPrecision != .fp32) {
                         preload(batch: batch, bias: bp, y: yp)
-                        w.withUnsafeBufferPointer { wp in
-                            ck_gemm_small_f32_mt(wp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
-                        }
-                    case .float16(let w) where small:
-                        preload(batch: batch, bias: bp, y: yp)
-                        w.withUnsafeBufferPointer { wp in
-                            wp.withMemoryRebound(to: UInt16.self) { bits in
-                                ck_gemm_small_f16_mt(bits.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
+                        SmallBatchKernel.accumulate(weight: weight, x: xp, batch: batch, into: yp, threads: threads)
+                    } else {
+                        switch weight.storage {
+                        case .float32(let w):
+                            w.withUnsafeBufferPointer { wp in
+                                BLASThreads.raised(to: openBLASThreads) {
+                                    BLAS.linear(x: xp.baseAddress, batch: batch, inFeatures: inF, w: wp.baseAddress,
+                                                rows: out, bias: bp, y: yp.baseAddress, ldy: out, smallKernel: openBLASThreads == 1)
+                                }
                             }
-                        }
-                    case .int8(let q, let scales) where small:
-                        preload(batch: batch, bias: bp, y: yp)
-                        q.withUnsafeBufferPointer { qp in
-                            scales.withUnsafeBufferPointer { sp in
-                                ck_gemm_small_i8_mt(qp.baseAddress, sp.baseAddress, out, inF, xp.baseAddress, inF, batch, yp.baseAddress, out, threads)
+                        case .float16(let w) where batch == 1:
+                            preload(bias: bp, y: yp)
+                            w.withUnsafeBufferPointer { wp in CompressedGEMV.f16(wp, rows: out, cols: inF, x: xp, y: yp) }
+                        case .int8(let q, let scales) where batch == 1:
+                            preload(bias: bp, y: yp)
+                            q.withUnsafeBufferPointer { qp in CompressedGEMV.i8(qp, scales: scales, rows: out, cols: inF, x: xp, y: yp) }
+                        case .float16(let w):
+                            w.withUnsafeBufferPointer { wp in
+                                blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
+                                    FP16Conversion.convert(UnsafeBufferPointer(rebasing: wp[(r0 * inF)..<((r0 + nr) * inF)]),
+                                                           into: scratch)
+                                }
                             }
-                        }
-                    case .float32(let w):
-                        w.withUnsafeBufferPointer { wp in
-                            BLASThreads.raised(to: openBLASThreads) {
-                                BLAS.linear(x: xp.baseAddress, batch: batch, inFeatures: inF, w: wp.baseAddress,
-                                            rows: out, bias: bp, y: yp.baseAddress, ldy: out, smallKernel: openBLASThreads == 1)
-                            }
-                        }
-                    case .float16(let w) where batch == 1:
-                        preload(bias: bp, y: yp)
-                        w.withUnsafeBufferPointer { wp in CompressedGEMV.f16(wp, rows: out, cols: inF, x: xp, y: yp) }
-                    case .int8(let q, let scales) where batch == 1:
-                        preload(bias: bp, y: yp)
-                        q.withUnsafeBufferPointer { qp in CompressedGEMV.i8(qp, scales: scales, rows: out, cols: inF, x: xp, y: yp) }
-                    case .float16(let w):
-                        w.withUnsafeBufferPointer { wp in
-                            blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
-                                FP16Conversion.convert(UnsafeBufferPointer(rebasing: wp[(r0 * inF)..<((r0 + nr) * inF)]),
-                                                       into: scratch)
-                            }
-                        }
-                    case .int8(let w, let scales):
-                        w.withUnsafeBufferPointer { wp in
-                            blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
-                                Dequantize.rows(wp, scales: scales, rowLength: inF, firstRow: r0, rowCount: nr, into: scratch)
+                        case .int8(let w, let scales):
+                            w.withUnsafeBufferPointer { wp in
+                                blocked(batch: batch, x: xp, bias: bp, y: yp, openBLASThreads: openBLASThreads) { r0, nr, scratch in
+                                    Dequantize.rows(wp, scales: scales, rowLength: inF, firstRow: r0, rowCount: nr, into: scratch)
+                                }
                             }
                         }
                     }
@@ -409,10 +390,20 @@ extension DenseLayer {
         return y
     }
 
+    /// The threads a `batch`-row product of this layer runs on (one for a matrix too small to be worth spreading)
+    /// and whether the farm's small-batch kernel multiplies it (by the measured limits of its weight precision, unless
+    /// `path` forces one side).
+    func kernelChoice(batch: Int, threads requested: Int, path: KernelPath? = nil) -> (threads: Int, small: Bool) {
+        let threads = requested > 1 && SmallBatchKernel.splits(rows: outFeatures, cols: inFeatures) ? requested : 1
+        let small = path.map { $0 == .kernel }
+            ?? SmallBatchKernel.preferred(batch: batch, rows: outFeatures, cols: inFeatures, threads: threads, precision: weightPrecision)
+        return (threads, small)
+    }
+
     /// Whether `evaluate(batch:threads:)` runs this layer on OpenBLAS's threads (above the split limit).
     func usesOpenBLASThreads(batch: Int, threads: Int) -> Bool {
-        threads > 1 && SmallBatchKernel.splits(rows: outFeatures, cols: inFeatures)
-            && !SmallBatchKernel.preferred(batch: batch, rows: outFeatures, cols: inFeatures, threads: threads, precision: weightPrecision)
+        let choice = kernelChoice(batch: batch, threads: threads)
+        return choice.threads > 1 && !choice.small
     }
 
     /// Which code multiplies a layer (`evaluate(path:)`).
